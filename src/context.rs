@@ -1,0 +1,269 @@
+//! Context assembly and token-budget packing.
+//!
+//! `PromptVars` is everything a template can use (`coach-api prompt schema` prints its
+//! schema). `pack` renders the messages and fits them into the prompt budget
+//! (`TOKEN_LIMIT_PER_REQUEST` minus the reply's `max_tokens`): it drops the oldest history
+//! first, then shortens swing and profile detail. The golfer's message is never cut.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::models::{AppContext, CoachingThemes, GolferProfile, SwingAnalysis};
+use crate::prompts::{PromptError, Prompts, CONTEXT, MESSAGE, SYSTEM};
+use crate::tokens;
+
+/// How much swing and profile detail the context message carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Detail {
+    /// Goals, every recent swing with its metrics.
+    Full,
+    /// No goals or metrics.
+    Brief,
+    /// The latest swing only, no recommendation text.
+    Minimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptRole {
+    System,
+    User,
+    Assistant,
+}
+
+impl PromptRole {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::User => "user",
+            Self::Assistant => "assistant",
+        }
+    }
+}
+
+/// An earlier turn of today's conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HistoryTurn {
+    pub role: PromptRole,
+    pub content: String,
+}
+
+/// The variables every template receives. Every field is always present (absent values are
+/// `null`), so templates test with `{% if x %}` and a misspelt name fails loudly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PromptVars {
+    /// Today's date, YYYY-MM-DD (UTC).
+    pub today: String,
+    /// The length the system prompt asks replies to stay under.
+    pub reply_word_limit: u32,
+    /// The golfer's message, already sanitized. Rendered only inside `message.tera`.
+    pub message: String,
+    pub profile: Option<GolferProfile>,
+    /// What the app says about the screen the golfer is on.
+    pub app: AppContext,
+    pub themes: CoachingThemes,
+    /// Older turns of today's conversation folded into prose.
+    pub summary: Option<String>,
+    /// The swing the app has on screen (only ever the caller's own).
+    pub swing_on_screen: Option<SwingAnalysis>,
+    /// Recent swing analyses, newest first.
+    pub swings: Vec<SwingAnalysis>,
+    /// Earlier turns of today's conversation, oldest first.
+    pub history: Vec<HistoryTurn>,
+    /// Set by packing; authors may leave it out of a preview file.
+    #[serde(default = "full")]
+    pub detail: Detail,
+}
+
+fn full() -> Detail {
+    Detail::Full
+}
+
+impl PromptVars {
+    /// The newest swing the coach knows about: the one on screen, else the latest analysis.
+    pub fn latest_swing(&self) -> Option<&SwingAnalysis> {
+        self.swing_on_screen.as_ref().or_else(|| self.swings.first())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PromptMessage {
+    pub role: PromptRole,
+    pub content: String,
+}
+
+/// The rendered prompt that fits the budget, with its size in model tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packed {
+    pub messages: Vec<PromptMessage>,
+    pub prompt_tokens: usize,
+    pub budget: usize,
+    /// History turns left out to fit.
+    pub dropped_turns: usize,
+    pub detail: Detail,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("the message needs {needed} tokens with the coach's instructions; the budget is {budget}")]
+    MessageTooLong { needed: usize, budget: usize },
+    #[error(transparent)]
+    Prompt(#[from] PromptError),
+}
+
+fn count(messages: &[PromptMessage]) -> usize {
+    tokens::count_chat(messages.iter().map(|m| (m.role.as_str(), m.content.as_str())))
+}
+
+fn render_all(prompts: &Prompts, vars: &PromptVars, skip_turns: usize) -> Result<Vec<PromptMessage>, PromptError> {
+    let mut out = vec![
+        PromptMessage { role: PromptRole::System, content: prompts.render(SYSTEM, vars)? },
+        PromptMessage { role: PromptRole::User, content: prompts.render(CONTEXT, vars)? },
+    ];
+    for turn in vars.history.iter().skip(skip_turns) {
+        let content = match turn.role {
+            PromptRole::User => prompts.render(MESSAGE, &serde_json::json!({ "message": turn.content }))?,
+            _ => turn.content.clone(),
+        };
+        out.push(PromptMessage { role: turn.role.clone(), content });
+    }
+    out.push(PromptMessage { role: PromptRole::User, content: prompts.render(MESSAGE, vars)? });
+    Ok(out)
+}
+
+/// Renders the prompt and fits it into `budget` tokens.
+pub fn pack(prompts: &Prompts, vars: &PromptVars, budget: usize) -> Result<Packed, PackError> {
+    let mut v = vars.clone();
+    v.detail = Detail::Full;
+    let mut skip = 0;
+    // 1. Drop the oldest history, a turn at a time.
+    loop {
+        let messages = render_all(prompts, &v, skip)?;
+        let n = count(&messages);
+        if n <= budget {
+            return Ok(Packed { messages, prompt_tokens: n, budget, dropped_turns: skip, detail: v.detail });
+        }
+        if skip >= v.history.len() {
+            break;
+        }
+        skip += 1;
+    }
+    // 2. Then shorten swing and profile detail, step by step.
+    let steps: [fn(&mut PromptVars); 6] = [
+        |v| v.detail = Detail::Brief,
+        |v| v.swings.truncate(1),
+        |v| v.detail = Detail::Minimal,
+        |v| v.summary = None,
+        |v| {
+            v.swings.clear();
+            v.swing_on_screen = None;
+        },
+        |v| v.profile = None,
+    ];
+    let mut last = 0;
+    for step in steps {
+        step(&mut v);
+        let messages = render_all(prompts, &v, skip)?;
+        last = count(&messages);
+        if last <= budget {
+            return Ok(Packed { messages, prompt_tokens: last, budget, dropped_turns: skip, detail: v.detail });
+        }
+    }
+    Err(PackError::MessageTooLong { needed: last, budget })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn example_vars() -> PromptVars {
+        let text = include_str!("../prompts/example-context.json");
+        match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => panic!("prompts/example-context.json does not match PromptVars: {e}"),
+        }
+    }
+
+    fn prompts() -> Prompts {
+        match Prompts::embedded() {
+            Ok(p) => p,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn every_template_renders_the_example_context() -> Result<(), PromptError> {
+        let p = prompts();
+        let vars = example_vars();
+        for t in [SYSTEM, CONTEXT, MESSAGE, crate::prompts::OFFLINE, crate::prompts::FALLBACK] {
+            let out = p.render(t, &vars)?;
+            assert!(!out.trim().is_empty(), "{t} rendered empty");
+        }
+        let limit = serde_json::json!({"limit": "user_hour", "limit_value": 15, "reset_phrase": "at 08:00 UTC", "premium": false});
+        assert!(p.render(crate::prompts::LIMIT, &limit)?.contains("15"));
+        Ok(())
+    }
+
+    #[test]
+    fn context_names_the_latest_swing_and_themes() -> Result<(), PromptError> {
+        let out = prompts().render(CONTEXT, &example_vars())?;
+        assert!(out.contains("out-to-in swing path"), "{out}");
+        assert!(out.contains("Tempo and rhythm"), "{out}");
+        Ok(())
+    }
+
+    #[test]
+    fn golfer_template_syntax_is_data_not_code() -> Result<(), PromptError> {
+        let mut vars = example_vars();
+        vars.message = "{{ themes.primary_focus }} {% for x in swings %}X{% endfor %}".into();
+        let out = prompts().render(MESSAGE, &vars)?;
+        assert!(out.contains("{{ themes.primary_focus }}"));
+        assert!(!out.contains("Tempo and rhythm"));
+        Ok(())
+    }
+
+    #[test]
+    fn an_undefined_variable_is_an_error() {
+        let r = prompts().render(SYSTEM, &serde_json::json!({ "today": "2026-11-25" }));
+        assert!(matches!(r, Err(PromptError::Render { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn the_golfers_message_never_enters_the_system_message() -> Result<(), PackError> {
+        let mut vars = example_vars();
+        vars.message = "UNIQUE-MARKER-7731".into();
+        let packed = pack(&prompts(), &vars, 1050)?;
+        assert!(!packed.messages[0].content.contains("UNIQUE-MARKER-7731"));
+        let last = packed.messages.last().map(|m| m.content.clone()).unwrap_or_default();
+        assert!(last.contains("UNIQUE-MARKER-7731"));
+        Ok(())
+    }
+
+    #[test]
+    fn packing_drops_oldest_history_first() -> Result<(), PackError> {
+        let mut vars = example_vars();
+        vars.history = (0..60)
+            .map(|i| HistoryTurn {
+                role: if i % 2 == 0 { PromptRole::User } else { PromptRole::Assistant },
+                content: format!("turn {i}: let's talk about bunker play and tempo drills at length"),
+            })
+            .collect();
+        let packed = pack(&prompts(), &vars, 1050)?;
+        assert!(packed.prompt_tokens <= 1050);
+        assert!(packed.dropped_turns > 0);
+        let all = packed.messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n");
+        assert!(all.contains("turn 59:"), "newest turn kept");
+        assert!(!all.contains("turn 0:"), "oldest turn dropped");
+        assert_eq!(packed.detail, Detail::Full, "detail is kept while history can go");
+        Ok(())
+    }
+
+    #[test]
+    fn a_message_that_cannot_fit_is_refused_not_cut() {
+        let mut vars = example_vars();
+        vars.message = "golf ".repeat(1000);
+        let r = pack(&prompts(), &vars, 400);
+        assert!(matches!(r, Err(PackError::MessageTooLong { .. })), "{r:?}");
+    }
+}

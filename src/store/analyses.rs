@@ -1,0 +1,60 @@
+//! Swing analyses from `golf-coach-analyses`: read-only, always scoped to the caller.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::{from_item, keys, s, sdk_error, to_item, Store, StoreError};
+use crate::models::{SwingAnalysis, SwingId, UserId};
+
+impl Store {
+    /// The caller's most recent analyses, newest first.
+    pub async fn recent_swings(&self, user: &UserId, limit: i32) -> Result<Vec<SwingAnalysis>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.analyses_table)
+            .index_name(keys::ANALYSES_USER_INDEX)
+            .key_condition_expression("#u = :u")
+            .expression_attribute_names("#u", keys::ANALYSES_USER_INDEX_PK)
+            .expression_attribute_values(":u", s(user.as_str()))
+            .scan_index_forward(false)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| sdk_error("Query analyses", e))?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| from_item(keys::ANALYSES_PK, item))
+            .collect()
+    }
+
+    /// One analysis, only if it belongs to the caller. Another golfer's swing and a missing one
+    /// are both `None`, so nothing reveals whether it exists.
+    pub async fn swing_of(&self, user: &UserId, id: &SwingId) -> Result<Option<SwingAnalysis>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.analyses_table)
+            .key(keys::ANALYSES_PK, s(id.as_str()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem analysis", e))?;
+        let Some(item) = out.item else { return Ok(None) };
+        if item.get(keys::ANALYSES_USER_INDEX_PK) != Some(&AttributeValue::S(user.to_string())) {
+            return Ok(None);
+        }
+        from_item(id.as_str(), item).map(Some)
+    }
+
+    /// Writes an analysis (demo data and tests only: production analyses come from the analysis system).
+    pub async fn put_swing(&self, swing: &SwingAnalysis) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.analyses_table)
+            .set_item(Some(to_item(swing)?))
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutItem analysis", e))?;
+        Ok(())
+    }
+}

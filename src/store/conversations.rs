@@ -1,0 +1,151 @@
+//! Conversations and profiles: the context read wave and the one write after the reply.
+
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+use chrono::{DateTime, Utc};
+
+use super::counters::TransactOutcome;
+use super::{from_item, keys, n, s, sdk_error, to_item, Item, Store, StoreError};
+use crate::models::{CoachingThemes, ConversationItem, GolferProfile, SwingAnalysis, SwingId, UserId};
+
+/// Everything the coach knows before answering, read in one concurrent wave.
+#[derive(Debug, Clone, Default)]
+pub struct StoredContext {
+    pub today: Option<ConversationItem>,
+    /// Themes of the latest conversation before today, carried into a new day.
+    pub previous_themes: Option<CoachingThemes>,
+    pub swings: Vec<SwingAnalysis>,
+    /// The swing the app has on screen, present only when it is the caller's.
+    pub swing_on_screen: Option<SwingAnalysis>,
+    pub profile: Option<GolferProfile>,
+}
+
+pub const RECENT_SWINGS: i32 = 3;
+
+/// Day start in the fixed timestamp format, for `last_updated < today`.
+fn day_start(at: DateTime<Utc>) -> String {
+    format!("{}T00:00:00.000Z", at.format("%Y-%m-%d"))
+}
+
+impl Store {
+    pub async fn load_context(
+        &self,
+        user: &UserId,
+        now: DateTime<Utc>,
+        swing_on_screen: Option<&SwingId>,
+    ) -> Result<StoredContext, StoreError> {
+        let conv_key = keys::conversation(user, now);
+        let swing = async {
+            match swing_on_screen {
+                Some(id) => self.swing_of(user, id).await,
+                None => Ok(None),
+            }
+        };
+        let (today, previous_themes, swings, swing_on_screen, profile) = tokio::try_join!(
+            self.conversation(&conv_key),
+            self.previous_themes(user, now),
+            self.recent_swings(user, RECENT_SWINGS),
+            swing,
+            self.profile(user),
+        )?;
+        Ok(StoredContext { today, previous_themes, swings, swing_on_screen, profile })
+    }
+
+    /// A conversation by key, read consistently.
+    pub async fn conversation(&self, key: &str) -> Result<Option<ConversationItem>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem conversation", e))?;
+        out.item.map(|i| from_item(key, i)).transpose()
+    }
+
+    async fn previous_themes(&self, user: &UserId, now: DateTime<Utc>) -> Result<Option<CoachingThemes>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(keys::USER_INDEX)
+            .key_condition_expression("#u = :u AND #t < :today")
+            .expression_attribute_names("#u", keys::USER_INDEX_PK)
+            .expression_attribute_names("#t", keys::USER_INDEX_SK)
+            .expression_attribute_values(":u", s(user.as_str()))
+            .expression_attribute_values(":today", s(day_start(now)))
+            .projection_expression("coaching_themes")
+            .scan_index_forward(false)
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| sdk_error("Query user-index", e))?;
+        let Some(mut item) = out.items.and_then(|v| v.into_iter().next()) else { return Ok(None) };
+        let Some(themes) = item.remove("coaching_themes") else { return Ok(None) };
+        serde_dynamo::from_attribute_value(themes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt { key: "coaching_themes".into(), problem: e.to_string() })
+    }
+
+    pub async fn profile(&self, user: &UserId) -> Result<Option<GolferProfile>, StoreError> {
+        let key = keys::profile(user);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(&key))
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem profile", e))?;
+        let Some(mut item) = out.item else { return Ok(None) };
+        item.remove(keys::PK);
+        from_item(&key, item).map(Some)
+    }
+
+    pub async fn put_profile(&self, profile: &GolferProfile) -> Result<(), StoreError> {
+        let mut item = to_item(profile)?;
+        item.insert(keys::PK.into(), s(keys::profile(&profile.user_id)));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutItem profile", e))?;
+        Ok(())
+    }
+
+    /// Writes a conversation's new state together with `extra` items (spend settlement,
+    /// slot release, idempotency record) in one transaction, guarded by the item's version:
+    /// `expected_version` `None` means the conversation must not exist yet.
+    /// Returns `Ok(false)` when another writer got there first; nothing was written then.
+    pub async fn commit_conversation(
+        &self,
+        conversation: &ConversationItem,
+        expected_version: Option<u64>,
+        extra: Vec<TransactWriteItem>,
+    ) -> Result<bool, StoreError> {
+        let item: Item = to_item(conversation)?;
+        let mut put = Put::builder().table_name(&self.table).set_item(Some(item));
+        put = match expected_version {
+            None => put
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", keys::PK),
+            Some(v) => put
+                .condition_expression("#v = :v")
+                .expression_attribute_names("#v", "version")
+                .expression_attribute_values(":v", n(v)),
+        };
+        let put = put.build().map_err(|e| StoreError::Rejected(e.to_string()))?;
+        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        items.extend(extra);
+        match self.transact("TransactWriteItems turn", items).await? {
+            TransactOutcome::Done => Ok(true),
+            TransactOutcome::ConditionFailed { index: 0, .. } => Ok(false),
+            TransactOutcome::ConditionFailed { index, .. } => Err(StoreError::Rejected(format!(
+                "turn transaction item {index} failed its condition"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The only code that speaks DynamoDB. Items map to the generated types through serde_dynamo.
+
+pub mod analyses;
+pub mod conversations;
+pub mod counters;
+pub mod keys;
+pub mod tables;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::config::Config;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The table cannot be reached or keeps throttling; the request is answered with 503.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// An item does not have the shape of its schema.
+    #[error("stored item {key} does not match its schema: {problem}")]
+    Corrupt { key: String, problem: String },
+    /// Another writer changed the conversation first and retries ran out.
+    #[error("conversation kept changing under concurrent writes")]
+    Contention,
+    /// The request itself was refused by DynamoDB (a bug on our side, e.g. an invalid expression).
+    #[error("storage refused the request: {0}")]
+    Rejected(String),
+}
+
+/// Classifies an SDK error: service-side problems and transport failures are availability,
+/// validation errors are ours.
+pub(crate) fn sdk_error<E>(op: &str, e: SdkError<E>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::fmt::Debug,
+{
+    match &e {
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or("Unknown");
+            if code == "ValidationException" || code == "ResourceNotFoundException" {
+                StoreError::Rejected(format!("{op}: {code}: {}", se.err().message().unwrap_or("")))
+            } else {
+                StoreError::Unavailable(format!("{op}: {code}"))
+            }
+        }
+        other => StoreError::Unavailable(format!("{op}: {}", short_sdk_kind(other))),
+    }
+}
+
+fn short_sdk_kind<E>(e: &SdkError<E>) -> &'static str {
+    match e {
+        SdkError::ConstructionFailure(_) => "construction failure",
+        SdkError::TimeoutError(_) => "timeout",
+        SdkError::DispatchFailure(_) => "dispatch failure",
+        SdkError::ResponseError(_) => "response error",
+        SdkError::ServiceError(_) => "service error",
+        _ => "unknown",
+    }
+}
+
+pub(crate) fn to_item<T: Serialize>(value: &T) -> Result<Item, StoreError> {
+    serde_dynamo::to_item(value).map_err(|e| StoreError::Rejected(format!("serialize: {e}")))
+}
+
+pub(crate) fn from_item<T: DeserializeOwned>(key: &str, item: Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt {
+        key: key.to_string(),
+        problem: e.to_string(),
+    })
+}
+
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// An item whose TTL has passed is treated as absent: DynamoDB deletes expired items lazily.
+pub(crate) fn is_expired(item: &Item, now_epoch: i64) -> bool {
+    match item.get(keys::TTL_ATTRIBUTE) {
+        Some(AttributeValue::N(v)) => v.parse::<i64>().map(|t| t <= now_epoch).unwrap_or(false),
+        _ => false,
+    }
+}
+
+/// Reads an integer attribute; absent means 0.
+pub(crate) fn number(item: Option<&Item>, attr: &str) -> i64 {
+    match item.and_then(|i| i.get(attr)) {
+        Some(AttributeValue::N(v)) => v.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The DynamoDB access of one process: the client and the table names.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub(crate) client: Client,
+    pub(crate) table: String,
+    pub(crate) analyses_table: String,
+}
+
+impl Store {
+    pub async fn connect(config: &Config) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(Duration::from_secs(2))
+                    .operation_timeout(Duration::from_secs(5))
+                    .connect_timeout(Duration::from_secs(1))
+                    .build(),
+            )
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3));
+        if let Some(endpoint) = &config.dynamodb_endpoint {
+            loader = loader.endpoint_url(endpoint);
+            // DynamoDB Local accepts any credentials; supply some when none are configured.
+            if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+                loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                    "local", "local", None, None, "dynamodb-local",
+                ));
+            }
+            if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
+                loader = loader.region(aws_config::Region::new("us-east-1"));
+            }
+        }
+        let shared = loader.load().await;
+        Self {
+            client: Client::new(&shared),
+            table: config.table_coaching.clone(),
+            analyses_table: config.table_analyses.clone(),
+        }
+    }
+
+    /// The same store on other tables (tests give each test its own).
+    pub fn with_tables(&self, table: &str, analyses_table: &str) -> Self {
+        Self {
+            client: self.client.clone(),
+            table: table.to_string(),
+            analyses_table: analyses_table.to_string(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn analyses_table(&self) -> &str {
+        &self.analyses_table
+    }
+}
