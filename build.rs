@@ -182,6 +182,12 @@ fn check_draft4_subset(name: &str, v: &Value) {
             if let Some(k) = FORBIDDEN.iter().find(|k| m.contains_key(**k)) {
                 panic!("schema/{name}: keyword {k} is not in the draft-04 subset");
             }
+            // typify's generated code compiles patterns with regress and unwraps: prove they compile.
+            if let Some(Value::String(p)) = m.get("pattern") {
+                if let Err(e) = regress::Regex::new(p) {
+                    panic!("schema/{name}: pattern {p} does not compile: {e}");
+                }
+            }
             match m.get("exclusiveMinimum").or(m.get("exclusiveMaximum")) {
                 Some(Value::Number(_)) => panic!("schema/{name}: numeric exclusive bounds are draft-06"),
                 Some(_) => panic!("schema/{name}: typify cannot read boolean exclusive bounds; use minimum/maximum"),

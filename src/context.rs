@@ -87,6 +87,21 @@ impl PromptVars {
     }
 }
 
+/// What the reply templates (offline, fallback, filtered) receive: the prompt variables plus
+/// `latest_swing`, the swing on screen or else the newest analysis (null when none).
+#[derive(Debug, Serialize)]
+pub struct ReplyVars<'a> {
+    #[serde(flatten)]
+    pub vars: &'a PromptVars,
+    pub latest_swing: Option<&'a SwingAnalysis>,
+}
+
+impl<'a> From<&'a PromptVars> for ReplyVars<'a> {
+    fn from(vars: &'a PromptVars) -> Self {
+        Self { vars, latest_swing: vars.latest_swing() }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PromptMessage {
     pub role: PromptRole,
@@ -196,10 +211,16 @@ pub(crate) mod tests {
     fn every_template_renders_the_example_context() -> Result<(), PromptError> {
         let p = prompts();
         let vars = example_vars();
-        for t in [SYSTEM, CONTEXT, MESSAGE, crate::prompts::OFFLINE, crate::prompts::FALLBACK] {
+        for t in [SYSTEM, CONTEXT, MESSAGE] {
             let out = p.render(t, &vars)?;
             assert!(!out.trim().is_empty(), "{t} rendered empty");
         }
+        for t in [crate::prompts::OFFLINE, crate::prompts::FALLBACK, crate::prompts::FILTERED] {
+            let out = p.render(t, &ReplyVars::from(&vars))?;
+            assert!(out.contains("Tempo and rhythm"), "{t} names the theme: {out}");
+        }
+        let offline = p.render(crate::prompts::OFFLINE, &ReplyVars::from(&vars))?;
+        assert!(offline.contains("71/100"), "offline names the latest swing: {offline}");
         let limit = serde_json::json!({"limit": "user_hour", "limit_value": 15, "reset_phrase": "at 08:00 UTC", "premium": false});
         assert!(p.render(crate::prompts::LIMIT, &limit)?.contains("15"));
         Ok(())

@@ -1,8 +1,18 @@
 //! Golf-coaching chat backend: `POST /api/chat/coaching` on API Gateway + Lambda, or locally.
 
+pub mod api;
+pub mod chat;
 pub mod config;
 pub mod context;
+pub mod conversation;
+pub mod limits;
+pub mod llm;
+pub mod metrics;
 pub mod models;
 pub mod prompts;
+pub mod safety;
+pub mod schemas;
+pub mod seed;
+pub mod startup;
 pub mod store;
 pub mod tokens;

@@ -1,1 +1,154 @@
-fn main(){}
+//! `coach-api`: the Lambda function when `AWS_LAMBDA_RUNTIME_API` is set, otherwise the
+//! operator's commands (design.md, "Contract for users and operators").
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use coach_api::config::Config;
+use coach_api::context::{pack, PromptVars};
+use coach_api::prompts::Prompts;
+use coach_api::store::Store;
+use coach_api::{api, limits, llm, seed, startup};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "coach-api", version, about = "Golf-coaching chat backend")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTP on 127.0.0.1:$PORT (default 3000).
+    Serve,
+    /// Create the tables on DYNAMODB_ENDPOINT (or AWS) if they do not exist.
+    Migrate,
+    /// Load demo golfers, profiles and swing analyses.
+    Seed,
+    /// Tools for prompt authors.
+    Prompt {
+        #[command(subcommand)]
+        command: PromptCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PromptCommand {
+    /// Render the prompt for a context file and show each message's tokens against the budget.
+    Preview { file: PathBuf },
+    /// Print the JSON Schema of the variables templates receive.
+    Schema,
+}
+
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+fn init_tracing(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).with_current_span(false).init();
+    } else {
+        builder.compact().init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    init_tracing(in_lambda || std::env::var("LOG_FORMAT").as_deref() == Ok("json"));
+    let result = match (cli.command, in_lambda) {
+        (None, true) => run_lambda().await,
+        (None, false) => Err("no command given: see `coach-api --help`".into()),
+        (Some(Command::Serve), _) => serve().await,
+        (Some(Command::Migrate), _) => migrate().await,
+        (Some(Command::Seed), _) => seed_demo().await,
+        (Some(Command::Prompt { command: PromptCommand::Preview { file } }), _) => preview(&file),
+        (Some(Command::Prompt { command: PromptCommand::Schema }), _) => prompt_schema(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "coach-api failed");
+            let _ = writeln!(std::io::stderr(), "coach-api: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_lambda() -> Result<(), Failure> {
+    let config = Config::from_env()?;
+    let state = startup::build_state(config, Prompts::from_env()?).await?;
+    lambda_http::run(api::lambda_service(state)).await.map_err(|e| e.to_string().into())
+}
+
+async fn serve() -> Result<(), Failure> {
+    let config = Config::from_env()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], config.port));
+    let offline = config.model.is_offline();
+    let state = startup::build_state(config, Prompts::from_env()?).await?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, offline, "serving POST {}", api::CHAT_PATH);
+    axum::serve(listener, api::router(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+async fn migrate() -> Result<(), Failure> {
+    let config = Config::from_env()?;
+    let store = Store::connect(&config).await;
+    let created = store.create_tables().await?;
+    tracing::info!(?created, "tables ready");
+    Ok(())
+}
+
+async fn seed_demo() -> Result<(), Failure> {
+    let config = Config::from_env()?;
+    let store = Store::connect(&config).await;
+    let n = seed::seed(&store).await?;
+    tracing::info!(golfers = n, "demo data loaded: demo-alice, demo-ben, demo-chloe");
+    Ok(())
+}
+
+fn preview(file: &Path) -> Result<(), Failure> {
+    let config = Config::from_env()?;
+    let prompts = Prompts::from_env()?;
+    let text = std::fs::read_to_string(file)?;
+    let vars: PromptVars = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let limit = config.limits.token_limit_per_request as usize;
+    let reply = config.limits.max_reply_tokens as usize;
+    let schema_tokens = llm::response_format_tokens();
+    let budget = limits::prompt_budget(&config.limits).saturating_sub(schema_tokens);
+    let packed = pack(&prompts, &vars, budget)?;
+    let mut out = std::io::stdout().lock();
+    for (i, m) in packed.messages.iter().enumerate() {
+        let tokens = coach_api::tokens::count_chat([(m.role.as_str(), m.content.as_str())]) - coach_api::tokens::REPLY_PRIMING;
+        writeln!(out, "── message {} · {} · {} tokens ──", i + 1, m.role.as_str(), tokens)?;
+        writeln!(out, "{}\n", m.content)?;
+    }
+    let schema = coach_api::schemas::get()?.coach_reply_for_model.clone();
+    writeln!(out, "── structured output (response_format json_schema, strict) · {schema_tokens} tokens ──")?;
+    writeln!(out, "{}\n", serde_json::to_string_pretty(&schema)?)?;
+    writeln!(out, "token limit per request   {limit}")?;
+    writeln!(out, "reply (max_tokens)        {reply}")?;
+    writeln!(out, "structured-output schema  {schema_tokens}")?;
+    writeln!(out, "prompt budget             {budget}")?;
+    writeln!(out, "prompt tokens             {} (incl. {} of chat framing)", packed.prompt_tokens, coach_api::tokens::REPLY_PRIMING)?;
+    writeln!(out, "budget left               {}", budget.saturating_sub(packed.prompt_tokens))?;
+    writeln!(out, "history turns dropped     {}", packed.dropped_turns)?;
+    writeln!(out, "detail                    {:?}", packed.detail)?;
+    Ok(())
+}
+
+fn prompt_schema() -> Result<(), Failure> {
+    let schema = schemars::schema_for!(PromptVars);
+    writeln!(std::io::stdout().lock(), "{}", serde_json::to_string_pretty(&schema)?)?;
+    Ok(())
+}

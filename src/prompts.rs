@@ -17,7 +17,8 @@ pub const MESSAGE: &str = "message.tera";
 pub const OFFLINE: &str = "offline.tera";
 pub const FALLBACK: &str = "fallback.tera";
 pub const LIMIT: &str = "limit.tera";
-const REQUIRED: [&str; 6] = [SYSTEM, CONTEXT, MESSAGE, OFFLINE, FALLBACK, LIMIT];
+pub const FILTERED: &str = "filtered.tera";
+const REQUIRED: [&str; 7] = [SYSTEM, CONTEXT, MESSAGE, OFFLINE, FALLBACK, LIMIT, FILTERED];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {

@@ -47,9 +47,11 @@ pub struct Admission {
     pub day_expires_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AdmitOutcome {
     Admitted,
+    /// The idempotency claim failed: an earlier request holds this id (its record as it was).
+    Duplicate(Option<Item>),
     /// `current` is the refusing counter's value when it refused.
     Refused { counter: Counter, current: i64 },
 }
@@ -74,7 +76,8 @@ fn built(u: aws_sdk_dynamodb::types::builders::UpdateBuilder, table: &str) -> Re
 
 impl Store {
     /// Admits a request against all four counters at once, or refuses it touching none.
-    pub async fn admit(&self, a: &Admission) -> Result<AdmitOutcome, StoreError> {
+    /// `claim` (an idempotency claim) joins the same transaction and is checked first.
+    pub async fn admit(&self, a: &Admission, claim: Option<TransactWriteItem>) -> Result<AdmitOutcome, StoreError> {
         let spend_room = |limit: i64| limit - a.cost_micro;
         if spend_room(a.user_day_limit_micro) < 0 {
             return Ok(AdmitOutcome::Refused { counter: Counter::UserDay, current: 0 });
@@ -108,12 +111,14 @@ impl Store {
                 &self.table,
             )
         };
-        let items = vec![
+        let claimed = usize::from(claim.is_some());
+        let mut items: Vec<TransactWriteItem> = claim.into_iter().collect();
+        items.extend([
             count(&a.keys.user_hour, a.hour_limit)?,
             count(&a.keys.ip_hour, a.ip_hour_limit)?,
             spend(&a.keys.user_day, a.user_day_limit_micro)?,
             spend(&a.keys.global_day, a.global_day_limit_micro)?,
-        ];
+        ]);
         let order = [Counter::UserHour, Counter::IpHour, Counter::UserDay, Counter::GlobalDay];
         let attrs = [COUNT, COUNT, SPEND, SPEND];
 
@@ -132,8 +137,12 @@ impl Store {
                 return Err(sdk_error("TransactWriteItems admit", err));
             };
             if let Some(i) = reasons.iter().position(|(code, _)| code == "ConditionalCheckFailed") {
-                let current = number(reasons[i].1.as_ref(), attrs[i]);
-                return Ok(AdmitOutcome::Refused { counter: order[i], current });
+                if i < claimed {
+                    return Ok(AdmitOutcome::Duplicate(reasons[i].1.clone()));
+                }
+                let j = i - claimed;
+                let current = number(reasons[i].1.as_ref(), attrs[j]);
+                return Ok(AdmitOutcome::Refused { counter: order[j], current });
             }
             if !reasons.iter().any(|(code, _)| code == "TransactionConflict") {
                 return Err(sdk_error("TransactWriteItems admit", err));

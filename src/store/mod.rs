@@ -3,6 +3,7 @@
 pub mod analyses;
 pub mod conversations;
 pub mod counters;
+pub mod idempotency;
 pub mod keys;
 pub mod tables;
 
@@ -82,14 +83,6 @@ pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
 
 pub(crate) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
-}
-
-/// An item whose TTL has passed is treated as absent: DynamoDB deletes expired items lazily.
-pub(crate) fn is_expired(item: &Item, now_epoch: i64) -> bool {
-    match item.get(keys::TTL_ATTRIBUTE) {
-        Some(AttributeValue::N(v)) => v.parse::<i64>().map(|t| t <= now_epoch).unwrap_or(false),
-        _ => false,
-    }
 }
 
 /// Reads an integer attribute; absent means 0.

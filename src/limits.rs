@@ -1,0 +1,154 @@
+//! Quotas and budgets: what a request may cost, its reservation before the model is called,
+//! and its settlement or release after. Money is integer micro-dollars throughout.
+//!
+//! The worst case is reserved before the prompt is known, so the reservation can run in the
+//! same DynamoDB wave as the context reads: prompt tokens are at most
+//! `TOKEN_LIMIT_PER_REQUEST - max_tokens`, so `(limit - max_tokens) × input price +
+//! max_tokens × output price` bounds any request. Settlement then charges what the model
+//! reports.
+
+use chrono::{DateTime, Duration, DurationRound, Utc};
+
+use crate::config::Limits;
+use crate::models::{Quota, UserId};
+use crate::store::counters::{Admission, Counter, CounterKeys, UsageSnapshot};
+use crate::store::keys::{self, IpHash};
+
+/// Micro-dollars for `tokens` at `per_mtok_micro` micro-dollars per million, rounded up.
+pub fn price(tokens: u64, per_mtok_micro: u64) -> i64 {
+    let micro = (u128::from(tokens) * u128::from(per_mtok_micro)).div_ceil(1_000_000);
+    i64::try_from(micro).unwrap_or(i64::MAX)
+}
+
+pub fn cost(l: &Limits, prompt_tokens: u64, completion_tokens: u64) -> i64 {
+    price(prompt_tokens, l.input_price_per_mtok_micro) + price(completion_tokens, l.output_price_per_mtok_micro)
+}
+
+/// The most any admitted request can cost.
+pub fn worst_case_cost(l: &Limits) -> i64 {
+    let prompt = u64::from(l.token_limit_per_request.saturating_sub(l.max_reply_tokens));
+    cost(l, prompt, u64::from(l.max_reply_tokens))
+}
+
+/// The prompt's share of the per-request budget.
+pub fn prompt_budget(l: &Limits) -> usize {
+    l.token_limit_per_request.saturating_sub(l.max_reply_tokens) as usize
+}
+
+fn next_hour(now: DateTime<Utc>) -> DateTime<Utc> {
+    now.duration_trunc(Duration::hours(1)).unwrap_or(now) + Duration::hours(1)
+}
+
+fn next_day(now: DateTime<Utc>) -> DateTime<Utc> {
+    now.duration_trunc(Duration::days(1)).unwrap_or(now) + Duration::days(1)
+}
+
+pub fn admission(l: &Limits, user: &UserId, ip: &IpHash, now: DateTime<Utc>) -> Admission {
+    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    Admission {
+        keys: CounterKeys {
+            user_hour: keys::user_hour_quota(user, now),
+            ip_hour: keys::ip_hour_quota(ip, now),
+            user_day: keys::user_day_spend(user, now),
+            global_day: keys::global_day_spend(now),
+        },
+        hour_limit: i64::from(l.requests_per_hour),
+        ip_hour_limit: i64::from(l.ip_requests_per_hour),
+        user_day_limit_micro: clamp(l.spend_per_user_day_micro),
+        global_day_limit_micro: clamp(l.spend_total_day_micro),
+        cost_micro: worst_case_cost(l),
+        hour_expires_at: now.timestamp() + keys::QUOTA_TTL_SECS,
+        day_expires_at: now.timestamp() + keys::SPEND_TTL_SECS,
+    }
+}
+
+/// A request the counters refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub counter: Counter,
+    pub retry_after_secs: u64,
+    pub resets_at: DateTime<Utc>,
+    pub quota: Quota,
+}
+
+impl Refusal {
+    pub fn new(l: &Limits, counter: Counter, current: i64, now: DateTime<Utc>) -> Self {
+        let resets_at = match counter {
+            Counter::UserHour | Counter::IpHour => next_hour(now),
+            Counter::UserDay | Counter::GlobalDay => next_day(now),
+        };
+        let snapshot = match counter {
+            Counter::UserHour => UsageSnapshot { user_hour_count: current, user_day_spend_micro: 0 },
+            Counter::UserDay => UsageSnapshot {
+                user_hour_count: 0,
+                user_day_spend_micro: i64::try_from(l.spend_per_user_day_micro).unwrap_or(i64::MAX),
+            },
+            _ => UsageSnapshot::default(),
+        };
+        Self {
+            counter,
+            retry_after_secs: u64::try_from((resets_at - now).num_seconds().max(1)).unwrap_or(1),
+            resets_at,
+            quota: quota(l, snapshot, now),
+        }
+    }
+
+    /// The limit's name as templates and logs know it.
+    pub fn label(&self) -> &'static str {
+        counter_label(self.counter)
+    }
+}
+
+pub fn counter_label(c: Counter) -> &'static str {
+    match c {
+        Counter::UserHour => "user_hour",
+        Counter::IpHour => "ip_hour",
+        Counter::UserDay => "user_day",
+        Counter::GlobalDay => "global_day",
+    }
+}
+
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// What the golfer has left, from counters read after this request's own write.
+pub fn quota(l: &Limits, used: UsageSnapshot, now: DateTime<Utc>) -> Quota {
+    let left = |limit: u64, used: i64| limit.saturating_sub(u64::try_from(used.max(0)).unwrap_or(0));
+    Quota {
+        requests_limit_hour: u64::from(l.requests_per_hour),
+        requests_remaining_hour: left(u64::from(l.requests_per_hour), used.user_hour_count),
+        hour_resets_at: timestamp(next_hour(now)),
+        spend_limit_micro_usd_day: l.spend_per_user_day_micro,
+        spend_remaining_micro_usd_day: left(l.spend_per_user_day_micro, used.user_day_spend_micro),
+        day_resets_at: timestamp(next_day(now)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn gpt4o_prices_in_micro_dollars() {
+        let l = Limits::default();
+        // 1,000 prompt tokens at $2.50/M = $0.0025; 100 completion tokens at $10/M = $0.001.
+        assert_eq!(cost(&l, 1000, 100), 2_500 + 1_000);
+        assert_eq!(price(1, 2_500_000), 3, "fractions of a micro-dollar round up");
+        // Budget 1,500 with 450 for the reply: 1,050 × 2.5 + 450 × 10.
+        assert_eq!(worst_case_cost(&l), 2_625 + 4_500);
+        assert_eq!(prompt_budget(&l), 1050);
+    }
+
+    #[test]
+    fn refusals_reset_at_the_next_hour_or_day() {
+        let l = Limits::default();
+        let now = Utc.with_ymd_and_hms(2026, 11, 25, 7, 45, 30).single().unwrap_or_default();
+        let r = Refusal::new(&l, Counter::UserHour, 15, now);
+        assert_eq!(r.retry_after_secs, 14 * 60 + 30);
+        assert_eq!(r.quota.requests_remaining_hour, 0);
+        let d = Refusal::new(&l, Counter::GlobalDay, 0, now);
+        assert_eq!(timestamp(d.resets_at), "2026-11-26T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,102 @@
+//! The model behind one trait. `OpenAiCoach` calls any OpenAI-compatible endpoint;
+//! `OfflineCoach` answers from `prompts/offline.tera` when no model is configured.
+
+pub mod breaker;
+pub mod offline;
+pub mod openai;
+
+use futures::future::BoxFuture;
+use tokio::time::Instant;
+
+use crate::context::{PromptMessage, PromptVars};
+use crate::models::CoachReplyPayload;
+
+/// One call to the coach.
+#[derive(Debug, Clone, Copy)]
+pub struct CoachRequest<'a> {
+    pub messages: &'a [PromptMessage],
+    pub max_tokens: u32,
+    /// After this instant no attempt may still be running.
+    pub deadline: Instant,
+    /// The variables the prompt was rendered from (the offline coach renders from them).
+    pub vars: &'a PromptVars,
+}
+
+/// A validated reply: the structured payload and the usage the model reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoachReply {
+    pub payload: CoachReplyPayload,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// The model's name, or "offline".
+    pub source: String,
+    /// Model calls made (attempts), for metrics and tests.
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LlmError {
+    #[error("the model did not answer before the deadline")]
+    Timeout,
+    #[error("the model kept refusing with rate limits")]
+    RateLimited,
+    #[error("the model failed with status {0}")]
+    Upstream(u16),
+    #[error("the model refused the request with status {0}")]
+    Refused(u16),
+    #[error("the connection to the model failed")]
+    Transport,
+    #[error("the model's answer was malformed")]
+    Malformed,
+    #[error("the circuit breaker is open")]
+    CircuitOpen,
+    #[error("the offline coach could not render: {0}")]
+    Offline(String),
+}
+
+impl LlmError {
+    /// A stable label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::RateLimited => "rate_limited",
+            Self::Upstream(_) => "upstream_5xx",
+            Self::Refused(_) => "refused",
+            Self::Transport => "transport",
+            Self::Malformed => "malformed",
+            Self::CircuitOpen => "circuit_open",
+            Self::Offline(_) => "offline",
+        }
+    }
+}
+
+pub trait Coach: Send + Sync {
+    fn reply<'a>(&'a self, req: CoachRequest<'a>) -> BoxFuture<'a, Result<CoachReply, LlmError>>;
+    /// "offline" or the model's name.
+    fn source(&self) -> &str;
+}
+
+/// Parses and validates a model's content against `schema/coach-reply.json`.
+pub fn parse_reply(content: &str) -> Result<CoachReplyPayload, LlmError> {
+    let value: serde_json::Value = serde_json::from_str(content).map_err(|_| LlmError::Malformed)?;
+    let schemas = crate::schemas::get().map_err(|_| LlmError::Malformed)?;
+    if !schemas.coach_reply.is_valid(&value) {
+        return Err(LlmError::Malformed);
+    }
+    let payload: CoachReplyPayload = serde_json::from_value(value).map_err(|_| LlmError::Malformed)?;
+    if payload.reply.trim().is_empty() {
+        return Err(LlmError::Malformed);
+    }
+    Ok(payload)
+}
+
+/// Tokens the structured-output schema adds to every model request (it is billed as input),
+/// kept out of the prompt's budget so prompt + schema + reply stays within the limit.
+pub fn response_format_tokens() -> usize {
+    static TOKENS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+        crate::schemas::get()
+            .map(|s| crate::tokens::count(&s.coach_reply_for_model.to_string()))
+            .unwrap_or(0)
+    });
+    *TOKENS
+}

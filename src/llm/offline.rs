@@ -1,0 +1,63 @@
+//! The offline coach: no model configured, so the reply is rendered from
+//! `prompts/offline.tera`, and themes move deterministically from the latest swing analysis.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use super::{Coach, CoachReply, CoachRequest, LlmError};
+use crate::context::ReplyVars;
+use crate::models::CoachReplyPayload;
+use crate::prompts::{Prompts, OFFLINE};
+use crate::tokens;
+
+pub struct OfflineCoach {
+    prompts: Arc<Prompts>,
+}
+
+impl OfflineCoach {
+    pub fn new(prompts: Arc<Prompts>) -> Self {
+        Self { prompts }
+    }
+}
+
+impl Coach for OfflineCoach {
+    fn reply<'a>(&'a self, req: CoachRequest<'a>) -> BoxFuture<'a, Result<CoachReply, LlmError>> {
+        Box::pin(async move {
+            let text = self.prompts.render(OFFLINE, &ReplyVars::from(req.vars)).map_err(|e| LlmError::Offline(e.to_string()))?;
+            let payload = offline_payload(req.vars, text);
+            Ok(CoachReply {
+                completion_tokens: tokens::count(&payload.reply) as u64,
+                prompt_tokens: 0,
+                payload,
+                source: "offline".into(),
+                attempts: 0,
+            })
+        })
+    }
+
+    fn source(&self) -> &str {
+        "offline"
+    }
+}
+
+/// Theme proposals from the swing data alone: the latest swing's main fault becomes the
+/// primary focus, and a better score than the swing before is an improvement.
+pub fn offline_payload(vars: &crate::context::PromptVars, reply: String) -> CoachReplyPayload {
+    let latest = vars.latest_swing();
+    let primary_focus = latest.and_then(|s| s.primary_fault.clone());
+    let improvement = match (vars.swings.first(), vars.swings.get(1)) {
+        (Some(new), Some(old)) if new.overall_score > old.overall_score => Some(format!(
+            "{} score up from {} to {}",
+            new.club, old.overall_score, new.overall_score
+        )),
+        _ => None,
+    };
+    CoachReplyPayload {
+        reply,
+        primary_focus,
+        secondary_focus: None,
+        improvement,
+        swing_reference: latest.map(|s| s.analysis_id.to_string()),
+    }
+}

@@ -1,0 +1,98 @@
+//! One CloudWatch Embedded Metric Format line per request, on stdout, where the Lambda
+//! log agent turns it into metrics. Dimensions are low-cardinality: never user ids.
+
+use std::io::Write;
+
+use serde_json::json;
+
+pub const NAMESPACE: &str = "GolfCoach";
+pub const SERVICE: &str = "coaching-chat";
+
+/// Metric names: the alarms and the dashboard in `infra/` use exactly these.
+pub const CONVERSATION_REQUESTS: &str = "ConversationRequests";
+pub const TOKENS_USED: &str = "TokensUsed";
+pub const RESPONSE_TIME: &str = "ResponseTime";
+pub const ERROR_RATE: &str = "ErrorRate";
+pub const COST_PER_DAY: &str = "CostPerDay";
+pub const USER_ACTIVE_CONVERSATIONS: &str = "UserActiveConversations";
+pub const DEGRADED_REPLIES: &str = "DegradedReplies";
+pub const CONTENT_FILTERED: &str = "ContentFiltered";
+
+/// What one request contributes to the metrics.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMetrics {
+    pub tokens: u64,
+    pub response_ms: f64,
+    /// A 5xx answer: ErrorRate's average over requests is the error ratio.
+    pub server_error: bool,
+    pub cost_micro: i64,
+    /// The request started a day's conversation (summed daily: active conversations).
+    pub new_conversation: bool,
+    pub degraded: bool,
+    pub filtered: bool,
+    /// `model`, `offline`, `fallback`, `refused`, `error`.
+    pub outcome: &'static str,
+}
+
+impl RequestMetrics {
+    pub fn to_emf(&self, timestamp_ms: i64) -> serde_json::Value {
+        let metric = |name: &str, unit: &str| json!({ "Name": name, "Unit": unit });
+        json!({
+            "_aws": {
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [["Service"]],
+                    "Metrics": [
+                        metric(CONVERSATION_REQUESTS, "Count"),
+                        metric(TOKENS_USED, "Count"),
+                        metric(RESPONSE_TIME, "Milliseconds"),
+                        metric(ERROR_RATE, "Percent"),
+                        metric(COST_PER_DAY, "None"),
+                        metric(USER_ACTIVE_CONVERSATIONS, "Count"),
+                        metric(DEGRADED_REPLIES, "Count"),
+                        metric(CONTENT_FILTERED, "Count"),
+                    ]
+                }]
+            },
+            "Service": SERVICE,
+            "Outcome": self.outcome,
+            CONVERSATION_REQUESTS: 1,
+            TOKENS_USED: self.tokens,
+            RESPONSE_TIME: self.response_ms,
+            ERROR_RATE: if self.server_error { 100 } else { 0 },
+            // Dollars, so the daily Sum reads as the day's spend.
+            COST_PER_DAY: self.cost_micro as f64 / 1_000_000.0,
+            USER_ACTIVE_CONVERSATIONS: u8::from(self.new_conversation),
+            DEGRADED_REPLIES: u8::from(self.degraded),
+            CONTENT_FILTERED: u8::from(self.filtered),
+        })
+    }
+
+    /// Writes the EMF line to stdout as one write.
+    pub fn emit(&self) {
+        let mut line = self.to_emf(chrono::Utc::now().timestamp_millis()).to_string();
+        line.push('\n');
+        let _ = std::io::stdout().lock().write_all(line.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_declared_metric_has_a_value_and_dimensions_are_fixed() {
+        let m = RequestMetrics { tokens: 812, response_ms: 61.5, cost_micro: 4_230, outcome: "model", ..Default::default() };
+        let v = m.to_emf(1_764_000_000_000);
+        let declared = v["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().cloned().unwrap_or_default();
+        assert_eq!(declared.len(), 8);
+        for d in declared {
+            let name = d["Name"].as_str().unwrap_or_default();
+            assert!(v[name].is_number(), "{name} has no value");
+        }
+        assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Service"]]));
+        assert_eq!(v[COST_PER_DAY], json!(0.00423));
+        assert_eq!(v[ERROR_RATE], json!(0));
+    }
+}

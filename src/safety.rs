@@ -1,0 +1,228 @@
+//! Input and output safety, and the hashing that keeps raw identifiers out of logs.
+//!
+//! Input: NFKC normalization, control, zero-width and bidi characters removed, length
+//! re-checked afterwards. Output (the model's reply is untrusted): markup and control
+//! characters stripped, links outside the allow-list removed, e-mail addresses, phone and
+//! card numbers redacted, length capped, and a content filter for what a golf coach must
+//! not say.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use sha2::{Digest, Sha256};
+use unicode_normalization::UnicodeNormalization;
+
+pub const MAX_MESSAGE_CHARS: usize = 1000;
+pub const MAX_REPLY_CHARS: usize = 1500;
+/// Hosts a reply may link to.
+pub const LINK_ALLOW_LIST: [&str; 3] = ["usga.org", "randa.org", "pga.com"];
+
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{00AD}')
+}
+
+/// Removes control characters other than newline and tab, and invisible characters.
+fn strip_invisible(s: &str) -> String {
+    s.chars()
+        .filter(|c| (!c.is_control() || *c == '\n' || *c == '\t') && !is_invisible(*c))
+        .collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("the message is empty once invisible characters are removed")]
+    Empty,
+    #[error("the message is longer than {MAX_MESSAGE_CHARS} characters once normalized")]
+    TooLong,
+}
+
+/// Normalizes the golfer's message; lengths are checked again after normalization.
+pub fn clean_input(raw: &str) -> Result<String, InputError> {
+    let normalized: String = raw.nfkc().collect();
+    let cleaned = strip_invisible(&normalized).trim().to_string();
+    if cleaned.is_empty() {
+        return Err(InputError::Empty);
+    }
+    if cleaned.chars().count() > MAX_MESSAGE_CHARS {
+        return Err(InputError::TooLong);
+    }
+    Ok(cleaned)
+}
+
+struct Patterns {
+    tag: Regex,
+    md_link: Regex,
+    url: Regex,
+    email: Regex,
+    card: Regex,
+    phone: Regex,
+    md_marks: Regex,
+    blocked: Regex,
+}
+
+static PATTERNS: LazyLock<Result<Patterns, regex::Error>> = LazyLock::new(|| {
+    Ok(Patterns {
+        tag: Regex::new(r"</?[A-Za-z!][^<>]{0,300}>")?,
+        md_link: Regex::new(r"\[([^\]]{0,200})\]\(([^)\s]{0,500})\)")?,
+        url: Regex::new(r"(?i)\b(?:https?://|www\.)[^\s<>()]+")?,
+        email: Regex::new(r"(?i)\b[A-Z0-9._%+-]+@[A-Z0-9.-]+\.[A-Z]{2,}\b")?,
+        card: Regex::new(r"\b(?:\d[ -]?){12,18}\d\b")?,
+        phone: Regex::new(r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\b\d{2,4}[\s.-])\d{3,4}[\s.-]\d{3,4}\b")?,
+        md_marks: Regex::new(r"(?m)^\s{0,3}#{1,6}\s+|\*\*|__|`{1,3}")?,
+        blocked: Regex::new(
+            r"(?i)\b(?:kill yourself|suicide method|steroids?|performance[- ]enhancing drugs?|beta[- ]blockers?|place a bet|betting odds|sportsbook|dosage of)\b",
+        )?,
+    })
+});
+
+/// A reply made safe to show, with what was done to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanReply {
+    pub text: String,
+    pub redactions: usize,
+    /// The content filter fired: the text must be replaced by the filtered reply.
+    pub blocked: bool,
+}
+
+fn host_allowed(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.split(['/', '?', '#', ':']).next().unwrap_or("").to_ascii_lowercase();
+    let host = host.strip_prefix("www.").unwrap_or(&host);
+    LINK_ALLOW_LIST.iter().any(|a| host == *a || host.ends_with(&format!(".{a}")))
+}
+
+fn luhn_valid(digits: &str) -> bool {
+    let ds: Vec<u32> = digits.chars().filter_map(|c| c.to_digit(10)).collect();
+    if !(13..=19).contains(&ds.len()) {
+        return false;
+    }
+    let sum: u32 = ds
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, d)| if i % 2 == 1 { let x = d * 2; if x > 9 { x - 9 } else { x } } else { *d })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+pub fn clean_output(raw: &str) -> CleanReply {
+    let Ok(p) = PATTERNS.as_ref() else {
+        // The patterns are constants covered by tests; if they ever failed, show nothing unsafe.
+        return CleanReply { text: String::new(), redactions: 0, blocked: true };
+    };
+    let mut redactions = 0;
+    let normalized: String = raw.nfkc().collect();
+    let mut text = strip_invisible(&normalized);
+    text = p.md_link.replace_all(&text, |c: &regex::Captures<'_>| {
+        if host_allowed(&c[2]) { format!("{} ({})", &c[1], &c[2]) } else { c[1].to_string() }
+    }).into_owned();
+    text = p.tag.replace_all(&text, "").into_owned();
+    text = p.md_marks.replace_all(&text, "").into_owned();
+    text = p.url.replace_all(&text, |c: &regex::Captures<'_>| {
+        if host_allowed(&c[0]) { c[0].to_string() } else { redactions += 1; String::new() }
+    }).into_owned();
+    text = p.email.replace_all(&text, |_: &regex::Captures<'_>| { redactions += 1; "[email removed]" }).into_owned();
+    text = p.card.replace_all(&text, |c: &regex::Captures<'_>| {
+        if luhn_valid(&c[0]) { redactions += 1; "[number removed]".to_string() } else { c[0].to_string() }
+    }).into_owned();
+    text = p.phone.replace_all(&text, |_: &regex::Captures<'_>| { redactions += 1; "[phone removed]" }).into_owned();
+    let blocked = p.blocked.is_match(&text);
+    let mut text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.chars().count() > MAX_REPLY_CHARS {
+        text = cap_at_sentence(&text, MAX_REPLY_CHARS);
+    }
+    CleanReply { text, redactions, blocked }
+}
+
+/// Cuts to at most `max` characters, at the last sentence end when there is one.
+fn cap_at_sentence(text: &str, max: usize) -> String {
+    let cut: String = text.chars().take(max).collect();
+    match cut.rfind(['.', '!', '?']) {
+        Some(i) if i > max / 2 => cut[..=i].to_string(),
+        _ => format!("{}…", cut.trim_end()),
+    }
+}
+
+/// A keyed, truncated SHA-256 of an identifier, for logs: stable per deployment, not reversible.
+pub fn log_hash(key: &str, value: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(key.as_bytes());
+    h.update([0]);
+    h.update(value.as_bytes());
+    hex::encode(&h.finalize()[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn patterns_compile() {
+        assert!(PATTERNS.is_ok());
+    }
+
+    #[test]
+    fn input_loses_invisible_and_control_characters() {
+        assert_eq!(clean_input("  fix\u{200B} my\u{0007} slice\u{202E} ").as_deref(), Ok("fix my slice"));
+        assert_eq!(clean_input("\u{200B}\u{FEFF} "), Err(InputError::Empty));
+        // NFKC folds full-width letters, so filters see plain text.
+        assert_eq!(clean_input("ｇｏｌｆ").as_deref(), Ok("golf"));
+        // A ligature that expands past the limit is caught after normalization.
+        assert_eq!(clean_input(&"\u{FB03}".repeat(400)), Err(InputError::TooLong));
+    }
+
+    #[test]
+    fn output_loses_markup_and_foreign_links_but_keeps_allowed_ones() {
+        let r = clean_output("**Great** <script>alert(1)</script>swing! See https://evil.example/x and https://www.usga.org/rules [drill](https://phish.example) # Tip");
+        assert!(!r.text.contains('<') && !r.text.contains("**"), "{}", r.text);
+        assert!(!r.text.contains("evil.example") && !r.text.contains("phish.example"), "{}", r.text);
+        assert!(r.text.contains("https://www.usga.org/rules"), "{}", r.text);
+        assert!(r.text.contains("drill"));
+    }
+
+    #[test]
+    fn pii_is_redacted() {
+        let r = clean_output("Mail me at pro@golf.example or call +1 415-555-0132; card 4111 1111 1111 1111.");
+        assert!(!r.text.contains("pro@golf.example"), "{}", r.text);
+        assert!(!r.text.contains("555-0132"), "{}", r.text);
+        assert!(!r.text.contains("4111 1111"), "{}", r.text);
+        assert_eq!(r.redactions, 3);
+        // Golf numbers are not PII.
+        let g = clean_output("Your 7-iron carried 152 yards at 84 mph with a 3.1 tempo ratio.");
+        assert_eq!(g.redactions, 0, "{}", g.text);
+    }
+
+    #[test]
+    fn the_content_filter_fires_on_what_a_coach_must_not_say() {
+        assert!(clean_output("Try beta blockers before the round.").blocked);
+        assert!(clean_output("Check the betting odds on Sunday.").blocked);
+        assert!(!clean_output("Keep your tempo smooth through impact.").blocked);
+    }
+
+    #[test]
+    fn long_replies_are_capped_at_a_sentence() {
+        let r = clean_output(&"Keep your head still. ".repeat(200));
+        assert!(r.text.chars().count() <= MAX_REPLY_CHARS);
+        assert!(r.text.ends_with('.'));
+    }
+
+    proptest! {
+        #[test]
+        fn cleaned_input_has_no_controls_and_respects_the_limit(s in "\\PC{0,1200}") {
+            if let Ok(c) = clean_input(&s) {
+                prop_assert!(c.chars().count() <= MAX_MESSAGE_CHARS);
+                prop_assert!(!c.chars().any(|ch| (ch.is_control() && ch != '\n' && ch != '\t') || is_invisible(ch)));
+            }
+        }
+
+        #[test]
+        fn cleaned_output_never_has_tags_or_controls(s in ".{0,2000}") {
+            let r = clean_output(&s);
+            prop_assert!(r.text.chars().count() <= MAX_REPLY_CHARS + 1);
+            prop_assert!(!r.text.chars().any(|ch| ch.is_control() || is_invisible(ch)));
+        }
+    }
+}

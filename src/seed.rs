@@ -1,0 +1,125 @@
+//! Demo golfers for local runs (`coach-api seed`): profiles, swing analyses, and an earlier
+//! conversation whose themes carry into today.
+
+use chrono::{Duration, Utc};
+
+use crate::conversation;
+use crate::limits::timestamp;
+use crate::models::{
+    GolferProfile, GolferProfileExperience, GolferProfileHandedness, GolferProfilePlan, SwingAnalysis, SwingId, UserId,
+};
+use crate::store::{keys, Store, StoreError};
+
+fn id<T: TryFrom<String>>(s: &str) -> Result<T, StoreError> {
+    T::try_from(s.to_string()).map_err(|_| StoreError::Rejected(format!("demo id {s} is not valid")))
+}
+
+struct Demo {
+    user: &'static str,
+    name: &'static str,
+    handicap: f64,
+    experience: GolferProfileExperience,
+    plan: GolferProfilePlan,
+    goals: &'static [&'static str],
+    club: &'static str,
+    /// (score, main fault, recommendation), oldest first.
+    swings: &'static [(i64, &'static str, &'static str)],
+    focus: (&'static str, &'static str),
+}
+
+const DEMOS: [Demo; 3] = [
+    Demo {
+        user: "demo-alice",
+        name: "Alice",
+        handicap: 18.4,
+        experience: GolferProfileExperience::Intermediate,
+        plan: GolferProfilePlan::Free,
+        goals: &["Break 90 this season", "Hit more fairways"],
+        club: "driver",
+        swings: &[
+            (64, "an out-to-in swing path", "Start the downswing with the lower body so the club can drop inside."),
+            (68, "an out-to-in swing path", "Feel the trail elbow stay closer to your side in the downswing."),
+            (71, "an open clubface at impact", "Strengthen the lead hand a little so the face returns square."),
+        ],
+        focus: ("Tempo and rhythm", "Grip pressure"),
+    },
+    Demo {
+        user: "demo-ben",
+        name: "Ben",
+        handicap: 28.0,
+        experience: GolferProfileExperience::Beginner,
+        plan: GolferProfilePlan::Premium,
+        goals: &["Make solid contact with irons"],
+        club: "7-iron",
+        swings: &[
+            (52, "early extension", "Keep your hips back through impact, as if sitting on a stool."),
+            (55, "early extension", "Practise slow half swings with a chair behind your hips."),
+        ],
+        focus: ("Solid contact", "Posture at address"),
+    },
+    Demo {
+        user: "demo-chloe",
+        name: "Chloe",
+        handicap: 4.2,
+        experience: GolferProfileExperience::Advanced,
+        plan: GolferProfilePlan::Premium,
+        goals: &["Control wedge distances"],
+        club: "sand wedge",
+        swings: &[
+            (83, "inconsistent low point", "Pre-set a little more weight on the lead side for wedges."),
+            (86, "inconsistent low point", "Use a clock drill: 9, 10 and full swings, note each carry."),
+            (88, "deceleration on short swings", "Keep the arms moving through the ball; length controls distance."),
+        ],
+        focus: ("Wedge distance control", "Low-point control"),
+    },
+];
+
+/// Writes the demo data; returns how many golfers were loaded.
+pub async fn seed(store: &Store) -> Result<usize, StoreError> {
+    let now = Utc::now();
+    for d in &DEMOS {
+        let user: UserId = id(d.user)?;
+        store
+            .put_profile(&GolferProfile {
+                user_id: user.clone(),
+                display_name: d.name.into(),
+                handicap: Some(d.handicap),
+                handedness: Some(GolferProfileHandedness::Right),
+                experience: Some(d.experience),
+                goals: d.goals.iter().map(|g| g.to_string()).collect(),
+                plan: Some(d.plan),
+            })
+            .await?;
+        let n = d.swings.len() as i64;
+        for (i, (score, fault, advice)) in d.swings.iter().enumerate() {
+            let at = now - Duration::days(2 * (n - i as i64));
+            let swing_id: SwingId = id(&format!("swing-{}-{:03}", d.user.trim_start_matches("demo-"), i + 1))?;
+            store
+                .put_swing(&SwingAnalysis {
+                    analysis_id: swing_id,
+                    user_id: user.clone(),
+                    created_at: timestamp(at),
+                    club: d.club.into(),
+                    overall_score: *score,
+                    primary_fault: Some((*fault).into()),
+                    faults: vec![(*fault).into()],
+                    strengths: vec!["balanced finish".into()],
+                    metrics: [("tempo_ratio".to_string(), 2.6 + i as f64 * 0.1), ("club_speed_mph".to_string(), 88.0 + i as f64)]
+                        .into_iter()
+                        .collect(),
+                    recommendation: Some((*advice).into()),
+                })
+                .await?;
+        }
+        // Yesterday's conversation: its themes are what today's starts from.
+        let yesterday = now - Duration::days(1);
+        let mut c = conversation::start(id(&keys::conversation(&user, yesterday))?, user.clone(), None, yesterday);
+        c.coaching_themes.primary_focus = d.focus.0.into();
+        c.coaching_themes.secondary_focus = d.focus.1.into();
+        c.coaching_themes.session_count = 3;
+        if store.conversation(c.conversation_id.as_str()).await?.is_none() {
+            store.commit_conversation(&c, None, vec![]).await?;
+        }
+    }
+    Ok(DEMOS.len())
+}

@@ -1,0 +1,44 @@
+//! Building the shared state from configuration, once per process.
+
+use std::sync::Arc;
+
+use crate::chat::AppState;
+use crate::config::Config;
+use crate::llm::breaker::BreakerConfig;
+use crate::llm::offline::OfflineCoach;
+use crate::llm::openai::OpenAiCoach;
+use crate::llm::{Coach, LlmError};
+use crate::prompts::{PromptError, Prompts};
+use crate::schemas::SchemaError;
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Prompts(#[from] PromptError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error("model client: {0}")]
+    Model(#[from] LlmError),
+}
+
+/// The coach this configuration asks for: offline without a key and base URL.
+pub fn coach(config: &Config, prompts: Arc<Prompts>, breaker: BreakerConfig) -> Result<Arc<dyn Coach>, StartError> {
+    if config.model.is_offline() {
+        return Ok(Arc::new(OfflineCoach::new(prompts)));
+    }
+    Ok(Arc::new(OpenAiCoach::new(config.model.clone(), breaker)?))
+}
+
+pub async fn build_state(config: Config, prompts: Prompts) -> Result<AppState, StartError> {
+    crate::schemas::get()?;
+    // Build the tokenizer's tables off the request path (see tokens.rs).
+    tokio::task::spawn_blocking(crate::tokens::warm_up);
+    let prompts = Arc::new(prompts);
+    let store = Store::connect(&config).await;
+    let coach = coach(&config, prompts.clone(), BreakerConfig::default())?;
+    let log_key: Arc<str> = std::env::var("LOG_HASH_KEY").unwrap_or_else(|_| "coach-api".into()).into();
+    Ok(AppState { config: Arc::new(config), store, prompts, coach, log_key })
+}

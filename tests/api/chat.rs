@@ -1,0 +1,138 @@
+//! The coaching chat end to end: context from the store reaches the prompt, the reply is
+//! stored, the day's second message sees the first, and the shapes match schema/.
+
+use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::{assert_valid, completion, prompt_text, schemas, spawn_app, spawn_with, MODEL_PATH};
+use coach_api::store::keys;
+
+fn today_conversation(user: &str) -> String {
+    let u = coach_api::models::UserId::try_from(user.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    keys::conversation(&u, chrono::Utc::now())
+}
+
+#[tokio::test]
+async fn a_demo_golfer_gets_a_reply_built_on_the_latest_swing_and_theme() {
+    let app = spawn_app().await;
+    app.seed().await;
+    let (status, body) = app.chat_json("demo-alice", &json!({ "message": "What should I work on with my driver?" })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_valid(&schemas().chat_response, &body);
+    assert_eq!(body["source"], "gpt-4o");
+    assert_eq!(body["degraded"], false);
+    assert_eq!(body["message"]["content"], "Keep your tempo smooth: count one-two on the backswing.");
+    assert_eq!(body["usage"]["prompt_tokens"], 700);
+    assert_eq!(body["usage"]["token_limit"], 1500);
+
+    let sent = app.model_requests().await;
+    assert_eq!(sent.len(), 1);
+    let prompt = prompt_text(&sent[0]);
+    // Alice's latest analysis (seeded newest) and the theme carried from yesterday.
+    assert!(prompt.contains("an open clubface at impact"), "{prompt}");
+    assert!(prompt.contains("Tempo and rhythm"), "{prompt}");
+    assert!(prompt.contains("What should I work on with my driver?"));
+    assert_eq!(sent[0]["max_tokens"], 450);
+    assert_eq!(sent[0]["temperature"], 0.7);
+    assert_eq!(sent[0]["response_format"]["type"], "json_schema");
+    assert_eq!(sent[0]["response_format"]["json_schema"]["strict"], true);
+}
+
+#[tokio::test]
+async fn the_offline_coach_answers_from_the_templates_and_says_so() {
+    let app = spawn_with(|c| {
+        c.model.api_key = None;
+        c.model.base_url = None;
+    })
+    .await;
+    app.seed().await;
+    let (status, body) = app.chat_json("demo-alice", &json!({ "message": "Any tips for today?" })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_valid(&schemas().chat_response, &body);
+    assert_eq!(body["source"], "offline");
+    let content = body["message"]["content"].as_str().unwrap_or_default();
+    assert!(content.contains("offline coach"), "{content}");
+    assert!(content.contains("71/100"), "names the latest swing's score: {content}");
+    assert!(content.contains("Tempo and rhythm"), "names the theme: {content}");
+    assert_eq!(body["usage"]["cost_micro_usd"], 0);
+    assert!(app.model_requests().await.is_empty(), "offline never calls a model");
+}
+
+#[tokio::test]
+async fn the_second_message_of_the_day_is_answered_with_the_first_exchange_in_the_prompt() {
+    let app = spawn_app().await;
+    app.seed().await;
+    Mock::given(method("POST"))
+        .and(path(MODEL_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            &crate::helpers::payload("Try the split-hands drill for ten swings."),
+            600,
+            40,
+        )))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&app.model)
+        .await;
+    let (s1, first) = app.chat_json("demo-ben", &json!({ "message": "My irons feel thin today." })).await;
+    assert_eq!(s1, 200, "{first}");
+    let (s2, second) = app.chat_json("demo-ben", &json!({ "message": "Did that drill help others?" })).await;
+    assert_eq!(s2, 200, "{second}");
+    assert_eq!(first["conversation_id"], second["conversation_id"]);
+
+    let sent = app.model_requests().await;
+    assert_eq!(sent.len(), 2);
+    let messages = sent[1]["messages"].as_array().cloned().unwrap_or_default();
+    let roles: Vec<&str> = messages.iter().filter_map(|m| m["role"].as_str()).collect();
+    assert_eq!(roles, ["system", "user", "user", "assistant", "user"], "system, context, first exchange, new message");
+    assert!(messages[2]["content"].as_str().unwrap_or_default().contains("My irons feel thin today."));
+    assert_eq!(messages[3]["content"], "Try the split-hands drill for ten swings.");
+
+    // The stored item has both exchanges and matches the conversation schema.
+    let conv = app
+        .store
+        .conversation(&today_conversation("demo-ben"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no conversation stored"));
+    assert_eq!(conv.recent_messages.len(), 4);
+    assert_eq!(conv.coaching_themes.session_count, 4, "yesterday's session 3, today is a new one");
+    assert_eq!(conv.coaching_themes.primary_focus, "Solid contact", "carried from yesterday");
+    assert_eq!(conv.total_tokens_used, 640 + 820);
+    let raw = serde_json::to_value(&conv).unwrap_or_default();
+    assert_valid(&schemas().conversation, &raw);
+}
+
+#[tokio::test]
+async fn a_stored_item_read_raw_from_dynamodb_validates_against_the_schema() {
+    let app = spawn_app().await;
+    let (status, _) = app.chat_json("golfer-raw-1", &json!({ "message": "First time here, hello coach!" })).await;
+    assert_eq!(status, 200);
+    let item = app.raw_item(&today_conversation("golfer-raw-1")).await.unwrap_or_else(|| panic!("not stored"));
+    let value: serde_json::Value = serde_dynamo::from_item(item).unwrap_or_else(|e| panic!("{e}"));
+    assert_valid(&schemas().conversation, &value);
+    assert_eq!(value["user_id"], "golfer-raw-1");
+    assert_eq!(value["coaching_themes"]["session_count"], 1);
+}
+
+#[tokio::test]
+async fn another_golfers_swing_never_reaches_the_prompt() {
+    let app = spawn_app().await;
+    app.seed().await;
+    // Ben's swing, asked about by Alice: refused exactly like a swing that does not exist.
+    let (status, body) = app.chat_json("demo-alice", &json!({ "message": "Look at this one", "swingId": "swing-ben-002" })).await;
+    let (status_missing, body_missing) = app.chat_json("demo-alice", &json!({ "message": "Look at this one", "swingId": "swing-nobody-9" })).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(status_missing, 404);
+    assert_eq!(body["message"], body_missing["message"], "no hint whether it exists");
+    assert!(app.model_requests().await.is_empty());
+
+    // Her own swing on screen is used; nothing of Ben's appears in any prompt.
+    let (ok, _) = app.chat_json("demo-alice", &json!({ "message": "And this one?", "swingId": "swing-alice-001" })).await;
+    assert_eq!(ok, 200);
+    let sent = app.model_requests().await;
+    assert_eq!(sent.len(), 1);
+    let prompt = prompt_text(&sent[0]);
+    assert!(prompt.contains("swing-alice-001"), "{prompt}");
+    assert!(!prompt.contains("swing-ben") && !prompt.contains("early extension"), "{prompt}");
+}

@@ -1,0 +1,227 @@
+//! `spawn_app()`: a fresh pair of tables on DynamoDB Local, a mock OpenAI-compatible model on
+//! loopback, and the real Router served on a loopback port.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Once};
+
+use coach_api::api;
+use coach_api::chat::AppState;
+use coach_api::config::{AuthMode, Config};
+use coach_api::llm::breaker::BreakerConfig;
+use coach_api::prompts::Prompts;
+use coach_api::store::Store;
+use coach_api::startup;
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+pub const MODEL_PATH: &str = "/v1/chat/completions";
+
+pub struct TestApp {
+    pub url: String,
+    pub http: reqwest::Client,
+    pub store: Store,
+    pub model: MockServer,
+    pub config: Config,
+    pub state: AppState,
+}
+
+static TRACING: Once = Once::new();
+
+/// Tracing output only with TEST_LOG set; the log-capture layer is installed by `logs`.
+fn init_tracing() {
+    TRACING.call_once(crate::logs::install);
+}
+
+pub fn dynamodb_endpoint() -> String {
+    match std::env::var("DYNAMODB_ENDPOINT") {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!("DYNAMODB_ENDPOINT is not set: run the tests with scripts/test, which starts DynamoDB Local"),
+    }
+}
+
+/// A structured reply as the model would send it.
+pub fn payload(reply: &str) -> Value {
+    json!({
+        "reply": reply,
+        "primary_focus": null,
+        "secondary_focus": null,
+        "improvement": null,
+        "swing_reference": null
+    })
+}
+
+/// A chat completion whose content is `payload` (serialized), with the given usage.
+pub fn completion(payload: &Value, prompt_tokens: u32, completion_tokens: u32) -> Value {
+    json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1_764_000_000u32,
+        "model": "gpt-4o-2024-08-06",
+        "choices": [{
+            "index": 0,
+            "message": { "role": "assistant", "content": payload.to_string() },
+            "finish_reason": "stop"
+        }],
+        "usage": { "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens }
+    })
+}
+
+pub fn ok_reply(reply: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(completion(&payload(reply), 700, 120))
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(|_| {}).await
+}
+
+pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_full(adjust, BreakerConfig::default()).await
+}
+
+pub async fn spawn_full(adjust: impl FnOnce(&mut Config), breaker: BreakerConfig) -> TestApp {
+    init_tracing();
+    let model = MockServer::start().await;
+    // The default answer; tests mount their own with a higher priority (lower number).
+    Mock::given(method("POST"))
+        .and(path(MODEL_PATH))
+        .respond_with(ok_reply("Keep your tempo smooth: count one-two on the backswing."))
+        .with_priority(10)
+        .mount(&model)
+        .await;
+
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let mut config = Config {
+        table_coaching: format!("coaching-conversations-{}", &suffix[..12]),
+        table_analyses: format!("golf-coach-analyses-{}", &suffix[..12]),
+        dynamodb_endpoint: Some(dynamodb_endpoint()),
+        auth_mode: AuthMode::Local,
+        ..Config::default()
+    };
+    config.model.base_url = Some(format!("{}/v1", model.uri()));
+    config.model.api_key = Some("sk-test-not-a-real-key".to_string().into());
+    config.model.attempt_timeout = std::time::Duration::from_secs(5);
+    config.request_budget = std::time::Duration::from_secs(10);
+    config.deadline_margin = std::time::Duration::from_millis(500);
+    config.limits.ip_requests_per_hour = 10_000;
+    adjust(&mut config);
+
+    let store = Store::connect(&config).await;
+    if let Err(e) = store.create_tables().await {
+        panic!("creating test tables on DynamoDB Local failed: {e}");
+    }
+    let prompts = match Prompts::embedded() {
+        Ok(p) => Arc::new(p),
+        Err(e) => panic!("{e}"),
+    };
+    let coach = match startup::coach(&config, prompts.clone(), breaker) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let state = AppState {
+        config: Arc::new(config.clone()),
+        store: store.clone(),
+        prompts,
+        coach,
+        log_key: "test-key".into(),
+    };
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => l,
+        Err(e) => panic!("bind: {e}"),
+    };
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let router = api::router(state.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await;
+    });
+    TestApp {
+        url: format!("http://{addr}"),
+        http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().unwrap_or_default(),
+        store,
+        model,
+        config,
+        state,
+    }
+}
+
+impl TestApp {
+    pub async fn seed(&self) {
+        if let Err(e) = coach_api::seed::seed(&self.store).await {
+            panic!("seeding: {e}");
+        }
+    }
+
+    /// POSTs a JSON body as `user` (AUTH_MODE=local's X-User-Id).
+    pub async fn chat(&self, user: &str, body: &Value) -> reqwest::Response {
+        crate::logs::sensitive(user);
+        if let Some(m) = body["message"].as_str() {
+            crate::logs::sensitive(m);
+        }
+        self.http
+            .post(format!("{}{}", self.url, api::CHAT_PATH))
+            .header("x-user-id", user)
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request failed: {e}"))
+    }
+
+    /// POSTs and returns (status, JSON body).
+    pub async fn chat_json(&self, user: &str, body: &Value) -> (u16, Value) {
+        let r = self.chat(user, body).await;
+        let status = r.status().as_u16();
+        let v = r.json::<Value>().await.unwrap_or(Value::Null);
+        (status, v)
+    }
+
+    /// Requests the mock model received, as JSON bodies.
+    pub async fn model_requests(&self) -> Vec<Value> {
+        self.model
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.url.path() == MODEL_PATH)
+            .filter_map(|r| serde_json::from_slice(&r.body).ok())
+            .collect()
+    }
+
+    /// A stored item of the coaching table, raw.
+    pub async fn raw_item(&self, key: &str) -> Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        self.store
+            .client()
+            .get_item()
+            .table_name(self.store.table())
+            .key("conversation_id", aws_sdk_dynamodb::types::AttributeValue::S(key.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("get_item: {e:?}"))
+            .item
+    }
+
+    /// An integer attribute of a stored item (0 when absent).
+    pub async fn number(&self, key: &str, attr: &str) -> i64 {
+        self.raw_item(key)
+            .await
+            .and_then(|i| i.get(attr).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()))
+            .unwrap_or(0)
+    }
+}
+
+/// Every message content the model was sent, joined.
+pub fn prompt_text(request: &Value) -> String {
+    request["messages"]
+        .as_array()
+        .map(|ms| ms.iter().filter_map(|m| m["content"].as_str()).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
+}
+
+pub fn assert_valid(validator: &jsonschema::Validator, v: &Value) {
+    let errors: Vec<String> = validator.iter_errors(v).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "schema violations: {errors:?} in {v}");
+}
+
+pub fn schemas() -> &'static coach_api::schemas::Schemas {
+    coach_api::schemas::get().unwrap_or_else(|e| panic!("{e}"))
+}

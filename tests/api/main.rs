@@ -1,0 +1,10 @@
+//! The integration suite: one binary, each module a concern. Every test runs against
+//! DynamoDB Local (started by scripts/test) and a mock model on loopback.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, reason = "a test crate: a panic is how a test fails")]
+
+mod chat;
+mod generated;
+mod helpers;
+mod lambda;
+mod logs;
+mod validation;
