@@ -302,7 +302,7 @@ impl AppState {
             tokens,
             proposal: reply.payload.as_ref(),
             own_swings: &own_swings,
-            latest_score: vars.latest_swing().map(|s| s.overall_score),
+            latest_score: vars.swings.first().map(|s| s.overall_score),
         };
         let committed = self
             .commit_turn(&conv_id, user, context.today, context.previous_themes, &turn, &keys, reserved, actual, model_reached, idem_key.as_deref(), response)

@@ -41,11 +41,17 @@ impl Coach for OfflineCoach {
     }
 }
 
-/// Theme proposals from the swing data alone: the latest swing's main fault becomes the
-/// primary focus, and a better score than the swing before is an improvement.
+/// Theme proposals from the swing data alone. Evidence for a new primary focus is the same
+/// main fault in the two newest analyses; a better score than the analysis before is an
+/// improvement.
 pub fn offline_payload(vars: &crate::context::PromptVars, reply: String) -> CoachReplyPayload {
     let latest = vars.latest_swing();
-    let primary_focus = latest.and_then(|s| s.primary_fault.clone());
+    let primary_focus = match (vars.swings.first(), vars.swings.get(1)) {
+        (Some(new), Some(old)) if new.primary_fault.is_some() && new.primary_fault == old.primary_fault => {
+            new.primary_fault.clone().filter(|f| *f != vars.themes.primary_focus)
+        }
+        _ => None,
+    };
     let improvement = match (vars.swings.first(), vars.swings.get(1)) {
         (Some(new), Some(old)) if new.overall_score > old.overall_score => Some(format!(
             "{} score up from {} to {}",
@@ -59,5 +65,24 @@ pub fn offline_payload(vars: &crate::context::PromptVars, reply: String) -> Coac
         secondary_focus: None,
         improvement,
         swing_reference: latest.map(|s| s.analysis_id.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn focus_moves_only_on_a_repeated_fault() {
+        let mut vars = crate::context::tests::example_vars();
+        let mut older = vars.swings[0].clone();
+        older.overall_score = 60;
+        vars.swings.push(older.clone());
+        let p = offline_payload(&vars, "r".into());
+        assert_eq!(p.primary_focus.as_deref(), Some("an out-to-in swing path"), "same fault twice");
+        assert_eq!(p.improvement.as_deref(), Some("driver score up from 60 to 71"));
+
+        vars.swings[1].primary_fault = Some("early extension".into());
+        assert_eq!(offline_payload(&vars, "r".into()).primary_focus, None, "one swing is not evidence");
     }
 }
