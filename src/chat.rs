@@ -404,9 +404,15 @@ impl AppState {
         idem_key: Option<&str>,
         mut response: CoachingChatResponse,
     ) -> Result<Committed, StoreError> {
-        const ATTEMPTS: usize = 8;
+        const ATTEMPTS: u32 = 30;
         let now = Utc::now();
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                // Concurrent turns on one conversation: spread the retries out.
+                let ceiling = 10u64 << attempt.min(4);
+                let ms = rand::Rng::random_range(&mut rand::rng(), 1..=ceiling);
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
             let new_conversation = current.is_none();
             let expected = current.as_ref().map(|c| c.version.unwrap_or(0));
             let base = match current.take() {

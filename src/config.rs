@@ -23,7 +23,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             token_limit_per_request: 1500,
-            max_reply_tokens: 450,
+            max_reply_tokens: 400,
             requests_per_hour: 15,
             ip_requests_per_hour: 60,
             spend_per_user_day_micro: 5_000_000,

@@ -227,6 +227,33 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn every_template_renders_a_sparse_context() -> Result<(), PromptError> {
+        // Optional fields absent, as stored items and typify's serialization leave them.
+        let mut vars = example_vars();
+        let sparse: GolferProfile = serde_json::from_value(serde_json::json!({ "user_id": "demo-x", "display_name": "X" }))
+            .map_err(|e| PromptError::Load(e.to_string()))?;
+        vars.profile = Some(sparse);
+        vars.swings = vec![serde_json::from_value(serde_json::json!({
+            "analysis_id": "s-1", "user_id": "demo-x", "created_at": "2026-11-20T10:00:00.000Z", "club": "putter", "overall_score": 50
+        }))
+        .map_err(|e| PromptError::Load(e.to_string()))?];
+        vars.themes.recent_improvements.clear();
+        vars.history.clear();
+        let p = prompts();
+        for t in [SYSTEM, CONTEXT, MESSAGE] {
+            p.render(t, &vars)?;
+        }
+        for t in [crate::prompts::OFFLINE, crate::prompts::FALLBACK, crate::prompts::FILTERED] {
+            p.render(t, &ReplyVars::from(&vars))?;
+        }
+        vars.profile = None;
+        vars.swings.clear();
+        p.render(CONTEXT, &vars)?;
+        p.render(crate::prompts::OFFLINE, &ReplyVars::from(&vars))?;
+        Ok(())
+    }
+
+    #[test]
     fn context_names_the_latest_swing_and_themes() -> Result<(), PromptError> {
         let out = prompts().render(CONTEXT, &example_vars())?;
         assert!(out.contains("out-to-in swing path"), "{out}");
@@ -254,7 +281,7 @@ pub(crate) mod tests {
     fn the_golfers_message_never_enters_the_system_message() -> Result<(), PackError> {
         let mut vars = example_vars();
         vars.message = "UNIQUE-MARKER-7731".into();
-        let packed = pack(&prompts(), &vars, 1050)?;
+        let packed = pack(&prompts(), &vars, 900)?;
         assert!(!packed.messages[0].content.contains("UNIQUE-MARKER-7731"));
         let last = packed.messages.last().map(|m| m.content.clone()).unwrap_or_default();
         assert!(last.contains("UNIQUE-MARKER-7731"));
@@ -270,7 +297,7 @@ pub(crate) mod tests {
                 content: format!("turn {i}: let's talk about bunker play and tempo drills at length"),
             })
             .collect();
-        let packed = pack(&prompts(), &vars, 1050)?;
+        let packed = pack(&prompts(), &vars, 900)?;
         assert!(packed.prompt_tokens <= 1050);
         assert!(packed.dropped_turns > 0);
         let all = packed.messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n");
@@ -286,5 +313,59 @@ pub(crate) mod tests {
         vars.message = "golf ".repeat(1000);
         let r = pack(&prompts(), &vars, 400);
         assert!(matches!(r, Err(PackError::MessageTooLong { .. })), "{r:?}");
+    }
+
+    mod budget {
+        use super::super::*;
+        use super::{example_vars, prompts};
+        use proptest::prelude::*;
+
+        fn turn() -> impl Strategy<Value = HistoryTurn> {
+            (any::<bool>(), "[ -~]{0,600}").prop_map(|(user, content)| HistoryTurn {
+                role: if user { PromptRole::User } else { PromptRole::Assistant },
+                content,
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+            // Prompt + max_tokens never exceeds the per-request limit, counted by the model's
+            // tokenizer, and the count is of exactly the messages that would be sent.
+            #[test]
+            fn packed_prompts_fit_the_budget(
+                history in proptest::collection::vec(turn(), 0..60),
+                message in "[ -~\u{00e0}-\u{00ff}\u{4e00}-\u{4e50}]{1,1000}",
+                swings in 0usize..4,
+                summary in proptest::option::of("[ -~]{0,2000}"),
+                goals in proptest::collection::vec("[ -~]{0,200}", 0..5),
+            ) {
+                let mut vars = example_vars();
+                vars.history = history;
+                vars.message = message.clone();
+                vars.summary = summary;
+                let swing = vars.swings[0].clone();
+                vars.swings = vec![swing; swings];
+                if let Some(p) = vars.profile.as_mut() { p.goals = goals; }
+                let limit = 1500usize;
+                let max_tokens = 400usize;
+                let budget = limit - max_tokens - crate::llm::response_format_tokens();
+                match pack(&prompts(), &vars, budget) {
+                    Ok(packed) => {
+                        let counted = tokens::count_chat(packed.messages.iter().map(|m| (m.role.as_str(), m.content.as_str())));
+                        prop_assert_eq!(counted, packed.prompt_tokens);
+                        prop_assert!(counted + max_tokens + crate::llm::response_format_tokens() <= limit);
+                        let last = &packed.messages[packed.messages.len() - 1].content;
+                        prop_assert!(last.contains(message.trim()), "the message is never cut");
+                    }
+                    Err(PackError::MessageTooLong { needed, budget: b }) => {
+                        prop_assert!(needed > b);
+                        // Any message up to 350 tokens (1,000 characters of ordinary text is ~250) fits.
+                        prop_assert!(tokens::count(&message) > 350, "refused a {}-token message", tokens::count(&message));
+                    }
+                    Err(e) => prop_assert!(false, "{}", e),
+                }
+            }
+        }
     }
 }

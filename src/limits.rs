@@ -136,9 +136,9 @@ mod tests {
         // 1,000 prompt tokens at $2.50/M = $0.0025; 100 completion tokens at $10/M = $0.001.
         assert_eq!(cost(&l, 1000, 100), 2_500 + 1_000);
         assert_eq!(price(1, 2_500_000), 3, "fractions of a micro-dollar round up");
-        // Budget 1,500 with 450 for the reply: 1,050 × 2.5 + 450 × 10.
-        assert_eq!(worst_case_cost(&l), 2_625 + 4_500);
-        assert_eq!(prompt_budget(&l), 1050);
+        // Budget 1,500 with 400 for the reply: 1,100 × 2.5 + 400 × 10.
+        assert_eq!(worst_case_cost(&l), 2_750 + 4_000);
+        assert_eq!(prompt_budget(&l), 1100);
     }
 
     #[test]

@@ -33,7 +33,7 @@ async fn a_demo_golfer_gets_a_reply_built_on_the_latest_swing_and_theme() {
     assert!(prompt.contains("an open clubface at impact"), "{prompt}");
     assert!(prompt.contains("Tempo and rhythm"), "{prompt}");
     assert!(prompt.contains("What should I work on with my driver?"));
-    assert_eq!(sent[0]["max_tokens"], 450);
+    assert_eq!(sent[0]["max_tokens"], 400);
     assert_eq!(sent[0]["temperature"], 0.7);
     assert_eq!(sent[0]["response_format"]["type"], "json_schema");
     assert_eq!(sent[0]["response_format"]["json_schema"]["strict"], true);

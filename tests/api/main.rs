@@ -6,5 +6,6 @@ mod chat;
 mod generated;
 mod helpers;
 mod lambda;
+mod limits;
 mod logs;
 mod validation;

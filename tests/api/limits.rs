@@ -1,0 +1,215 @@
+//! Cost protection under concurrency: every admission is one conditional transaction, so
+//! limits are exact, refusals consume nothing, and settlement leaves the true cost.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::{assert_valid, completion, payload, schemas, spawn_with, TestApp, MODEL_PATH};
+use coach_api::limits;
+use coach_api::models::UserId;
+use coach_api::store::keys::{self, IpHash};
+
+fn uid(s: &str) -> UserId {
+    UserId::try_from(s.to_string()).unwrap()
+}
+
+/// Sends `n` messages at once, from `user(i)`; returns the statuses and bodies.
+async fn burst(app: &TestApp, n: usize, user: impl Fn(usize) -> String) -> Vec<(u16, Value)> {
+    let calls = (0..n).map(|i| {
+        let u = user(i);
+        async move { app.chat_json(&u, &json!({ "message": format!("Burst message number {i}") })).await }
+    });
+    join_all(calls).await
+}
+
+fn count(results: &[(u16, Value)], status: u16) -> usize {
+    results.iter().filter(|(s, _)| *s == status).count()
+}
+
+async fn slow_model(app: &TestApp, delay: Duration) {
+    Mock::given(method("POST"))
+        .and(path(MODEL_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(&payload("Smooth tempo."), 700, 120)).set_delay(delay))
+        .with_priority(1)
+        .mount(&app.model)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_concurrent_messages_from_one_golfer_admit_exactly_fifteen() {
+    let app = spawn_with(|_| {}).await;
+    for rep in 0..5 {
+        let before = app.model_requests().await.len();
+        let user = format!("golfer-burst-{rep}");
+        let results = burst(&app, 100, |_| user.clone()).await;
+        let reached = app.model_requests().await.len() - before;
+        let statuses: Vec<u16> = results.iter().map(|(s, _)| *s).filter(|s| *s != 200 && *s != 429).collect();
+        assert_eq!((count(&results, 200), count(&results, 429), reached), (15, 85, 15), "repetition {rep}, others: {statuses:?}");
+        for (status, body) in &results {
+            let validator = if *status == 200 { &schemas().chat_response } else { &schemas().error };
+            assert_valid(validator, body);
+        }
+        let hour_key = keys::user_hour_quota(&uid(&user), chrono::Utc::now());
+        assert_eq!(app.number(&hour_key, "request_count").await, 15);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_golfers_behind_one_ip_share_the_ip_limit_exactly() {
+    let app = spawn_with(|c| c.limits.ip_requests_per_hour = 20).await;
+    for rep in 0..5 {
+        let before = app.model_requests().await.len();
+        let results = burst(&app, 100, |i| format!("golfer-ip-{rep}-{i}")).await;
+        let reached = app.model_requests().await.len() - before;
+        // The hour's IP counter is shared by every repetition: only the first can be admitted.
+        let expected = if rep == 0 { 20 } else { 0 };
+        assert_eq!((count(&results, 200), count(&results, 429), reached), (expected, 100 - expected, expected), "repetition {rep}");
+    }
+    let ip_key = keys::ip_hour_quota(&IpHash::of("127.0.0.1"), chrono::Utc::now());
+    assert_eq!(app.number(&ip_key, "request_count").await, 20);
+}
+
+#[tokio::test]
+async fn a_refusal_at_one_counter_consumes_no_other() {
+    let app = spawn_with(|c| c.limits.requests_per_hour = 2).await;
+    let user = "golfer-refused-1";
+    for _ in 0..2 {
+        assert_eq!(app.chat_json(user, &json!({ "message": "Counting my swings today" })).await.0, 200);
+    }
+    let now = chrono::Utc::now();
+    let ip_key = keys::ip_hour_quota(&IpHash::of("127.0.0.1"), now);
+    let spend_key = keys::user_day_spend(&uid(user), now);
+    let global_key = keys::global_day_spend(now);
+    let before = (app.number(&ip_key, "request_count").await, app.number(&spend_key, "spend_micro").await, app.number(&global_key, "spend_micro").await);
+
+    let r = app.chat(user, &json!({ "message": "One more swing question" })).await;
+    assert_eq!(r.status().as_u16(), 429);
+    let retry_after: u64 = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!((1..=3600).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(r.headers().get("ratelimit-remaining").and_then(|v| v.to_str().ok()), Some("0"));
+    let body: Value = r.json().await.unwrap();
+    assert_valid(&schemas().error, &body);
+    assert_eq!(body["code"], "rate_limited");
+    assert_eq!(body["retry_after_seconds"], retry_after);
+    assert_eq!(body["quota"]["requests_remaining_hour"], 0);
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("all 2 coaching messages") && message.contains("Premium"), "{message}");
+
+    let after = (app.number(&ip_key, "request_count").await, app.number(&spend_key, "spend_micro").await, app.number(&global_key, "spend_micro").await);
+    assert_eq!(before, after, "the refused request changed no counter");
+    assert_eq!(app.model_requests().await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_budget_for_k_worst_case_requests_admits_at_most_k_and_settles_to_actual_cost() {
+    const K: u64 = 7;
+    let worst = limits::worst_case_cost(&coach_api::config::Limits::default()) as u64;
+    let app = spawn_with(|c| {
+        c.limits.requests_per_hour = 1000;
+        c.limits.spend_per_user_day_micro = K * worst;
+    })
+    .await;
+    // The model answers slowly, so every admission is decided before any settlement refunds.
+    slow_model(&app, Duration::from_millis(1500)).await;
+    let user = "golfer-budget-1";
+    let results = burst(&app, 50, |_| user.to_string()).await;
+    let admitted = count(&results, 200) as u64;
+    assert_eq!(admitted, K, "exactly K fit the budget");
+    assert_eq!(app.model_requests().await.len() as u64, K);
+    assert_eq!(count(&results, 429) as u64, 50 - K);
+
+    let actual = limits::cost(&app.config.limits, 700, 120);
+    let spend_key = keys::user_day_spend(&uid(user), chrono::Utc::now());
+    assert_eq!(app.number(&spend_key, "spend_micro").await, actual * K as i64, "settled to the sum of actual costs");
+    assert_eq!(app.number(&spend_key, "tokens").await, 820 * K as i64);
+    let reported: i64 = results.iter().filter(|(s, _)| *s == 200).map(|(_, b)| b["usage"]["cost_micro_usd"].as_i64().unwrap_or(0)).sum();
+    assert_eq!(reported, actual * K as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_global_daily_cap_holds_across_golfers_with_503_at_capacity() {
+    const K: u64 = 5;
+    let worst = limits::worst_case_cost(&coach_api::config::Limits::default()) as u64;
+    let app = spawn_with(|c| c.limits.spend_total_day_micro = K * worst).await;
+    slow_model(&app, Duration::from_millis(1500)).await;
+    let results = burst(&app, 50, |i| format!("golfer-global-{i}")).await;
+    assert_eq!(count(&results, 200) as u64, K);
+    assert_eq!(count(&results, 503) as u64, 50 - K);
+    let refused = results.iter().find(|(s, _)| *s == 503).map(|(_, b)| b.clone()).unwrap_or_default();
+    assert_valid(&schemas().error, &refused);
+    assert_eq!(refused["code"], "at_capacity");
+    assert!(refused["message"].as_str().unwrap_or_default().contains("capacity"));
+    let global_key = keys::global_day_spend(chrono::Utc::now());
+    assert_eq!(app.number(&global_key, "spend_micro").await, limits::cost(&app.config.limits, 700, 120) * K as i64);
+}
+
+#[tokio::test]
+async fn a_failed_model_call_leaves_spend_and_the_hour_count_as_they_were() {
+    let app = spawn_with(|c| {
+        c.model.max_attempts = 2;
+        c.model.backoff_base = Duration::from_millis(5);
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path(MODEL_PATH))
+        .respond_with(ResponseTemplate::new(500).set_body_string("upstream exploded: internal trace id 1234"))
+        .with_priority(1)
+        .mount(&app.model)
+        .await;
+    let user = "golfer-fail-1";
+    let (status, body) = app.chat_json(user, &json!({ "message": "Will this one reach the coach?" })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_valid(&schemas().chat_response, &body);
+    assert_eq!(body["degraded"], true);
+    assert_eq!(body["source"], "fallback");
+    assert_eq!(body["usage"]["cost_micro_usd"], 0);
+    assert_eq!(body["quota"]["requests_remaining_hour"], 15, "the slot came back");
+    assert!(!body.to_string().contains("exploded"), "no upstream text reaches the client");
+    assert_eq!(app.model_requests().await.len(), 2, "two attempts");
+
+    let now = chrono::Utc::now();
+    assert_eq!(app.number(&keys::user_hour_quota(&uid(user), now), "request_count").await, 0);
+    assert_eq!(app.number(&keys::user_day_spend(&uid(user), now), "spend_micro").await, 0);
+    assert_eq!(app.number(&keys::global_day_spend(now), "spend_micro").await, 0);
+    assert_eq!(app.number(&keys::ip_hour_quota(&IpHash::of("127.0.0.1"), now), "request_count").await, 0);
+}
+
+#[tokio::test]
+async fn successful_answers_carry_usage_quota_and_ratelimit_headers() {
+    let app = spawn_with(|_| {}).await;
+    let r = app.chat("golfer-quota-1", &json!({ "message": "How much do I have left?" })).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    assert_eq!(h("ratelimit-limit").as_deref(), Some("15"));
+    assert_eq!(h("ratelimit-remaining").as_deref(), Some("14"));
+    let body: Value = r.json().await.unwrap();
+    let actual = limits::cost(&app.config.limits, 700, 120);
+    assert_eq!(body["usage"]["cost_micro_usd"], actual);
+    assert_eq!(body["quota"]["spend_remaining_micro_usd_day"], 5_000_000 - actual);
+    assert_eq!(body["quota"]["requests_remaining_hour"], 14);
+}
+
+#[tokio::test]
+async fn after_a_long_day_the_model_receives_the_newest_history_within_the_budget() {
+    let app = spawn_with(|c| c.max_recent_messages = 40).await;
+    let user = "golfer-long-day";
+    for i in 0..12 {
+        let message = format!("Round {i} notes: {}", "I hit the ball fat on the par threes and thin on the par fives, ".repeat(12));
+        assert_eq!(app.chat_json(user, &json!({ "message": message.chars().take(1000).collect::<String>() })).await.0, 200);
+    }
+    let (status, _) = app.chat_json(user, &json!({ "message": "What is the one thing to fix first?" })).await;
+    assert_eq!(status, 200);
+    let sent = app.model_requests().await;
+    let last = sent.last().cloned().unwrap_or_default();
+    let messages = last["messages"].as_array().cloned().unwrap_or_default();
+    let counted = coach_api::tokens::count_chat(messages.iter().map(|m| (m["role"].as_str().unwrap_or(""), m["content"].as_str().unwrap_or(""))));
+    let max_tokens = last["max_tokens"].as_u64().unwrap_or(0) as usize;
+    assert!(counted + max_tokens + coach_api::llm::response_format_tokens() <= 1500, "{counted} + {max_tokens}");
+    let text = crate::helpers::prompt_text(&last);
+    assert!(text.contains("Round 11 notes") && !text.contains("Round 0 notes"), "oldest history dropped first");
+    assert!(messages.last().and_then(|m| m["content"].as_str()).unwrap_or_default().contains("one thing to fix first"));
+}
