@@ -39,6 +39,7 @@ pub struct AppState {
     pub coach: Arc<dyn Coach>,
     /// Key for hashing identifiers in logs.
     pub log_key: Arc<str>,
+    pub metrics: crate::metrics::Sink,
 }
 
 /// Who is asking, as established by the API layer.
@@ -443,6 +444,8 @@ impl AppState {
     }
 
     /// Gives back the whole reservation and the idempotency claim: nothing was stored.
+    /// When the table cannot take the release now, it is retried in the background until it
+    /// can (within `RELEASE_RETRY_FOR`), so an outage leaves no reservation behind.
     async fn release(&self, keys: &CounterKeys, reserved: i64, idem_key: Option<&str>) {
         let items = (|| -> Result<_, StoreError> {
             let mut items = self.store.spend_adjustment(keys, -reserved, 0)?;
@@ -452,16 +455,38 @@ impl AppState {
             }
             Ok(items)
         })();
-        let result = match items {
-            Ok(items) => self.store.transact("TransactWriteItems release", items).await.map(|_| ()),
-            Err(e) => Err(e),
+        let items = match items {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::error!(error = %e, "could not build a release");
+                return;
+            }
         };
-        if let Err(e) = result {
-            // Counters stay charged (never under-charged); they expire with their hour and day.
-            tracing::error!(error = %e, "could not release a reservation");
+        let token = uuid::Uuid::new_v4().to_string();
+        if self.store.transact_idempotent("TransactWriteItems release", items.clone(), Some(&token)).await.is_ok() {
+            return;
         }
+        tracing::warn!("release deferred: storage unavailable; retrying in the background");
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut wait = std::time::Duration::from_millis(250);
+            while started.elapsed() < RELEASE_RETRY_FOR {
+                tokio::time::sleep(wait).await;
+                if store.transact_idempotent("TransactWriteItems release", items.clone(), Some(&token)).await.is_ok() {
+                    tracing::info!("deferred release applied");
+                    return;
+                }
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+            // Counters stay charged (never under-charged); they expire with their hour and day.
+            tracing::error!("deferred release gave up");
+        });
     }
 }
+
+/// How long a release that failed is retried in the background.
+pub const RELEASE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(180);
 
 struct Committed {
     body: CoachingChatResponse,

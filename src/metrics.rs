@@ -69,12 +69,28 @@ impl RequestMetrics {
         })
     }
 
-    /// Writes the EMF line to stdout as one write.
-    pub fn emit(&self) {
-        let mut line = self.to_emf(chrono::Utc::now().timestamp_millis()).to_string();
-        line.push('\n');
-        let _ = std::io::stdout().lock().write_all(line.as_bytes());
+    /// Writes the EMF line to the sink as one write.
+    pub fn emit(&self, sink: &Sink) {
+        let line = self.to_emf(chrono::Utc::now().timestamp_millis()).to_string();
+        match sink {
+            Sink::Stdout => {
+                let _ = std::io::stdout().lock().write_all(format!("{line}\n").as_bytes());
+            }
+            Sink::Memory(lines) => {
+                if let Ok(mut l) = lines.lock() {
+                    l.push(line);
+                }
+            }
+        }
     }
+}
+
+/// Where EMF lines go: stdout in Lambda and `serve` (the log agent reads it), memory in tests.
+#[derive(Debug, Clone, Default)]
+pub enum Sink {
+    #[default]
+    Stdout,
+    Memory(std::sync::Arc<std::sync::Mutex<Vec<String>>>),
 }
 
 #[cfg(test)]

@@ -218,7 +218,7 @@ async fn post_chat(State(state): State<AppState>, request: Request) -> Response 
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     outcome.metrics.response_ms = elapsed_ms;
     outcome.metrics.server_error = status.is_server_error() && outcome.limit.is_none();
-    outcome.metrics.emit();
+    outcome.metrics.emit(&state.metrics);
     security_log(&state, &request_id, who.as_ref(), status, &outcome, elapsed_ms);
     response
 }

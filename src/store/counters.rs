@@ -216,11 +216,23 @@ impl Store {
 
     /// Runs transaction items, retrying only on transaction conflicts.
     pub async fn transact(&self, op: &str, items: Vec<TransactWriteItem>) -> Result<TransactOutcome, StoreError> {
+        self.transact_idempotent(op, items, None).await
+    }
+
+    /// As `transact`; with a `token`, DynamoDB applies the transaction at most once for ten
+    /// minutes however often it is sent (for retries whose first answer was lost).
+    pub async fn transact_idempotent(&self, op: &str, items: Vec<TransactWriteItem>, token: Option<&str>) -> Result<TransactOutcome, StoreError> {
         if items.is_empty() {
             return Ok(TransactOutcome::Done);
         }
         for attempt in 0..=MAX_CONFLICT_RETRIES {
-            let err = match self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await {
+            let send = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .set_client_request_token(token.map(str::to_string))
+                .send();
+            let err = match send.await {
                 Ok(_) => return Ok(TransactOutcome::Done),
                 Err(e) => e,
             };

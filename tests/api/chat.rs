@@ -37,6 +37,18 @@ async fn a_demo_golfer_gets_a_reply_built_on_the_latest_swing_and_theme() {
     assert_eq!(sent[0]["temperature"], 0.7);
     assert_eq!(sent[0]["response_format"]["type"], "json_schema");
     assert_eq!(sent[0]["response_format"]["json_schema"]["strict"], true);
+
+    // One EMF line for the request, with all six of the seed's metrics.
+    let lines = app.emf_lines();
+    assert_eq!(lines.len(), 1);
+    let emf = crate::helpers::assert_emf(&lines[0]);
+    for name in ["ConversationRequests", "TokensUsed", "ResponseTime", "ErrorRate", "CostPerDay", "UserActiveConversations"] {
+        assert!(emf[name].is_number(), "{name}");
+    }
+    assert_eq!(emf["TokensUsed"], 820);
+    assert_eq!(emf["UserActiveConversations"], 1, "the day's first message starts a conversation");
+    assert_eq!(emf["Outcome"], "model");
+    assert!(!lines[0].contains("demo-alice"), "no user id in metrics");
 }
 
 #[tokio::test]

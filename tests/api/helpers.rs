@@ -24,6 +24,8 @@ pub struct TestApp {
     pub model: MockServer,
     pub config: Config,
     pub state: AppState,
+    /// The EMF lines the service emitted, one per request.
+    pub emf: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 static TRACING: Once = Once::new();
@@ -118,12 +120,14 @@ pub async fn spawn_full(adjust: impl FnOnce(&mut Config), breaker: BreakerConfig
         Ok(c) => c,
         Err(e) => panic!("{e}"),
     };
+    let emf = Arc::new(std::sync::Mutex::new(vec![]));
     let state = AppState {
         config: Arc::new(config.clone()),
         store: store.clone(),
         prompts,
         coach,
         log_key: "test-key".into(),
+        metrics: coach_api::metrics::Sink::Memory(emf.clone()),
     };
     let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
         Ok(l) => l,
@@ -141,6 +145,7 @@ pub async fn spawn_full(adjust: impl FnOnce(&mut Config), breaker: BreakerConfig
         model,
         config,
         state,
+        emf,
     }
 }
 
@@ -224,4 +229,41 @@ pub fn assert_valid(validator: &jsonschema::Validator, v: &Value) {
 
 pub fn schemas() -> &'static coach_api::schemas::Schemas {
     coach_api::schemas::get().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Checks one EMF line against the Embedded Metric Format specification's structure: `_aws`
+/// with an integer `Timestamp` and `CloudWatchMetrics` directives, each with a `Namespace`,
+/// `Dimensions` (sets of at most 30 keys present as top-level strings) and `Metrics` (at
+/// most 100, each named, with a valid unit, present as a top-level number).
+pub fn assert_emf(line: &str) -> Value {
+    const UNITS: [&str; 6] = ["Count", "Milliseconds", "Percent", "None", "Seconds", "Bytes"];
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("EMF line is not JSON: {e}: {line}"));
+    let aws = &v["_aws"];
+    assert!(aws["Timestamp"].is_i64(), "Timestamp: {line}");
+    let directives = aws["CloudWatchMetrics"].as_array().unwrap_or_else(|| panic!("CloudWatchMetrics: {line}"));
+    assert!(!directives.is_empty());
+    for d in directives {
+        assert!(d["Namespace"].as_str().is_some_and(|n| !n.is_empty() && n.len() <= 255));
+        for set in d["Dimensions"].as_array().unwrap() {
+            let keys = set.as_array().unwrap();
+            assert!(keys.len() <= 30);
+            for k in keys {
+                assert!(v[k.as_str().unwrap()].is_string(), "dimension {k} missing: {line}");
+            }
+        }
+        let metrics = d["Metrics"].as_array().unwrap();
+        assert!(!metrics.is_empty() && metrics.len() <= 100);
+        for m in metrics {
+            let name = m["Name"].as_str().unwrap();
+            assert!(UNITS.contains(&m["Unit"].as_str().unwrap_or("None")), "unit of {name}");
+            assert!(v[name].is_number(), "metric {name} has no value: {line}");
+        }
+    }
+    v
+}
+
+impl TestApp {
+    pub fn emf_lines(&self) -> Vec<String> {
+        self.emf.lock().unwrap().clone()
+    }
 }

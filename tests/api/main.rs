@@ -8,4 +8,5 @@ mod helpers;
 mod lambda;
 mod limits;
 mod logs;
+mod resilience;
 mod validation;

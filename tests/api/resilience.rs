@@ -1,0 +1,484 @@
+//! When things fail: retries with backoff inside the deadline, the circuit breaker, graceful
+//! degradation, idempotent retries, concurrent turns, bounded items and storage outages.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, Request, Respond, ResponseTemplate};
+
+use crate::helpers::{assert_valid, completion, ok_reply, payload, schemas, spawn_full, spawn_with, TestApp, MODEL_PATH};
+use coach_api::llm::breaker::BreakerConfig;
+use coach_api::models::UserId;
+use coach_api::store::keys::{self, IpHash};
+
+/// Answers from a script (the last entry repeats) and records when each request arrived.
+#[derive(Clone)]
+struct Scripted {
+    script: Arc<Vec<ResponseTemplate>>,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl Scripted {
+    fn new(script: Vec<ResponseTemplate>) -> Self {
+        Self { script: Arc::new(script), arrivals: Arc::new(Mutex::new(vec![])) }
+    }
+
+    fn arrivals(&self) -> Vec<Instant> {
+        self.arrivals.lock().unwrap().clone()
+    }
+}
+
+impl Respond for Scripted {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let mut a = self.arrivals.lock().unwrap();
+        a.push(Instant::now());
+        let i = (a.len() - 1).min(self.script.len() - 1);
+        self.script[i].clone()
+    }
+}
+
+async fn script(app: &TestApp, responses: Vec<ResponseTemplate>) -> Scripted {
+    let s = Scripted::new(responses);
+    Mock::given(method("POST")).and(path(MODEL_PATH)).respond_with(s.clone()).with_priority(1).mount(&app.model).await;
+    s
+}
+
+fn uid(s: &str) -> UserId {
+    UserId::try_from(s.to_string()).unwrap()
+}
+
+fn fast_retries(c: &mut coach_api::config::Config) {
+    c.model.max_attempts = 4;
+    c.model.backoff_base = Duration::from_millis(40);
+    c.model.backoff_cap = Duration::from_millis(400);
+}
+
+async fn assert_fallback(app: &TestApp, user: &str, leak: &str) -> Value {
+    let (status, body) = app.chat_json(user, &json!({ "message": "Is the coach there today?" })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_valid(&schemas().chat_response, &body);
+    assert_eq!(body["degraded"], true, "{body}");
+    assert_eq!(body["source"], "fallback");
+    assert!(!body.to_string().contains(leak), "upstream text leaked: {body}");
+    body
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_and_the_reply_arrives() {
+    let app = spawn_with(fast_retries).await;
+    let s = script(&app, vec![
+        ResponseTemplate::new(429).insert_header("retry-after", "1").set_body_json(json!({"error": {"message": "slow down", "type": "rate_limit_error", "param": null, "code": null}})),
+        ok_reply("Back in business: keep the grip light."),
+    ])
+    .await;
+    let (status, body) = app.chat_json("golfer-retry-1", &json!({ "message": "Hello again coach" })).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["degraded"], false);
+    let a = s.arrivals();
+    assert_eq!(a.len(), 2);
+    assert!(a[1] - a[0] >= Duration::from_millis(990), "waited {:?}", a[1] - a[0]);
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_deadline_is_not_waited_for() {
+    let app = spawn_with(fast_retries).await;
+    let s = script(&app, vec![ResponseTemplate::new(429).insert_header("retry-after", "120").set_body_json(json!({"error": {"message": "quota window secret-429-text", "type": "rate_limit_error", "param": null, "code": null}}))]).await;
+    let started = Instant::now();
+    assert_fallback(&app, "golfer-retry-2", "secret-429-text").await;
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert_eq!(s.arrivals().len(), 1, "no second attempt: the wait does not fit the deadline");
+}
+
+#[tokio::test]
+async fn persistent_500s_use_every_attempt_with_backoff_then_fall_back() {
+    let app = spawn_with(fast_retries).await;
+    let s = script(&app, vec![ResponseTemplate::new(500).set_body_string("stack trace: secret-500-text")]).await;
+    assert_fallback(&app, "golfer-retry-3", "secret-500-text").await;
+    let a = s.arrivals();
+    assert_eq!(a.len(), 4, "max_attempts");
+    let gaps: Vec<Duration> = a.windows(2).map(|w| w[1] - w[0]).collect();
+    // Full jitter: each wait is at most its doubling ceiling (40, 80, 160 ms plus request time).
+    for (i, g) in gaps.iter().enumerate() {
+        assert!(*g <= Duration::from_millis((40 << i) + 250), "gap {i} was {g:?}");
+    }
+}
+
+#[test]
+fn backoff_ceilings_grow_exponentially_up_to_the_cap() {
+    // The largest of many jittered waits approaches each attempt's ceiling: 40, 80, 160, 320, 400 (cap).
+    let cfg = coach_api::config::ModelConfig { backoff_base: Duration::from_millis(40), backoff_cap: Duration::from_millis(400), ..Default::default() };
+    let ceilings: Vec<u128> = (0..5).map(|a| cfg.backoff_base.saturating_mul(1 << a).min(cfg.backoff_cap).as_millis()).collect();
+    assert_eq!(ceilings, [40, 80, 160, 320, 400]);
+}
+
+#[tokio::test]
+async fn slow_replies_time_out_per_attempt_and_the_deadline_bounds_the_request() {
+    let app = spawn_with(|c| {
+        fast_retries(c);
+        c.model.attempt_timeout = Duration::from_millis(400);
+        c.request_budget = Duration::from_millis(2500);
+        c.deadline_margin = Duration::from_millis(500);
+    })
+    .await;
+    let s = script(&app, vec![ok_reply("too late").set_delay(Duration::from_secs(3))]).await;
+    let started = Instant::now();
+    assert_fallback(&app, "golfer-slow-1", "too late").await;
+    assert!(started.elapsed() < Duration::from_millis(3000), "took {:?}", started.elapsed());
+    assert!(s.arrivals().len() >= 2, "timed-out attempts are retried within the deadline");
+}
+
+#[tokio::test]
+async fn malformed_json_empty_choices_and_off_schema_replies_fall_back() {
+    for (i, bad) in [
+        ResponseTemplate::new(200).set_body_string("{\"choices\": [ not json secret-json-text"),
+        ResponseTemplate::new(200).set_body_json(json!({"id": "x", "object": "chat.completion", "created": 1, "model": "gpt-4o", "choices": []})),
+        ResponseTemplate::new(200).set_body_json(completion(&json!({ "reply": "hi", "mood": "secret-extra-field" }), 10, 10)),
+        ResponseTemplate::new(200).set_body_json(completion(&json!("plain text, not the reply object"), 10, 10)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let app = spawn_with(fast_retries).await;
+        let s = script(&app, vec![bad]).await;
+        let user = format!("golfer-bad-{i}");
+        assert_fallback(&app, &user, "secret-").await;
+        assert_eq!(s.arrivals().len(), 4, "case {i}: a malformed answer is a model fault and is retried");
+        // The golfer's message is stored with the fallback; nothing is charged.
+        let conv = app.store.conversation(&keys::conversation(&uid(&user), chrono::Utc::now())).await.unwrap().unwrap();
+        assert_eq!(conv.recent_messages.len(), 2);
+        assert_eq!(conv.recent_messages[1].degraded, Some(true));
+        assert_eq!(app.number(&keys::user_day_spend(&uid(&user), chrono::Utc::now()), "spend_micro").await, 0);
+    }
+}
+
+#[tokio::test]
+async fn connection_failures_are_retried_then_fall_back() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let app = spawn_with(|c| {
+        fast_retries(c);
+        c.model.base_url = Some(format!("http://127.0.0.1:{port}/v1"));
+    })
+    .await;
+    assert_fallback(&app, "golfer-conn-1", "Connection refused").await;
+}
+
+#[tokio::test]
+async fn the_breaker_opens_serves_fallbacks_without_calling_then_half_opens_and_recovers() {
+    let breaker = BreakerConfig { consecutive: 3, ratio: 1.0, min_calls: 100, window: Duration::from_secs(30), open_for: Duration::from_millis(800) };
+    let app = spawn_full(|c| { c.model.max_attempts = 3; c.model.backoff_base = Duration::from_millis(5); }, breaker).await;
+    // A provider with a health switch. (wiremock's scoped mocks are not used: dropping one
+    // after its list was re-sorted by priority switches off a different mock.)
+    #[derive(Clone)]
+    struct Provider(Arc<std::sync::atomic::AtomicBool>);
+    impl Respond for Provider {
+        fn respond(&self, _: &Request) -> ResponseTemplate {
+            if self.0.load(std::sync::atomic::Ordering::SeqCst) { ok_reply("Back to full coaching.") } else { ResponseTemplate::new(503) }
+        }
+    }
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    Mock::given(method("POST")).and(path(MODEL_PATH)).respond_with(Provider(healthy.clone())).with_priority(1).mount(&app.model).await;
+    assert_fallback(&app, "golfer-breaker-1", "503").await; // 3 failed attempts: the breaker opens
+    assert_eq!(app.model_requests().await.len(), 3);
+
+    let started = Instant::now();
+    assert_fallback(&app, "golfer-breaker-1", "503").await;
+    assert_eq!(app.model_requests().await.len(), 3, "open: the model is not called");
+    assert!(started.elapsed() < Duration::from_millis(500), "served at once");
+
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst); // the provider recovers
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let (status, body) = app.chat_json("golfer-breaker-1", &json!({ "message": "Is the coach back?" })).await;
+    assert_eq!((status, body["degraded"].clone()), (200, json!(false)), "the half-open probe succeeds: {body}");
+    assert_eq!(app.model_requests().await.len(), 4);
+    let (_, body) = app.chat_json("golfer-breaker-1", &json!({ "message": "Still there?" })).await;
+    assert_eq!(body["degraded"], false, "closed again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_hundred_requests_at_a_thirty_percent_fault_rate_lose_nothing_and_charge_only_successes() {
+    #[derive(Clone)]
+    struct Faulty(Arc<Mutex<u64>>);
+    impl Respond for Faulty {
+        fn respond(&self, _: &Request) -> ResponseTemplate {
+            let mut n = self.0.lock().unwrap();
+            *n += 1;
+            // A fixed pseudo-random pattern: 30 in every 100 attempts fail, in mixed ways.
+            match (*n * 37) % 100 {
+                0..=9 => ResponseTemplate::new(500).set_body_string("fault"),
+                10..=19 => ResponseTemplate::new(429).set_body_json(json!({"error": {"message": "rl", "type": "rate_limit_error", "param": null, "code": null}})),
+                20..=24 => ResponseTemplate::new(200).set_body_string("{broken"),
+                25..=29 => ResponseTemplate::new(200).set_body_json(completion(&json!({"reply": 1}), 1, 1)),
+                _ => ResponseTemplate::new(200).set_body_json(completion(&payload("Solid plan: keep going."), 650, 90)),
+            }
+        }
+    }
+    let app = spawn_full(
+        |c| {
+            c.model.max_attempts = 2;
+            c.model.backoff_base = Duration::from_millis(2);
+            c.model.backoff_cap = Duration::from_millis(10);
+        },
+        // The breaker is exercised on its own above; here every request reaches the faults.
+        BreakerConfig { consecutive: 10_000, ratio: 1.1, ..BreakerConfig::default() },
+    )
+    .await;
+    Mock::given(method("POST")).and(path(MODEL_PATH)).respond_with(Faulty(Arc::new(Mutex::new(0)))).with_priority(1).mount(&app.model).await;
+
+    let users: Vec<String> = (0..50).map(|i| format!("golfer-fault-{i}")).collect();
+    let mut results = vec![];
+    for wave in 0..10 {
+        let calls = users.iter().enumerate().map(|(i, u)| {
+            let app = &app;
+            async move { app.chat_json(u, &json!({ "message": format!("Wave {wave} from golfer {i}") })).await }
+        });
+        results.extend(join_all(calls).await);
+    }
+    assert_eq!(results.len(), 500);
+    let mut charged = 0i64;
+    for (status, body) in &results {
+        assert_eq!(*status, 200, "{body}");
+        assert_valid(&schemas().chat_response, body);
+        charged += body["usage"]["cost_micro_usd"].as_i64().unwrap_or(0);
+    }
+    let degraded = results.iter().filter(|(_, b)| b["degraded"] == true).count();
+    assert!(degraded > 0 && degraded < 100, "{degraded} fallbacks");
+    let now = chrono::Utc::now();
+    let mut stored = 0;
+    let mut spend = 0;
+    for u in &users {
+        let conv = app.store.conversation(&keys::conversation(&uid(u), now)).await.unwrap().unwrap();
+        stored += conv.recent_messages.len();
+        spend += app.number(&keys::user_day_spend(&uid(u), now), "spend_micro").await;
+        for wave in 0..10 {
+            let n = conv.recent_messages.iter().filter(|m| m.content.starts_with(&format!("Wave {wave} from"))).count();
+            assert_eq!(n, 1, "{u}'s wave {wave} message stored exactly once");
+        }
+    }
+    assert_eq!(stored, 1000, "every accepted message with its reply or fallback");
+    assert_eq!(spend, charged, "stored spend is the sum of the successful calls' costs");
+    assert_eq!(app.number(&keys::global_day_spend(now), "spend_micro").await, charged);
+}
+
+#[tokio::test]
+async fn a_duplicate_client_message_id_gets_the_identical_answer_with_one_model_call() {
+    let app = spawn_with(|_| {}).await;
+    let body = json!({ "message": "Same question twice?", "clientMessageId": "retry-0001-abcd" });
+    let first = app.chat("golfer-idem-1", &body).await.text().await.unwrap();
+    let second = app.chat("golfer-idem-1", &body).await.text().await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(app.model_requests().await.len(), 1);
+    let conv = app.store.conversation(&keys::conversation(&uid("golfer-idem-1"), chrono::Utc::now())).await.unwrap().unwrap();
+    assert_eq!(conv.recent_messages.len(), 2, "stored once");
+    assert_eq!(app.number(&keys::user_hour_quota(&uid("golfer-idem-1"), chrono::Utc::now()), "request_count").await, 1, "charged once");
+    // Another golfer's same id is a different message.
+    assert_eq!(app.chat_json("golfer-idem-2", &body).await.0, 200);
+    assert_eq!(app.model_requests().await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_duplicates_resolve_to_one_model_call() {
+    let app = spawn_with(|_| {}).await;
+    script(&app, vec![ok_reply("One answer for all of you.").set_delay(Duration::from_millis(800))]).await;
+    let body = json!({ "message": "Tapping send many times", "clientMessageId": "burst-0001-abcd" });
+    let results = join_all((0..10).map(|_| app.chat_json("golfer-idem-3", &body))).await;
+    assert_eq!(app.model_requests().await.len(), 1);
+    let ok: Vec<&Value> = results.iter().filter(|(s, _)| *s == 200).map(|(_, b)| b).collect();
+    let conflicts: Vec<&Value> = results.iter().filter(|(s, _)| *s == 409).map(|(_, b)| b).collect();
+    assert_eq!(ok.len() + conflicts.len(), 10);
+    assert!(!ok.is_empty());
+    assert!(ok.windows(2).all(|w| w[0] == w[1]), "every success is the same answer");
+    for c in conflicts {
+        assert_valid(&schemas().error, c);
+        assert_eq!(c["code"], "conflict");
+    }
+    // Once answered, a late duplicate gets the stored answer.
+    let (status, late) = app.chat_json("golfer-idem-3", &body).await;
+    assert_eq!((status, &late), (200, ok[0]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_messages_to_one_conversation_all_survive() {
+    let app = spawn_with(|c| {
+        c.limits.requests_per_hour = 100;
+        c.max_recent_messages = 10;
+    })
+    .await;
+    let user = "golfer-concurrent-1";
+    let bodies: Vec<Value> = (0..20).map(|i| json!({ "message": format!("Concurrent note {i:02}") })).collect();
+    let results = join_all(bodies.iter().map(|b| app.chat_json(user, b))).await;
+    assert!(results.iter().all(|(s, _)| *s == 200), "{:?}", results.iter().map(|r| r.0).collect::<Vec<_>>());
+    let conv = app.store.conversation(&keys::conversation(&uid(user), chrono::Utc::now())).await.unwrap().unwrap();
+    let summary = conv.summary.clone().unwrap_or_default();
+    let kept = conv.recent_messages.len();
+    let folded = summary.lines().count();
+    assert_eq!(kept + folded, 40, "all 40 messages are kept or folded into the summary");
+    for i in 0..20 {
+        let note = format!("Concurrent note {i:02}");
+        let here = conv.recent_messages.iter().any(|m| m.content == note) || summary.contains(&note);
+        assert!(here, "{note} lost");
+    }
+    assert_eq!(conv.version, Some(20));
+}
+
+#[tokio::test]
+async fn ten_thousand_messages_keep_the_item_under_40_kb() {
+    let app = spawn_with(|_| {}).await;
+    let user = uid("golfer-marathon");
+    let now = chrono::Utc::now();
+    let id = keys::conversation(&user, now);
+    let mut c = coach_api::conversation::start(id.clone().try_into().unwrap(), user.clone(), None, now);
+    // The largest turns the service can store: a 1,000-character message and a capped reply.
+    let msg = |role, text: String| coach_api::models::ChatMessage {
+        content: text,
+        degraded: None,
+        message_id: uuid::Uuid::new_v4().to_string(),
+        role,
+        swing_reference: Some("swing-marathon-001".into()),
+        timestamp: coach_api::limits::timestamp(now),
+        tokens_used: 400,
+    };
+    for i in 0..5000 {
+        let turn = coach_api::conversation::Turn {
+            user_message: msg(coach_api::models::Role::User, format!("{i} {}", "q".repeat(995))),
+            reply: msg(coach_api::models::Role::Assistant, format!("{i} {}", "a".repeat(coach_api::safety::MAX_REPLY_CHARS - 6))),
+            tokens: 800,
+            proposal: None,
+            own_swings: &[],
+            latest_score: Some(70),
+        };
+        c = coach_api::conversation::apply(c, &turn, now, app.config.max_recent_messages);
+    }
+    assert!(app.store.commit_conversation(&c, None, vec![]).await.unwrap(), "DynamoDB accepts it");
+    let item = app.raw_item(&id).await.unwrap();
+    // DynamoDB's item size: attribute names plus values, as UTF-8 (numbers count ~their digits).
+    fn size(v: &aws_sdk_dynamodb::types::AttributeValue) -> usize {
+        use aws_sdk_dynamodb::types::AttributeValue as A;
+        match v {
+            A::S(s) | A::N(s) => s.len(),
+            A::L(l) => 3 + l.iter().map(|x| 1 + size(x)).sum::<usize>(),
+            A::M(m) => 3 + m.iter().map(|(k, x)| 1 + k.len() + size(x)).sum::<usize>(),
+            A::Bool(_) | A::Null(_) => 1,
+            _ => 0,
+        }
+    }
+    let bytes: usize = item.iter().map(|(k, v)| k.len() + size(v)).sum();
+    assert!(bytes < 40 * 1024, "item is {bytes} bytes");
+    let back = app.store.conversation(&id).await.unwrap().unwrap();
+    assert_eq!(back.recent_messages.len(), app.config.max_recent_messages);
+    assert_eq!(back.total_tokens_used, 4_000_000);
+}
+
+/// A DynamoDB Local of this test's own, on a file so it keeps its data across a restart.
+struct OwnDynamo {
+    port: u16,
+    dir: tempdir::Dir,
+    child: Option<std::process::Child>,
+}
+
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Self {
+            let p = std::env::temp_dir().join(format!("ddb-outage-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&p).unwrap();
+            Self(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl OwnDynamo {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut d = Self { port, dir: tempdir::Dir::new(), child: None };
+        d.restart();
+        d
+    }
+
+    fn restart(&mut self) {
+        let jar = std::env::var("DYNAMODB_LOCAL_DIR").expect("DYNAMODB_LOCAL_DIR is set by scripts/test");
+        let child = std::process::Command::new("java")
+            .arg(format!("-Djava.library.path={jar}/DynamoDBLocal_lib"))
+            .args(["-jar", &format!("{jar}/DynamoDBLocal.jar"), "-sharedDb", "-dbPath"])
+            .arg(&self.dir.0)
+            .args(["-port", &self.port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("java starts");
+        self.child = Some(child);
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "DynamoDB Local did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnDynamo {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_storage_outage_gives_503s_in_the_coachs_voice_and_leaves_nothing_behind() {
+    let mut ddb = tokio::task::spawn_blocking(OwnDynamo::start).await.unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", ddb.port);
+    let app = spawn_with(|c| c.dynamodb_endpoint = Some(endpoint.clone())).await;
+    script(&app, vec![ok_reply("Good question.").set_delay(Duration::from_millis(1500))]).await;
+    let user = "golfer-outage-1";
+    assert_eq!(app.chat_json(user, &json!({ "message": "Before the outage" })).await.0, 200);
+
+    // Storage dies while a request waits on the model: admitted, then it cannot store the turn.
+    let during = json!({ "message": "During the outage" });
+    let in_flight = app.chat_json(user, &during);
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        ddb.stop();
+    };
+    let ((status, body), ()) = tokio::join!(in_flight, killer);
+    assert_eq!(status, 503, "{body}");
+    assert_valid(&schemas().error, &body);
+    assert_eq!(body["code"], "unavailable");
+    assert!(body["message"].as_str().unwrap_or_default().contains("coaching notes"));
+
+    // While it is down, requests fail fast with the same answer.
+    let (status, body) = app.chat_json(user, &json!({ "message": "Still down?" })).await;
+    assert_eq!((status, body["code"].clone()), (503, json!("unavailable")));
+
+    // It comes back: the deferred release runs; nothing is left half-done.
+    let mut ddb = tokio::task::spawn_blocking(move || { ddb.restart(); ddb }).await.unwrap();
+    let now = chrono::Utc::now();
+    let hour = keys::user_hour_quota(&uid(user), now);
+    let waited = Instant::now();
+    while app.number(&hour, "request_count").await != 1 {
+        assert!(waited.elapsed() < Duration::from_secs(20), "the reservation was never released");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let conv = app.store.conversation(&keys::conversation(&uid(user), now)).await.unwrap().unwrap();
+    assert_eq!(conv.recent_messages.len(), 2, "only the first exchange; no half-written turn");
+    let cost = coach_api::limits::cost(&app.config.limits, 700, 120);
+    assert_eq!(app.number(&keys::user_day_spend(&uid(user), now), "spend_micro").await, cost);
+    assert_eq!(app.number(&keys::global_day_spend(now), "spend_micro").await, cost);
+    assert_eq!(app.number(&keys::ip_hour_quota(&IpHash::of("127.0.0.1"), now), "request_count").await, 1);
+    assert_eq!(app.chat_json(user, &json!({ "message": "After the outage" })).await.0, 200);
+    ddb.stop();
+}
