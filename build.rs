@@ -104,13 +104,14 @@ fn read_schemas(dir: &Path) -> BTreeMap<String, Value> {
 /// Copies cross-file definitions into the document and points the refs at the local copy.
 fn bundle(name: &str, all: &BTreeMap<String, Value>) -> Value {
     let mut doc = all[name].clone();
+    let mut pending = vec![];
+    // Rewrite first, so the file's own definitions point at local copies too.
+    rewrite_refs(&mut doc, &mut pending);
     let mut defs: Map<String, Value> = doc
         .get("definitions")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let mut pending = vec![];
-    rewrite_refs(&mut doc, &mut pending);
     while let Some((file, def)) = pending.pop() {
         if defs.contains_key(&def) {
             continue;
@@ -330,6 +331,31 @@ fn openapi(bundled: &BTreeMap<String, Value>) -> Value {
         }
         responses.insert(code.into(), r);
     }
+    let read = |def: &str| {
+        let doc = &bundled["reads.json"];
+        let mut v = inline_refs(&doc["definitions"][def], doc);
+        if let Value::Object(m) = &mut v {
+            m.remove("title");
+        }
+        v
+    };
+    let json_response = |desc: &str, schema: &str| {
+        json!({
+            "description": desc,
+            "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } }
+        })
+    };
+    let read_errors = |ok: Value, extra: &[(&str, &str)]| {
+        let mut r = Map::new();
+        r.insert("200".into(), ok);
+        for (code, desc) in [("400", "Invalid query"), ("401", "No caller identity"), ("405", "Method not allowed"), ("503", "Storage unavailable")]
+            .iter()
+            .chain(extra.iter())
+        {
+            r.insert((*code).into(), error_response(desc));
+        }
+        Value::Object(r)
+    };
     json!({
         "openapi": "3.0.1",
         "info": {
@@ -348,13 +374,50 @@ fn openapi(bundled: &BTreeMap<String, Value>) -> Value {
                     },
                     "responses": Value::Object(responses)
                 }
+            },
+            "/api/chat/coaching/conversation": {
+                "get": {
+                    "operationId": "getConversation",
+                    "description": "Today's conversation (or the given day's), for ChatScreen to restore on open.",
+                    "parameters": [{
+                        "name": "date", "in": "query", "required": false,
+                        "description": "YYYY-MM-DD (UTC); today when absent",
+                        "schema": { "type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$" }
+                    }],
+                    "responses": read_errors(json_response("The conversation", "ConversationView"), &[("404", "No conversation that day")])
+                }
+            },
+            "/api/chat/coaching/themes": {
+                "get": {
+                    "operationId": "getThemes",
+                    "description": "Current coaching themes and progress, for ResultsScreen.",
+                    "responses": read_errors(json_response("The themes", "ThemesView"), &[])
+                }
+            },
+            "/api/chat/coaching/usage": {
+                "get": {
+                    "operationId": "getUsage",
+                    "description": "Requests left this hour, spend left today, reset times.",
+                    "responses": read_errors(json_response("The quota", "UsageView"), &[])
+                }
+            },
+            "/api/chat/coaching/me": {
+                "delete": {
+                    "operationId": "deleteMyData",
+                    "description": "Deletes the caller's conversations, profile and stored answers; counters expire on their own.",
+                    "responses": read_errors(json_response("What was removed", "DeletionReport"), &[])
+                }
             }
         },
         "components": {
             "schemas": {
                 "CoachingChatRequest": schema("chat-request.json"),
                 "CoachingChatResponse": schema("chat-response.json"),
-                "ErrorBody": schema("error.json")
+                "ErrorBody": schema("error.json"),
+                "ConversationView": read("ConversationView"),
+                "ThemesView": read("ThemesView"),
+                "UsageView": read("UsageView"),
+                "DeletionReport": read("DeletionReport")
             }
         },
         "x-amazon-apigateway-request-validators": {

@@ -40,6 +40,7 @@ pub struct AppState {
     /// Key for hashing identifiers in logs.
     pub log_key: Arc<str>,
     pub metrics: crate::metrics::Sink,
+    pub clock: crate::clock::Clock,
 }
 
 /// Who is asking, as established by the API layer.
@@ -134,7 +135,7 @@ impl AppState {
         outcome: &mut Outcome,
     ) -> Result<Answer, ChatError> {
         let cfg = &self.config;
-        let now = Utc::now();
+        let now = self.clock.now();
         let user = &caller.user;
 
         // A conversation id names its owner: another golfer's is refused before any read.
@@ -266,7 +267,7 @@ impl AppState {
             request.swing_id.as_ref().map(|s| s.as_str().to_string()),
             reply.prompt_tokens,
         );
-        let mut assistant = new_message(Role::Assistant, reply.text.clone(), Utc::now(), reply_swing, reply.completion_tokens);
+        let mut assistant = new_message(Role::Assistant, reply.text.clone(), self.clock.now(), reply_swing, reply.completion_tokens);
         if reply.degraded {
             assistant.degraded = Some(true);
         }
@@ -304,6 +305,7 @@ impl AppState {
             proposal: reply.payload.as_ref(),
             own_swings: &own_swings,
             latest_score: vars.swings.first().map(|s| s.overall_score),
+            client_message_id: request.client_message_id.as_ref().map(|c| c.as_str()),
         };
         let committed = self
             .commit_turn(&conv_id, user, context.today, context.previous_themes, &turn, &keys, reserved, actual, model_reached, idem_key.as_deref(), response)
@@ -406,7 +408,7 @@ impl AppState {
         mut response: CoachingChatResponse,
     ) -> Result<Committed, StoreError> {
         const ATTEMPTS: u32 = 30;
-        let now = Utc::now();
+        let now = self.clock.now();
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 // Concurrent turns on one conversation: spread the retries out.

@@ -51,8 +51,13 @@ pub fn start(
         conversation_status: ConversationStatus::Active,
         summary: None,
         version: Some(0),
+        client_message_ids: vec![],
     }
 }
+
+/// clientMessageIds kept on a conversation (for deletion of their idempotency records; those
+/// records also expire within 24 hours).
+pub const MAX_CLIENT_MESSAGE_IDS: usize = 100;
 
 /// One exchange to record.
 #[derive(Debug, Clone)]
@@ -66,6 +71,7 @@ pub struct Turn<'a> {
     pub own_swings: &'a [SwingId],
     /// The latest swing's score, kept as a progress indicator.
     pub latest_score: Option<i64>,
+    pub client_message_id: Option<&'a str>,
 }
 
 /// Applies a turn to the conversation's current state.
@@ -84,6 +90,15 @@ pub fn apply(mut c: ConversationItem, turn: &Turn<'_>, now: DateTime<Utc>, max_m
     }
     if let Some(p) = turn.proposal {
         merge_themes(&mut c.coaching_themes, p);
+    }
+    if let Some(id) = turn.client_message_id {
+        if !c.client_message_ids.iter().any(|x| x == id) {
+            c.client_message_ids.push(id.to_string());
+        }
+        if c.client_message_ids.len() > MAX_CLIENT_MESSAGE_IDS {
+            let extra = c.client_message_ids.len() - MAX_CLIENT_MESSAGE_IDS;
+            c.client_message_ids.drain(..extra);
+        }
     }
     if let Some(score) = turn.latest_score {
         c.coaching_themes
@@ -231,7 +246,7 @@ mod tests {
         let c = start(conv_id(), user(), None, Utc::now());
         let mut reply = msg(Role::Assistant, "hi");
         reply.swing_reference = Some("swing-theirs".into());
-        let turn = Turn { user_message: msg(Role::User, "hi"), reply: reply.clone(), tokens: 1, proposal: None, own_swings: &own, latest_score: None };
+        let turn = Turn { user_message: msg(Role::User, "hi"), reply: reply.clone(), tokens: 1, proposal: None, own_swings: &own, latest_score: None, client_message_id: None };
         let c = apply(c, &turn, Utc::now(), 20);
         assert!(c.referenced_swings.is_empty());
         reply.swing_reference = Some("swing-mine".into());
@@ -251,6 +266,7 @@ mod tests {
                 proposal: None,
                 own_swings: &[],
                 latest_score: None,
+                client_message_id: Some("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
             };
             c = apply(c, &turn, Utc::now(), 20);
         }

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod chat;
+pub mod clock;
 pub mod config;
 pub mod context;
 pub mod conversation;

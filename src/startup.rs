@@ -40,5 +40,5 @@ pub async fn build_state(config: Config, prompts: Prompts) -> Result<AppState, S
     let store = Store::connect(&config).await;
     let coach = coach(&config, prompts.clone(), BreakerConfig::default())?;
     let log_key: Arc<str> = std::env::var("LOG_HASH_KEY").unwrap_or_else(|_| "coach-api".into()).into();
-    Ok(AppState { config: Arc::new(config), store, prompts, coach, log_key, metrics: crate::metrics::Sink::Stdout })
+    Ok(AppState { config: Arc::new(config), store, prompts, coach, log_key, metrics: crate::metrics::Sink::Stdout, clock: crate::clock::Clock::System })
 }

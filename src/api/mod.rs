@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod identity;
+pub mod reads;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use tokio::time::Instant;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -41,6 +42,10 @@ pub fn router(state: AppState) -> Router {
     let cors = cors(&state.config.cors_origins);
     let mut app = Router::new()
         .route(CHAT_PATH, post(post_chat))
+        .route("/api/chat/coaching/conversation", get(reads::conversation))
+        .route("/api/chat/coaching/themes", get(reads::themes))
+        .route("/api/chat/coaching/usage", get(reads::usage))
+        .route("/api/chat/coaching/me", delete(reads::delete_me))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -214,13 +219,18 @@ async fn post_chat(State(state): State<AppState>, request: Request) -> Response 
         }
     };
 
-    let status = response.status();
+    observe(&state, who.as_ref(), response.status(), &mut outcome, started);
+    response
+}
+
+/// After every request: one EMF line and one security line.
+pub(crate) fn observe(state: &AppState, who: Option<&Caller>, status: StatusCode, outcome: &mut Outcome, started: Instant) {
+    let request_id = current_request_id();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     outcome.metrics.response_ms = elapsed_ms;
     outcome.metrics.server_error = status.is_server_error() && outcome.limit.is_none();
     outcome.metrics.emit(&state.metrics);
-    security_log(&state, &request_id, who.as_ref(), status, &outcome, elapsed_ms);
-    response
+    security_log(state, &request_id, who, status, outcome, elapsed_ms);
 }
 
 /// One line per request with hashed ids and no message text.

@@ -86,7 +86,12 @@ pub fn global_day_spend(at: DateTime<Utc>) -> String {
 }
 
 pub fn idempotency(user: &UserId, client_message_id: &ClientMessageId) -> String {
-    format!("idem_{}_{}", user.as_str(), client_message_id.as_str())
+    idempotency_raw(user, client_message_id.as_str())
+}
+
+/// The same key from an id already stored on a conversation (validated when it arrived).
+pub fn idempotency_raw(user: &UserId, client_message_id: &str) -> String {
+    format!("idem_{}_{}", user.as_str(), client_message_id)
 }
 
 /// A client IP reduced to a 16-hex-digit SHA-256 prefix: counters and logs never hold the IP.

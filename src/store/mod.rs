@@ -3,6 +3,7 @@
 pub mod analyses;
 pub mod conversations;
 pub mod counters;
+pub mod golfer;
 pub mod idempotency;
 pub mod keys;
 pub mod tables;

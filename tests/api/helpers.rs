@@ -128,6 +128,7 @@ pub async fn spawn_full(adjust: impl FnOnce(&mut Config), breaker: BreakerConfig
         coach,
         log_key: "test-key".into(),
         metrics: coach_api::metrics::Sink::Memory(emf.clone()),
+        clock: coach_api::clock::Clock::Offset(Default::default()),
     };
     let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
         Ok(l) => l,
@@ -265,5 +266,21 @@ pub fn assert_emf(line: &str) -> Value {
 impl TestApp {
     pub fn emf_lines(&self) -> Vec<String> {
         self.emf.lock().unwrap().clone()
+    }
+}
+
+impl TestApp {
+    /// A GET or DELETE on one of the read paths as `user`; returns (status, JSON body).
+    pub async fn read(&self, method: reqwest::Method, user: &str, path: &str) -> (u16, Value) {
+        crate::logs::sensitive(user);
+        let r = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .header("x-user-id", user)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request failed: {e}"));
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
     }
 }

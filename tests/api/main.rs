@@ -8,5 +8,6 @@ mod helpers;
 mod lambda;
 mod limits;
 mod logs;
+mod reads;
 mod resilience;
 mod validation;

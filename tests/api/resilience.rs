@@ -350,6 +350,7 @@ async fn ten_thousand_messages_keep_the_item_under_40_kb() {
             proposal: None,
             own_swings: &[],
             latest_score: Some(70),
+            client_message_id: Some(&"c".repeat(64)),
         };
         c = coach_api::conversation::apply(c, &turn, now, app.config.max_recent_messages);
     }
