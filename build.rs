@@ -382,7 +382,7 @@ fn openapi(bundled: &BTreeMap<String, Value>) -> Value {
                     "parameters": [{
                         "name": "date", "in": "query", "required": false,
                         "description": "YYYY-MM-DD (UTC); today when absent",
-                        "schema": { "type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$" }
+                        "schema": { "type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$" }
                     }],
                     "responses": read_errors(json_response("The conversation", "ConversationView"), &[("404", "No conversation that day")])
                 }

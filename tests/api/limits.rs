@@ -114,11 +114,12 @@ async fn a_budget_for_k_worst_case_requests_admits_at_most_k_and_settles_to_actu
     })
     .await;
     // The model answers slowly, so every admission is decided before any settlement refunds.
-    slow_model(&app, Duration::from_millis(1500)).await;
+    slow_model(&app, Duration::from_secs(4)).await;
     let user = "golfer-budget-1";
     let results = burst(&app, 50, |_| user.to_string()).await;
     let admitted = count(&results, 200) as u64;
-    assert_eq!(admitted, K, "exactly K fit the budget");
+    let others: Vec<u16> = results.iter().map(|(s, _)| *s).filter(|s| *s != 200 && *s != 429).collect();
+    assert_eq!(admitted, K, "exactly K fit the budget; other statuses: {others:?}");
     assert_eq!(app.model_requests().await.len() as u64, K);
     assert_eq!(count(&results, 429) as u64, 50 - K);
 
@@ -135,7 +136,7 @@ async fn the_global_daily_cap_holds_across_golfers_with_503_at_capacity() {
     const K: u64 = 5;
     let worst = limits::worst_case_cost(&coach_api::config::Limits::default()) as u64;
     let app = spawn_with(|c| c.limits.spend_total_day_micro = K * worst).await;
-    slow_model(&app, Duration::from_millis(1500)).await;
+    slow_model(&app, Duration::from_secs(4)).await;
     let results = burst(&app, 50, |i| format!("golfer-global-{i}")).await;
     assert_eq!(count(&results, 200) as u64, K);
     assert_eq!(count(&results, 503) as u64, 50 - K);

@@ -10,4 +10,5 @@ mod limits;
 mod logs;
 mod reads;
 mod resilience;
+mod security;
 mod validation;
