@@ -2,6 +2,16 @@
 
 use std::time::Duration;
 
+/// Every environment variable the service reads (the deployment template may set only these).
+pub const ENV_VARS: [&str; 24] = [
+    "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL",
+    "DYNAMODB_TABLE_COACHING", "DYNAMODB_TABLE_ANALYSES", "DYNAMODB_ENDPOINT",
+    "COST_LIMIT_PER_USER", "COST_LIMIT_TOTAL", "PRICE_INPUT_PER_MTOK", "PRICE_OUTPUT_PER_MTOK",
+    "RATE_LIMIT_PER_HOUR", "IP_RATE_LIMIT_PER_HOUR", "TOKEN_LIMIT_PER_REQUEST", "MAX_REPLY_TOKENS",
+    "AUTH_MODE", "ALLOW_LOCAL_AUTH_IN_LAMBDA", "CORS_ALLOWED_ORIGINS", "MAX_RECENT_MESSAGES", "PORT",
+    "PROMPTS_DIR", "LOG_HASH_KEY", "LOG_FORMAT", "RUST_LOG", "AWS_LAMBDA_RUNTIME_API",
+];
+
 use secrecy::SecretString;
 
 /// Prices and limits in integer micro-dollars; counts as integers.

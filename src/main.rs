@@ -82,7 +82,7 @@ async fn main() -> ExitCode {
 
 async fn run_lambda() -> Result<(), Failure> {
     let config = Config::from_env()?;
-    let state = startup::build_state(config, Prompts::from_env()?).await?;
+    let state = startup::build_state(config, Prompts::from_env()?, startup::Warm::Now).await?;
     lambda_http::run(api::lambda_service(state)).await.map_err(|e| e.to_string().into())
 }
 
@@ -90,7 +90,7 @@ async fn serve() -> Result<(), Failure> {
     let config = Config::from_env()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], config.port));
     let offline = config.model.is_offline();
-    let state = startup::build_state(config, Prompts::from_env()?).await?;
+    let state = startup::build_state(config, Prompts::from_env()?, startup::Warm::Background).await?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, offline, "serving POST {}", api::CHAT_PATH);
     axum::serve(listener, api::router(state).into_make_service_with_connect_info::<SocketAddr>())

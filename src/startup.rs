@@ -32,10 +32,25 @@ pub fn coach(config: &Config, prompts: Arc<Prompts>, breaker: BreakerConfig) -> 
     Ok(Arc::new(OpenAiCoach::new(config.model.clone(), breaker)?))
 }
 
-pub async fn build_state(config: Config, prompts: Prompts) -> Result<AppState, StartError> {
+/// When the tokenizer's tables are built (see tokens.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warm {
+    /// Before serving: Lambda's INIT phase.
+    Now,
+    /// On a blocking thread while the server starts.
+    Background,
+}
+
+pub async fn build_state(config: Config, prompts: Prompts, warm: Warm) -> Result<AppState, StartError> {
     crate::schemas::get()?;
-    // Build the tokenizer's tables off the request path (see tokens.rs).
-    tokio::task::spawn_blocking(crate::tokens::warm_up);
+    match warm {
+        Warm::Now => {
+            crate::tokens::warm_up();
+        }
+        Warm::Background => {
+            tokio::task::spawn_blocking(crate::tokens::warm_up);
+        }
+    }
     let prompts = Arc::new(prompts);
     let store = Store::connect(&config).await;
     let coach = coach(&config, prompts.clone(), BreakerConfig::default())?;

@@ -1,9 +1,10 @@
 //! Token counting with the gpt-4o tokenizer (o200k_base), including the chat format's
 //! per-message overhead, so the budget is checked in the model's own units.
 //!
-//! Building the tokenizer's tables takes ~150 ms in release; `warm_up` runs it off the
-//! request path at start-up (see `main.rs`), and the first request waits only if it is
-//! still running.
+//! Building the tokenizer's tables takes ~150 ms in release. In Lambda it happens during INIT,
+//! before the runtime asks for the first event, so no invocation waits for it; under
+//! `serve` it runs on a blocking thread at start-up and a request that needs it sooner waits
+//! for the rest (`startup::build_state`).
 
 use tiktoken_rs::{o200k_base_singleton, CoreBPE};
 
@@ -16,9 +17,13 @@ fn bpe() -> &'static CoreBPE {
     o200k_base_singleton()
 }
 
-/// Builds the tokenizer tables now.
-pub fn warm_up() {
+/// Builds the tokenizer tables now; returns how long that took (zero when already built).
+pub fn warm_up() -> std::time::Duration {
+    let started = std::time::Instant::now();
     let _ = bpe().encode_ordinary("warm up");
+    let took = started.elapsed();
+    tracing::info!(ms = took.as_secs_f64() * 1000.0, "tokenizer ready");
+    took
 }
 
 pub fn count(text: &str) -> usize {

@@ -49,3 +49,118 @@ async fn without_authorizer_claims_the_event_is_refused() {
     assert_valid(&schemas().error, &body);
     assert!(app.model_requests().await.is_empty());
 }
+
+/// A minimal Lambda Runtime API (2018-06-01): hands out one event, collects its response.
+mod emulator {
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::{Path, State};
+    use axum::http::HeaderMap;
+    use axum::routing::{get, post};
+    use axum::Router;
+    use tokio::sync::Notify;
+
+    #[derive(Clone, Default)]
+    pub struct Runtime {
+        pub event: Arc<Mutex<Option<String>>>,
+        pub response: Arc<Mutex<Option<String>>>,
+        pub error: Arc<Mutex<Option<String>>>,
+        pub done: Arc<Notify>,
+    }
+
+    async fn next(State(rt): State<Runtime>) -> (HeaderMap, String) {
+        let event = rt.event.lock().unwrap().take();
+        let Some(event) = event else {
+            // No more work: park the runtime's long poll, as Lambda does between invocations.
+            std::future::pending::<()>().await;
+            unreachable!()
+        };
+        let mut h = HeaderMap::new();
+        let deadline = chrono::Utc::now().timestamp_millis() + 29_000;
+        h.insert("lambda-runtime-aws-request-id", "emulated-invocation-1".parse().unwrap());
+        h.insert("lambda-runtime-deadline-ms", deadline.to_string().parse().unwrap());
+        h.insert("lambda-runtime-invoked-function-arn", "arn:aws:lambda:us-east-1:123456789012:function:coach-api".parse().unwrap());
+        h.insert("lambda-runtime-trace-id", "Root=1-6743a1f2-0b5c3d1e2f3a4b5c6d7e8f90;Sampled=0".parse().unwrap());
+        h.insert("content-type", "application/json".parse().unwrap());
+        (h, event)
+    }
+
+    async fn response(State(rt): State<Runtime>, Path(_id): Path<String>, body: String) -> &'static str {
+        *rt.response.lock().unwrap() = Some(body);
+        rt.done.notify_one();
+        "{}"
+    }
+
+    async fn error(State(rt): State<Runtime>, body: String) -> &'static str {
+        *rt.error.lock().unwrap() = Some(body);
+        rt.done.notify_one();
+        "{}"
+    }
+
+    pub async fn start(rt: Runtime) -> String {
+        let app = Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next))
+            .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+            .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+            .route("/2018-06-01/runtime/init/error", post(error))
+            .with_state(rt);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("127.0.0.1:{}", addr.port())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lambda_binary_answers_a_recorded_event_under_a_runtime_api_emulator() {
+    let app = spawn_with(|c| c.auth_mode = AuthMode::Cognito).await;
+    let rt = emulator::Runtime::default();
+    *rt.event.lock().unwrap() = Some(EVENT.to_string());
+    let api = emulator::start(rt.clone()).await;
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coach-api"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_LAMBDA_RUNTIME_API", &api)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "coach-api")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/coach-api")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "emulated")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("DYNAMODB_ENDPOINT", crate::helpers::dynamodb_endpoint())
+        .env("DYNAMODB_TABLE_COACHING", app.store.table())
+        .env("DYNAMODB_TABLE_ANALYSES", app.store.analyses_table())
+        .env("OPENAI_BASE_URL", format!("{}/v1", app.model.uri()))
+        .env("OPENAI_API_KEY", "sk-test-not-a-real-key")
+        .env("AUTH_MODE", "cognito")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(30), rt.done.notified()).await;
+    assert!(answered.is_ok(), "no response from the Lambda binary within 30 s");
+    let _ = child.start_kill();
+    let output = child.wait_with_output().await.expect("the binary's output");
+    assert!(rt.error.lock().unwrap().is_none(), "the runtime reported an error: {:?}", rt.error.lock().unwrap());
+
+    let response: Value = serde_json::from_str(rt.response.lock().unwrap().as_deref().unwrap_or("null")).unwrap();
+    assert_eq!(response["statusCode"], 200, "{response}");
+    let body: Value = serde_json::from_str(response["body"].as_str().unwrap_or_default()).unwrap_or_default();
+    assert_valid(&schemas().chat_response, &body);
+    assert_eq!(body["source"], "gpt-4o");
+    assert_eq!(app.model_requests().await.len(), 1);
+
+    // The binary printed exactly one EMF line for the invocation, valid per the EMF structure.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let emf: Vec<&str> = stdout.lines().filter(|l| l.contains("\"_aws\"")).collect();
+    assert_eq!(emf.len(), 1, "{stdout}");
+    let line = crate::helpers::assert_emf(emf[0]);
+    assert_eq!(line["ConversationRequests"], 1);
+    assert_eq!(line["TokensUsed"], 820);
+    assert!(!emf[0].contains("3f9c2a71"), "no user id in metrics");
+}

@@ -1,0 +1,194 @@
+//! The deployment agrees with the code: key schema, index and TTL names, metric names, env
+//! var names, the request model, IAM statements, the dashboard and the routes. The template
+//! is plain YAML (long-form intrinsics), so it parses as data here.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, reason = "a test crate: a panic is how a test fails")]
+
+use std::collections::BTreeSet;
+
+use coach_api::{config, metrics, store::keys};
+use serde_json::Value;
+
+const TEMPLATE: &str = "infra/lambda-deployment.yaml";
+
+fn template() -> Value {
+    let text = std::fs::read_to_string(TEMPLATE).unwrap();
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{TEMPLATE}: {e}"))
+}
+
+fn json_file(path: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn resource<'a>(t: &'a Value, name: &str) -> &'a Value {
+    &t["Resources"][name]["Properties"]
+}
+
+#[test]
+fn the_table_has_the_keys_index_and_ttl_the_code_uses() {
+    let t = template();
+    let table = resource(&t, "CoachingConversationsTable");
+    assert_eq!(table["TableName"], "coaching-conversations");
+    assert_eq!(table["KeySchema"][0]["AttributeName"], keys::PK);
+    assert_eq!(table["KeySchema"][0]["KeyType"], "HASH");
+    let gsi = &table["GlobalSecondaryIndexes"][0];
+    assert_eq!(gsi["IndexName"], keys::USER_INDEX);
+    assert_eq!(gsi["KeySchema"][0]["AttributeName"], keys::USER_INDEX_PK);
+    assert_eq!(gsi["KeySchema"][1]["AttributeName"], keys::USER_INDEX_SK);
+    assert_eq!(gsi["Projection"]["ProjectionType"], "ALL");
+    assert_eq!(table["TimeToLiveSpecification"]["AttributeName"], keys::TTL_ATTRIBUTE);
+    assert_eq!(table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], true);
+    assert_eq!(table["SSESpecification"]["SSEEnabled"], true);
+    assert_eq!(table["ProvisionedThroughput"]["ReadCapacityUnits"], 5);
+    // The AWS CLI script creates the same table.
+    let script = std::fs::read_to_string("infra/dynamodb-table-creation.sh").unwrap();
+    for name in [keys::PK, keys::USER_INDEX, keys::USER_INDEX_PK, keys::USER_INDEX_SK, keys::TTL_ATTRIBUTE, "ReadCapacityUnits=5"] {
+        assert!(script.contains(name), "dynamodb-table-creation.sh lacks {name}");
+    }
+    // And the IAM policy names the analyses index the code queries.
+    let policy = std::fs::read_to_string("infra/iam-role-policy.json").unwrap();
+    assert!(policy.contains(keys::ANALYSES_USER_INDEX));
+}
+
+#[test]
+fn the_function_is_configured_as_the_seed_asks_with_known_env_vars_only() {
+    let t = template();
+    let f = resource(&t, "CoachFunction");
+    assert_eq!(f["Runtime"], "provided.al2023");
+    assert_eq!(f["MemorySize"], 1024);
+    assert_eq!(f["Timeout"], 30);
+    assert_eq!(f["ReservedConcurrentExecutions"], 100);
+    assert_eq!(t["Parameters"]["Architecture"]["Default"], "arm64");
+    let vars = f["Environment"]["Variables"].as_object().unwrap();
+    for name in vars.keys() {
+        assert!(config::ENV_VARS.contains(&name.as_str()), "the template sets {name}, which the code never reads");
+    }
+    assert_eq!(vars["AUTH_MODE"], "cognito");
+    let key = serde_json::to_string(&vars["OPENAI_API_KEY"]).unwrap();
+    assert!(key.contains("{{resolve:secretsmanager:"), "the API key comes from Secrets Manager: {key}");
+}
+
+#[test]
+fn alarms_and_dashboard_use_the_metrics_the_service_emits() {
+    let t = template();
+    let emitted = [
+        metrics::CONVERSATION_REQUESTS, metrics::TOKENS_USED, metrics::RESPONSE_TIME, metrics::ERROR_RATE,
+        metrics::COST_PER_DAY, metrics::USER_ACTIVE_CONVERSATIONS, metrics::DEGRADED_REPLIES, metrics::CONTENT_FILTERED,
+    ];
+    let alarms: Vec<(&str, &Value)> = ["HighTokenUsageAlarm", "HighErrorRateAlarm", "SlowResponsesAlarm", "DailyCostLimitAlarm"]
+        .iter()
+        .map(|a| (*a, resource(&t, a)))
+        .collect();
+    let expected = [("HighTokenUsageAlarm", "TokensUsed", 10000.0), ("HighErrorRateAlarm", "ErrorRate", 5.0), ("SlowResponsesAlarm", "ResponseTime", 5000.0), ("DailyCostLimitAlarm", "CostPerDay", 100.0)];
+    for ((name, alarm), (ename, metric, threshold)) in alarms.iter().zip(expected) {
+        assert_eq!(*name, ename);
+        assert_eq!(alarm["Namespace"], metrics::NAMESPACE);
+        assert_eq!(alarm["MetricName"], metric);
+        assert_eq!(alarm["Threshold"].as_f64(), Some(threshold), "{name}");
+        assert_eq!(alarm["Dimensions"][0]["Value"], metrics::SERVICE);
+        assert!(emitted.contains(&metric));
+    }
+    let dashboard = json_file("infra/cloudwatch-dashboard.json");
+    let inline: Value = serde_json::from_str(resource(&t, "CoachingDashboard")["DashboardBody"]["Fn::Sub"].as_str().unwrap()).unwrap();
+    assert_eq!(inline, dashboard, "the template's dashboard is infra/cloudwatch-dashboard.json");
+    let shown: BTreeSet<String> = dashboard["widgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|w| w["properties"]["metrics"].as_array().cloned().unwrap_or_default())
+        .filter(|m| m[0] == metrics::NAMESPACE)
+        .map(|m| m[1].as_str().unwrap().to_string())
+        .collect();
+    for name in shown.iter() {
+        assert!(emitted.contains(&name.as_str()), "the dashboard charts {name}, which is never emitted");
+    }
+    for name in &emitted[..6] {
+        assert!(shown.contains(*name), "the dashboard misses {name}");
+    }
+}
+
+#[test]
+fn the_api_imports_the_generated_request_model() {
+    let text = std::fs::read_to_string(TEMPLATE).unwrap();
+    let generated = coach_api::schemas::APIGW_REQUEST_MODEL;
+    let model: Value = serde_json::from_str(generated).unwrap();
+    let line = format!("        CoachingChatRequest: {}", serde_json::to_string(&model).unwrap());
+    let start = text.find("# BEGIN GENERATED MODEL").unwrap();
+    let line_start = start + text[start..].find('\n').unwrap() + 1;
+    let line_end = line_start + text[line_start..].find('\n').unwrap();
+    if std::env::var("EXPECTORATE").as_deref() == Ok("overwrite") {
+        std::fs::write(TEMPLATE, format!("{}{}{}", &text[..line_start], line, &text[line_end..])).unwrap();
+        return;
+    }
+    let inline: Value = serde_yaml::from_str::<Value>(&text[line_start..line_end]).unwrap()["CoachingChatRequest"].clone();
+    assert_eq!(inline, model, "the template's model is stale: EXPECTORATE=overwrite scripts/test rewrites it");
+    let t = template();
+    let chat = &t["Resources"]["CoachFunction"]["Properties"]["Events"]["Chat"]["Properties"];
+    assert_eq!(chat["RequestModel"]["Model"], "CoachingChatRequest");
+    assert_eq!(chat["RequestModel"]["ValidateBody"], true);
+}
+
+#[test]
+fn routes_agree_between_template_gateway_config_and_openapi() {
+    let t = template();
+    let openapi: Value = serde_json::from_str(coach_api::schemas::OPENAPI).unwrap();
+    let documented: BTreeSet<(String, String)> = openapi["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(p, ops)| ops.as_object().unwrap().keys().map(move |m| (p.clone(), m.to_uppercase())))
+        .collect();
+    let deployed: BTreeSet<(String, String)> = t["Resources"]["CoachFunction"]["Properties"]["Events"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|e| (e["Properties"]["Path"].as_str().unwrap().to_string(), e["Properties"]["Method"].as_str().unwrap().to_uppercase()))
+        .collect();
+    let configured: BTreeSet<(String, String)> = json_file("infra/api-gateway-config.json")["resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(p, ms)| ms.as_array().unwrap().iter().map(move |m| (p.clone(), m.as_str().unwrap().to_string())))
+        .collect();
+    assert_eq!(deployed, documented);
+    assert_eq!(configured, documented);
+    let waf = &resource(&t, "WebAcl")["Rules"][0]["Statement"]["RateBasedStatement"];
+    assert_eq!((waf["Limit"].as_u64(), waf["EvaluationWindowSec"].as_u64()), (Some(100), Some(60)));
+}
+
+#[test]
+fn the_iam_policy_file_is_the_templates_least_privilege_policy() {
+    let t = template();
+    let policy = json_file("infra/iam-role-policy.json");
+    let in_template = t["Resources"]["CoachFunction"]["Properties"]["Policies"][0]["Statement"].as_array().unwrap().clone();
+    let actions = |stmts: &[Value], sid: &str| -> BTreeSet<String> {
+        stmts.iter().filter(|s| s["Sid"] == sid).flat_map(|s| s["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string())).collect()
+    };
+    let file_statements = policy["Statement"].as_array().unwrap().clone();
+    for sid in ["CoachingTableReadWrite", "CoachingIndexQuery", "AnalysesReadOnly"] {
+        assert_eq!(actions(&file_statements, sid), actions(&in_template, sid), "{sid}");
+    }
+    for s in file_statements.iter().chain(in_template.iter()) {
+        assert_eq!(s["Effect"], "Allow");
+        for a in s["Action"].as_array().unwrap() {
+            assert!(!a.as_str().unwrap().contains('*'), "wildcard action {a}");
+        }
+    }
+    let analyses = actions(&file_statements, "AnalysesReadOnly");
+    assert!(analyses.iter().all(|a| a == "dynamodb:GetItem" || a == "dynamodb:Query"), "analyses stay read-only");
+    let text = serde_json::to_string(&policy).unwrap();
+    assert!(!text.chars().collect::<Vec<_>>().windows(12).any(|w| w.iter().all(|c| c.is_ascii_digit())), "no hard-coded account id");
+}
+
+#[test]
+fn every_skipped_checkov_check_says_why() {
+    let t = template();
+    let mut skips = 0;
+    for (name, r) in t["Resources"].as_object().unwrap() {
+        for skip in r["Metadata"]["checkov"]["skip"].as_array().cloned().unwrap_or_default() {
+            skips += 1;
+            let why = skip["comment"].as_str().unwrap_or_default();
+            assert!(why.split_whitespace().count() >= 8, "{name} skips {} without a reason", skip["id"]);
+        }
+    }
+    assert!(skips > 0);
+}
