@@ -25,10 +25,10 @@ use crate::models::{
 };
 use crate::prompts::{PromptError, Prompts, FALLBACK, FILTERED, LIMIT};
 use crate::safety;
-use crate::store::counters::{AdmitOutcome, Counter, CounterKeys, UsageSnapshot};
+use crate::store::counters::{AdmitError, AdmitOutcome, Counter, CounterKeys, UsageSnapshot, Unsure};
 use crate::store::idempotency::Previous;
 use crate::store::keys::{self, IpHash};
-use crate::store::{Store, StoreError};
+use crate::store::{stats, Store, StoreError};
 
 /// Everything a request needs, shared by all requests of a process.
 #[derive(Clone)]
@@ -156,11 +156,26 @@ impl AppState {
         let admission = limits::admission(&cfg.limits, user, &caller.ip, now);
 
         // Wave 1: admission and context reads together.
+        let wave = Instant::now();
         let (admitted, context) = tokio::join!(
             self.store.admit(&admission, claim),
             self.store.load_context(user, now, request.swing_id.as_ref())
         );
-        match admitted? {
+        stats::store_wave(wave.elapsed());
+        let keys = admission.keys.clone();
+        let reserved = admission.cost_micro;
+        let admitted = match admitted {
+            Ok(a) => a,
+            Err(AdmitError { error, unsure }) => {
+                // No answer is not a refusal: the admission may stand. Resolve it and give
+                // back whatever it took, so a 503 charges nothing.
+                if let Some(unsure) = unsure {
+                    self.release(&keys, reserved, idem_key.as_deref(), Some(unsure)).await;
+                }
+                return Err(error.into());
+            }
+        };
+        match admitted {
             AdmitOutcome::Admitted => {}
             AdmitOutcome::Duplicate(previous) => {
                 return match Previous::from_item(previous.as_ref()) {
@@ -180,9 +195,7 @@ impl AppState {
                 return Err(ChatError::Limited { refusal: Box::new(refusal), message });
             }
         }
-        let keys = admission.keys.clone();
-        let reserved = admission.cost_micro;
-        let release_all = || self.release(&keys, reserved, idem_key.as_deref());
+        let release_all = || self.release(&keys, reserved, idem_key.as_deref(), None);
 
         let context = match context {
             Ok(c) => c,
@@ -228,6 +241,7 @@ impl AppState {
         };
 
         // The model, with the usage counters read meanwhile (they already hold this request).
+        let model_started = Instant::now();
         let (reply, usage) = tokio::join!(
             self.coach.reply(CoachRequest {
                 messages: &packed.messages,
@@ -237,6 +251,7 @@ impl AppState {
             }),
             self.store.usage(&keys)
         );
+        stats::model_wait(model_started.elapsed());
         let usage = usage.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "usage read failed; quota shown as before this request");
             UsageSnapshot::default()
@@ -437,18 +452,31 @@ impl AppState {
                 let body = serde_json::to_string(&response).map_err(|e| StoreError::Rejected(e.to_string()))?;
                 extra.push(self.store.idempotency_complete(k, now.timestamp(), &body)?);
             }
-            if self.store.commit_conversation(&next, expected, extra).await? {
+            let wave = Instant::now();
+            let committed = self.store.commit_conversation(&next, expected, extra).await;
+            stats::store_wave(wave.elapsed());
+            if committed? {
                 return Ok(Committed { body: response, new_conversation });
             }
+            let wave = Instant::now();
             current = self.store.conversation(conv_id).await?;
+            stats::store_wave(wave.elapsed());
         }
         Err(StoreError::Contention)
     }
 
     /// Gives back the whole reservation and the idempotency claim: nothing was stored.
-    /// When the table cannot take the release now, it is retried in the background until it
-    /// can (within `RELEASE_RETRY_FOR`), so an outage leaves no reservation behind.
-    async fn release(&self, keys: &CounterKeys, reserved: i64, idem_key: Option<&str>) {
+    /// With `unsure`, the admission itself got no answer: it is resolved first, and only an
+    /// admission that stands is given back. When the table cannot take this now, it is
+    /// retried in the background (within `RELEASE_RETRY_FOR`), so an outage leaves no
+    /// reservation behind.
+    async fn release(&self, keys: &CounterKeys, reserved: i64, idem_key: Option<&str>, unsure: Option<Unsure>) {
+        let wave = Instant::now();
+        self.release_now(keys, reserved, idem_key, unsure).await;
+        stats::store_wave(wave.elapsed());
+    }
+
+    async fn release_now(&self, keys: &CounterKeys, reserved: i64, idem_key: Option<&str>, unsure: Option<Unsure>) {
         let items = (|| -> Result<_, StoreError> {
             let mut items = self.store.spend_adjustment(keys, -reserved, 0)?;
             items.extend(self.store.slot_release(keys)?);
@@ -464,8 +492,8 @@ impl AppState {
                 return;
             }
         };
-        let token = uuid::Uuid::new_v4().to_string();
-        if self.store.transact_idempotent("TransactWriteItems release", items.clone(), Some(&token)).await.is_ok() {
+        let release = Release { unsure, items, token: uuid::Uuid::new_v4().to_string() };
+        if release.apply(&self.store).await.is_ok() {
             return;
         }
         tracing::warn!("release deferred: storage unavailable; retrying in the background");
@@ -475,7 +503,7 @@ impl AppState {
             let mut wait = std::time::Duration::from_millis(250);
             while started.elapsed() < RELEASE_RETRY_FOR {
                 tokio::time::sleep(wait).await;
-                if store.transact_idempotent("TransactWriteItems release", items.clone(), Some(&token)).await.is_ok() {
+                if release.apply(&store).await.is_ok() {
                     tracing::info!("deferred release applied");
                     return;
                 }
@@ -484,6 +512,24 @@ impl AppState {
             // Counters stay charged (never under-charged); they expire with their hour and day.
             tracing::error!("deferred release gave up");
         });
+    }
+}
+
+/// A release ready to send; applying it again is harmless (both transactions carry tokens).
+struct Release {
+    unsure: Option<Unsure>,
+    items: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
+    token: String,
+}
+
+impl Release {
+    async fn apply(&self, store: &Store) -> Result<(), StoreError> {
+        if let Some(unsure) = &self.unsure {
+            if !store.resolve(unsure).await? {
+                return Ok(()); // never applied: nothing to give back
+            }
+        }
+        store.transact_idempotent("TransactWriteItems release", self.items.clone(), Some(&self.token)).await.map(|_| ())
     }
 }
 

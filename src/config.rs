@@ -104,6 +104,11 @@ pub struct Config {
     pub request_budget: Duration,
     /// Kept free before the Lambda deadline to store the turn and answer.
     pub deadline_margin: Duration,
+    /// DynamoDB: one HTTP attempt, and one operation with the SDK's retries. DynamoDB
+    /// answers in milliseconds; DynamoDB Local queues concurrent transactions on a hot item
+    /// for up to a second or more, so its tests set longer ones.
+    pub store_attempt_timeout: Duration,
+    pub store_operation_timeout: Duration,
 }
 
 impl Default for Config {
@@ -120,6 +125,8 @@ impl Default for Config {
             max_recent_messages: 20,
             request_budget: Duration::from_secs(25),
             deadline_margin: Duration::from_millis(2500),
+            store_attempt_timeout: Duration::from_secs(2),
+            store_operation_timeout: Duration::from_secs(5),
         }
     }
 }

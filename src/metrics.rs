@@ -30,8 +30,10 @@ pub struct RequestMetrics {
     pub new_conversation: bool,
     pub degraded: bool,
     pub filtered: bool,
-    /// `model`, `offline`, `fallback`, `refused`, `error`.
+    /// `model`, `offline`, `fallback`, `refused`, `error`, `replay`, `read`.
     pub outcome: &'static str,
+    /// The request's I/O (properties on the line, not metrics).
+    pub io: crate::store::stats::IoStats,
 }
 
 impl RequestMetrics {
@@ -57,6 +59,14 @@ impl RequestMetrics {
             },
             "Service": SERVICE,
             "Outcome": self.outcome,
+            // Searchable properties for on-call and benchmarks: where the time went.
+            "DynamoCalls": self.io.dynamo_calls,
+            "DynamoWaves": self.io.dynamo_waves,
+            "DynamoReadUnits": self.io.read_units,
+            "DynamoWriteUnits": self.io.write_units,
+            "StoreWaitMs": self.io.store_wait.as_secs_f64() * 1000.0,
+            "ModelWaitMs": self.io.model_wait.as_secs_f64() * 1000.0,
+            "InProcessMs": (self.response_ms - (self.io.store_wait + self.io.model_wait).as_secs_f64() * 1000.0).max(0.0),
             CONVERSATION_REQUESTS: 1,
             TOKENS_USED: self.tokens,
             RESPONSE_TIME: self.response_ms,

@@ -196,12 +196,13 @@ async fn post_chat(State(state): State<AppState>, request: Request) -> Response 
     let mut outcome = Outcome::default();
     let mut who: Option<Caller> = None;
 
-    let result = async {
+    let (result, io) = crate::store::stats::scope(async {
         let (caller, chat, message, deadline) = parse(&state, request).await?;
         who = Some(caller.clone());
         state.handle(&caller, &chat, message, &request_id, deadline, &mut outcome).await.map_err(ApiError::from)
-    }
+    })
     .await;
+    outcome.metrics.io = io;
 
     let response = match result {
         Ok(Answer::Fresh(body)) => {

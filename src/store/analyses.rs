@@ -1,6 +1,6 @@
 //! Swing analyses from `golf-coach-analyses`: read-only, always scoped to the caller.
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity as Rcc};
 
 use super::{from_item, keys, s, sdk_error, to_item, Store, StoreError};
 use crate::models::{SwingAnalysis, SwingId, UserId};
@@ -8,6 +8,7 @@ use crate::models::{SwingAnalysis, SwingId, UserId};
 impl Store {
     /// The caller's most recent analyses, newest first.
     pub async fn recent_swings(&self, user: &UserId, limit: i32) -> Result<Vec<SwingAnalysis>, StoreError> {
+        super::stats::call();
         let out = self
             .client
             .query()
@@ -18,9 +19,11 @@ impl Store {
             .expression_attribute_values(":u", s(user.as_str()))
             .scan_index_forward(false)
             .limit(limit)
+            .return_consumed_capacity(Rcc::Total)
             .send()
             .await
             .map_err(|e| sdk_error("Query analyses", e))?;
+        super::stats::consumed(out.consumed_capacity());
         out.items
             .unwrap_or_default()
             .into_iter()
@@ -31,14 +34,17 @@ impl Store {
     /// One analysis, only if it belongs to the caller. Another golfer's swing and a missing one
     /// are both `None`, so nothing reveals whether it exists.
     pub async fn swing_of(&self, user: &UserId, id: &SwingId) -> Result<Option<SwingAnalysis>, StoreError> {
+        super::stats::call();
         let out = self
             .client
             .get_item()
             .table_name(&self.analyses_table)
             .key(keys::ANALYSES_PK, s(id.as_str()))
+            .return_consumed_capacity(Rcc::Total)
             .send()
             .await
             .map_err(|e| sdk_error("GetItem analysis", e))?;
+        super::stats::consumed(out.consumed_capacity());
         let Some(item) = out.item else { return Ok(None) };
         if item.get(keys::ANALYSES_USER_INDEX_PK) != Some(&AttributeValue::S(user.to_string())) {
             return Ok(None);

@@ -1,6 +1,6 @@
 //! Conversations and profiles: the context read wave and the one write after the reply.
 
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{Put, ReturnConsumedCapacity as Rcc, TransactWriteItem};
 use chrono::{DateTime, Utc};
 
 use super::counters::TransactOutcome;
@@ -52,19 +52,23 @@ impl Store {
 
     /// A conversation by key, read consistently.
     pub async fn conversation(&self, key: &str) -> Result<Option<ConversationItem>, StoreError> {
+        super::stats::call();
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
             .key(keys::PK, s(key))
             .consistent_read(true)
+            .return_consumed_capacity(Rcc::Total)
             .send()
             .await
             .map_err(|e| sdk_error("GetItem conversation", e))?;
+        super::stats::consumed(out.consumed_capacity());
         out.item.map(|i| from_item(key, i)).transpose()
     }
 
     async fn previous_themes(&self, user: &UserId, now: DateTime<Utc>) -> Result<Option<CoachingThemes>, StoreError> {
+        super::stats::call();
         let out = self
             .client
             .query()
@@ -78,9 +82,11 @@ impl Store {
             .projection_expression("coaching_themes")
             .scan_index_forward(false)
             .limit(1)
+            .return_consumed_capacity(Rcc::Total)
             .send()
             .await
             .map_err(|e| sdk_error("Query user-index", e))?;
+        super::stats::consumed(out.consumed_capacity());
         let Some(mut item) = out.items.and_then(|v| v.into_iter().next()) else { return Ok(None) };
         let Some(themes) = item.remove("coaching_themes") else { return Ok(None) };
         serde_dynamo::from_attribute_value(themes)
@@ -90,14 +96,17 @@ impl Store {
 
     pub async fn profile(&self, user: &UserId) -> Result<Option<GolferProfile>, StoreError> {
         let key = keys::profile(user);
+        super::stats::call();
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
             .key(keys::PK, s(&key))
+            .return_consumed_capacity(Rcc::Total)
             .send()
             .await
             .map_err(|e| sdk_error("GetItem profile", e))?;
+        super::stats::consumed(out.consumed_capacity());
         let Some(mut item) = out.item else { return Ok(None) };
         item.remove(keys::PK);
         from_item(&key, item).map(Some)

@@ -6,9 +6,10 @@ use std::time::Duration;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{
-    KeysAndAttributes, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    KeysAndAttributes, ReturnConsumedCapacity as Rcc, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use rand::Rng;
+
 
 use super::{keys, n, number, s, sdk_error, Item, Store, StoreError};
 
@@ -56,6 +57,23 @@ pub enum AdmitOutcome {
     Refused { counter: Counter, current: i64 },
 }
 
+/// A transaction sent without a definite answer (a timeout, a lost connection, a server
+/// error): it may have been applied. Re-sent with the same client request token within
+/// DynamoDB's ten-minute window it is applied at most once, and the answer tells which.
+#[derive(Debug, Clone)]
+pub struct Unsure {
+    items: Vec<TransactWriteItem>,
+    token: String,
+}
+
+/// An admission that failed; `unsure` is set when it may nevertheless have been applied.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct AdmitError {
+    pub error: StoreError,
+    pub unsure: Option<Unsure>,
+}
+
 /// What a golfer has used, read after the request's own write.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UsageSnapshot {
@@ -77,7 +95,9 @@ fn built(u: aws_sdk_dynamodb::types::builders::UpdateBuilder, table: &str) -> Re
 impl Store {
     /// Admits a request against all four counters at once, or refuses it touching none.
     /// `claim` (an idempotency claim) joins the same transaction and is checked first.
-    pub async fn admit(&self, a: &Admission, claim: Option<TransactWriteItem>) -> Result<AdmitOutcome, StoreError> {
+    /// Every send carries one client request token, so when no answer arrives the
+    /// transaction can be re-sent to learn whether it was applied (see [`Unsure`]).
+    pub async fn admit(&self, a: &Admission, claim: Option<TransactWriteItem>) -> Result<AdmitOutcome, AdmitError> {
         let spend_room = |limit: i64| limit - a.cost_micro;
         if spend_room(a.user_day_limit_micro) < 0 {
             return Ok(AdmitOutcome::Refused { counter: Counter::UserDay, current: 0 });
@@ -113,28 +133,32 @@ impl Store {
         };
         let claimed = usize::from(claim.is_some());
         let mut items: Vec<TransactWriteItem> = claim.into_iter().collect();
-        items.extend([
-            count(&a.keys.user_hour, a.hour_limit)?,
-            count(&a.keys.ip_hour, a.ip_hour_limit)?,
-            spend(&a.keys.user_day, a.user_day_limit_micro)?,
-            spend(&a.keys.global_day, a.global_day_limit_micro)?,
-        ]);
+        items.extend(
+            [
+                count(&a.keys.user_hour, a.hour_limit),
+                count(&a.keys.ip_hour, a.ip_hour_limit),
+                spend(&a.keys.user_day, a.user_day_limit_micro),
+                spend(&a.keys.global_day, a.global_day_limit_micro),
+            ]
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| AdmitError { error, unsure: None })?,
+        );
         let order = [Counter::UserHour, Counter::IpHour, Counter::UserDay, Counter::GlobalDay];
         let attrs = [COUNT, COUNT, SPEND, SPEND];
+        let token = uuid::Uuid::new_v4().to_string();
+        let unsure = |error, items| AdmitError { error, unsure: Some(Unsure { items, token: token.clone() }) };
 
         for attempt in 0..=MAX_CONFLICT_RETRIES {
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await;
-            let err = match result {
-                Ok(_) => return Ok(AdmitOutcome::Admitted),
+            let err = match self.send_transaction(items.clone(), Some(&token)).await {
+                Ok(()) => return Ok(AdmitOutcome::Admitted),
                 Err(e) => e,
             };
             let Some(reasons) = cancellation_reasons(&err) else {
-                return Err(sdk_error("TransactWriteItems admit", err));
+                return Err(match sdk_error("TransactWriteItems admit", err) {
+                    error @ StoreError::Unavailable(_) => unsure(error, items),
+                    error => AdmitError { error, unsure: None },
+                });
             };
             if let Some(i) = reasons.iter().position(|(code, _)| code == "ConditionalCheckFailed") {
                 if i < claimed {
@@ -145,11 +169,34 @@ impl Store {
                 return Ok(AdmitOutcome::Refused { counter: order[j], current });
             }
             if !reasons.iter().any(|(code, _)| code == "TransactionConflict") {
-                return Err(sdk_error("TransactWriteItems admit", err));
+                // Cancelled for another reason (e.g. throttling): nothing was applied.
+                return Err(AdmitError { error: sdk_error("TransactWriteItems admit", err), unsure: None });
             }
             conflict_backoff(attempt).await;
         }
-        Err(StoreError::Contention)
+        Err(AdmitError { error: StoreError::Contention, unsure: None })
+    }
+
+    /// Re-sends an [`Unsure`] transaction with its token: `true` when it is (now, or was
+    /// already) applied, `false` when its conditions refuse it, so it never was.
+    pub async fn resolve(&self, unsure: &Unsure) -> Result<bool, StoreError> {
+        let outcome = self.transact_idempotent("TransactWriteItems resolve", unsure.items.clone(), Some(&unsure.token)).await?;
+        Ok(matches!(outcome, TransactOutcome::Done))
+    }
+
+    /// One TransactWriteItems call, counted for the request's I/O statistics.
+    async fn send_transaction(&self, items: Vec<TransactWriteItem>, token: Option<&str>) -> Result<(), SdkError<TransactWriteItemsError>> {
+        super::stats::call();
+        let out = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .set_client_request_token(token.map(str::to_string))
+            .return_consumed_capacity(Rcc::Total)
+            .send()
+            .await?;
+        super::stats::consumed_write(out.consumed_capacity());
+        Ok(())
     }
 
     /// Read after the request's own write: what the golfer has used this hour and day.
@@ -159,13 +206,16 @@ impl Store {
             keys_and_attrs = keys_and_attrs.keys(std::collections::HashMap::from([(keys::PK.to_string(), s(key.as_str()))]));
         }
         let req = keys_and_attrs.build().map_err(|e| StoreError::Rejected(e.to_string()))?;
+        super::stats::call();
         let out = self
             .client
             .batch_get_item()
             .request_items(&self.table, req)
+            .return_consumed_capacity(Rcc::Total)
             .send()
             .await
             .map_err(|e| sdk_error("BatchGetItem usage", e))?;
+        super::stats::consumed(out.consumed_capacity());
         let items = out.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default();
         let find = |key: &str| items.iter().find(|i| i.get(keys::PK) == Some(&s(key)));
         Ok(UsageSnapshot {
@@ -226,14 +276,8 @@ impl Store {
             return Ok(TransactOutcome::Done);
         }
         for attempt in 0..=MAX_CONFLICT_RETRIES {
-            let send = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .set_client_request_token(token.map(str::to_string))
-                .send();
-            let err = match send.await {
-                Ok(_) => return Ok(TransactOutcome::Done),
+            let err = match self.send_transaction(items.clone(), token).await {
+                Ok(()) => return Ok(TransactOutcome::Done),
                 Err(e) => e,
             };
             let Some(reasons) = cancellation_reasons(&err) else {

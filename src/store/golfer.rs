@@ -1,7 +1,7 @@
 //! The app's read paths and the golfer's deletion, each in as few DynamoDB calls as the
 //! table design allows.
 
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnValue, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnConsumedCapacity as Rcc, ReturnValue, WriteRequest};
 
 use super::{from_item, keys, s, sdk_error, Item, Store, StoreError};
 use crate::models::{ConversationItem, UserId};
@@ -17,6 +17,7 @@ pub struct Deleted {
 impl Store {
     /// The golfer's most recent conversation (one Query on user-index).
     pub async fn latest_conversation(&self, user: &UserId) -> Result<Option<ConversationItem>, StoreError> {
+        super::stats::call();
         let out = self
             .client
             .query()
@@ -27,9 +28,11 @@ impl Store {
             .expression_attribute_values(":u", s(user.as_str()))
             .scan_index_forward(false)
             .limit(1)
+            .return_consumed_capacity(Rcc::Total)
             .send()
             .await
             .map_err(|e| sdk_error("Query user-index latest", e))?;
+        super::stats::consumed(out.consumed_capacity());
         out.items
             .and_then(|v| v.into_iter().next())
             .map(|item| from_item("latest conversation", item))
@@ -41,6 +44,7 @@ impl Store {
         let mut out = vec![];
         let mut start: Option<Item> = None;
         loop {
+            super::stats::call();
             let page = self
                 .client
                 .query()
@@ -53,9 +57,11 @@ impl Store {
                 .expression_attribute_values(":u", s(user.as_str()))
                 .projection_expression("#pk, #ids")
                 .set_exclusive_start_key(start.take())
+                .return_consumed_capacity(Rcc::Total)
                 .send()
                 .await
                 .map_err(|e| sdk_error("Query user-index all", e))?;
+            super::stats::consumed(page.consumed_capacity());
             for item in page.items.unwrap_or_default() {
                 let Some(AttributeValue::S(key)) = item.get(keys::PK) else { continue };
                 let ids = match item.get("client_message_ids") {
@@ -101,13 +107,16 @@ impl Store {
                 .map(|d| WriteRequest::builder().delete_request(d).build())
                 .collect();
             for _ in 0..8 {
+                super::stats::call();
                 let out = self
                     .client
                     .batch_write_item()
                     .request_items(&self.table, requests.clone())
+                    .return_consumed_capacity(Rcc::Total)
                     .send()
                     .await
                     .map_err(|e| sdk_error("BatchWriteItem delete", e))?;
+                super::stats::consumed_write(out.consumed_capacity());
                 requests = out.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
                 if requests.is_empty() {
                     break;

@@ -6,6 +6,7 @@ pub mod counters;
 pub mod golfer;
 pub mod idempotency;
 pub mod keys;
+pub mod stats;
 pub mod tables;
 
 use std::collections::HashMap;
@@ -107,8 +108,8 @@ impl Store {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .timeout_config(
                 aws_config::timeout::TimeoutConfig::builder()
-                    .operation_attempt_timeout(Duration::from_secs(2))
-                    .operation_timeout(Duration::from_secs(5))
+                    .operation_attempt_timeout(config.store_attempt_timeout)
+                    .operation_timeout(config.store_operation_timeout)
                     .connect_timeout(Duration::from_secs(1))
                     .build(),
             )

@@ -106,6 +106,10 @@ pub async fn spawn_full(adjust: impl FnOnce(&mut Config), breaker: BreakerConfig
     config.request_budget = std::time::Duration::from_secs(10);
     config.deadline_margin = std::time::Duration::from_millis(500);
     config.limits.ip_requests_per_hour = 10_000;
+    // DynamoDB Local runs transactions one at a time: a 100-request burst on one golfer's
+    // counters queues for a second or more on two cores, far past DynamoDB's 2 s default.
+    config.store_attempt_timeout = std::time::Duration::from_secs(10);
+    config.store_operation_timeout = std::time::Duration::from_secs(20);
     adjust(&mut config);
 
     let store = Store::connect(&config).await;

@@ -483,3 +483,95 @@ async fn a_storage_outage_gives_503s_in_the_coachs_voice_and_leaves_nothing_behi
     assert_eq!(app.chat_json(user, &json!({ "message": "After the outage" })).await.0, 200);
     ddb.stop();
 }
+
+/// A TCP proxy in front of DynamoDB Local. While `hold` is set it forwards requests at once
+/// but holds every response for `delay`: DynamoDB acts, and the service hears nothing in time.
+struct SlowAnswers {
+    endpoint: String,
+    hold: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SlowAnswers {
+    async fn start(upstream: String, delay: Duration) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let hold = Arc::new(AtomicBool::new(false));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let held = hold.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else { continue };
+                let held = held.clone();
+                tokio::spawn(async move {
+                    let (mut client_rd, mut client_wr) = client.into_split();
+                    let (mut server_rd, mut server_wr) = server.into_split();
+                    let requests = tokio::spawn(async move { tokio::io::copy(&mut client_rd, &mut server_wr).await });
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match server_rd.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if held.load(Ordering::SeqCst) {
+                            tokio::time::sleep(delay).await;
+                        }
+                        if client_wr.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    requests.abort();
+                });
+            }
+        });
+        Self { endpoint, hold }
+    }
+
+    fn hold(&self, on: bool) {
+        self.hold.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_admission_that_gets_no_answer_is_resolved_and_given_back() {
+    let upstream = crate::helpers::dynamodb_endpoint().trim_start_matches("http://").to_string();
+    let proxy = SlowAnswers::start(upstream, Duration::from_secs(3)).await;
+    let endpoint = proxy.endpoint.clone();
+    let app = spawn_with(|c| {
+        c.dynamodb_endpoint = Some(endpoint);
+        c.store_attempt_timeout = Duration::from_millis(400);
+        c.store_operation_timeout = Duration::from_millis(1200);
+    })
+    .await;
+    let user = "golfer-unanswered-1";
+    let body = json!({ "message": "Is my grip too strong?", "clientMessageId": "unanswered-0001" });
+
+    // DynamoDB applies the admission; its answer (and the SDK's retries' answers) arrive late.
+    proxy.hold(true);
+    let (status, error) = app.chat_json(user, &body).await;
+    assert_eq!(status, 503, "{error}");
+    assert_valid(&schemas().error, &error);
+    assert_eq!(error["code"], "unavailable");
+    assert!(app.model_requests().await.is_empty(), "an unanswered admission never reaches the model");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.hold(false);
+
+    // The admission stood in DynamoDB; the service resolves it and gives everything back.
+    let now = chrono::Utc::now();
+    let hour = keys::user_hour_quota(&uid(user), now);
+    let idem = keys::idempotency(&uid(user), &coach_api::models::ClientMessageId::try_from("unanswered-0001".to_string()).unwrap());
+    let waited = Instant::now();
+    while app.number(&hour, "request_count").await != 0 || app.raw_item(&idem).await.is_some() {
+        assert!(waited.elapsed() < Duration::from_secs(30), "the unanswered admission was never given back");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(app.raw_item(&hour).await.is_some(), "the admission had been applied, then released");
+    assert_eq!(app.number(&keys::user_day_spend(&uid(user), now), "spend_micro").await, 0);
+    assert_eq!(app.number(&keys::global_day_spend(now), "spend_micro").await, 0);
+    assert_eq!(app.number(&keys::ip_hour_quota(&IpHash::of("127.0.0.1"), now), "request_count").await, 0);
+
+    // The app's retry with the same id is answered as a first request.
+    let (status, answer) = app.chat_json(user, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(app.number(&hour, "request_count").await, 1);
+}

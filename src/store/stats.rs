@@ -1,0 +1,67 @@
+//! What one request spent on I/O, kept in a task-local while the request runs: DynamoDB
+//! calls and consumed capacity, sequential DynamoDB waves, and the wall time spent waiting on
+//! DynamoDB and the model. Reported on the request's EMF line (benchmarks read it).
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::ConsumedCapacity;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct IoStats {
+    pub dynamo_calls: u32,
+    /// Sequential DynamoDB round trips on the request's critical path.
+    pub dynamo_waves: u32,
+    pub read_units: f64,
+    pub write_units: f64,
+    pub store_wait: Duration,
+    pub model_wait: Duration,
+}
+
+tokio::task_local! {
+    static STATS: RefCell<IoStats>;
+}
+
+/// Runs `f` with fresh statistics and returns them with its output.
+pub async fn scope<F: std::future::Future>(f: F) -> (F::Output, IoStats) {
+    STATS
+        .scope(RefCell::new(IoStats::default()), async move {
+            let out = f.await;
+            (out, STATS.with(|s| *s.borrow()))
+        })
+        .await
+}
+
+fn update(f: impl FnOnce(&mut IoStats)) {
+    let _ = STATS.try_with(|s| f(&mut s.borrow_mut()));
+}
+
+/// One DynamoDB request is about to be sent.
+pub fn call() {
+    update(|s| s.dynamo_calls += 1);
+}
+
+/// Capacity a successful read call reports (`ReturnConsumedCapacity::Total`).
+pub fn consumed<'a>(caps: impl IntoIterator<Item = &'a ConsumedCapacity>) {
+    let units: f64 = caps.into_iter().map(|c| c.capacity_units().unwrap_or(0.0)).sum();
+    update(|s| s.read_units += units);
+}
+
+/// Capacity a successful write call (a transaction, a batch write) reports.
+pub fn consumed_write<'a>(caps: impl IntoIterator<Item = &'a ConsumedCapacity>) {
+    let units: f64 = caps.into_iter().map(|c| c.capacity_units().unwrap_or(0.0)).sum();
+    update(|s| s.write_units += units);
+}
+
+/// A sequential wave of DynamoDB calls took `d` of wall time.
+pub fn store_wave(d: Duration) {
+    update(|s| {
+        s.dynamo_waves += 1;
+        s.store_wait += d;
+    });
+}
+
+/// The model (with whatever ran beside it) took `d` of wall time.
+pub fn model_wait(d: Duration) {
+    update(|s| s.model_wait += d);
+}
