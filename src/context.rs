@@ -127,44 +127,75 @@ pub enum PackError {
     Prompt(#[from] PromptError),
 }
 
-fn count(messages: &[PromptMessage]) -> usize {
-    tokens::count_chat(messages.iter().map(|m| (m.role.as_str(), m.content.as_str())))
+/// A rendered message with its cost in the chat format.
+struct Counted {
+    message: PromptMessage,
+    tokens: usize,
 }
 
-fn render_all(prompts: &Prompts, vars: &PromptVars, skip_turns: usize) -> Result<Vec<PromptMessage>, PromptError> {
-    let mut out = vec![
-        PromptMessage { role: PromptRole::System, content: prompts.render(SYSTEM, vars)? },
-        PromptMessage { role: PromptRole::User, content: prompts.render(CONTEXT, vars)? },
-    ];
-    for turn in vars.history.iter().skip(skip_turns) {
-        let content = match turn.role {
-            PromptRole::User => prompts.render(MESSAGE, &serde_json::json!({ "message": turn.content }))?,
-            _ => turn.content.clone(),
-        };
-        out.push(PromptMessage { role: turn.role.clone(), content });
+impl Counted {
+    fn new(role: PromptRole, content: String) -> Self {
+        let tokens = tokens::count_message(role.as_str(), &content);
+        Self { message: PromptMessage { role, content }, tokens }
     }
-    out.push(PromptMessage { role: PromptRole::User, content: prompts.render(MESSAGE, vars)? });
-    Ok(out)
 }
 
-/// Renders the prompt and fits it into `budget` tokens.
+/// The system and context messages for `vars` (they change with the detail level).
+fn frame(prompts: &Prompts, vars: &PromptVars) -> Result<[Counted; 2], PromptError> {
+    let ctx = tera::Context::from_serialize(vars).map_err(|e| PromptError::Render {
+        template: CONTEXT.to_string(),
+        problem: e.to_string(),
+    })?;
+    Ok([
+        Counted::new(PromptRole::System, prompts.render_context(SYSTEM, &ctx)?),
+        Counted::new(PromptRole::User, prompts.render_context(CONTEXT, &ctx)?),
+    ])
+}
+
+/// Renders the prompt and fits it into `budget` tokens. A chat request's tokens are the sum
+/// of its messages', so each message is rendered and counted once: the newest history turns
+/// that fit are kept, and only when none does is swing and profile detail shortened.
 pub fn pack(prompts: &Prompts, vars: &PromptVars, budget: usize) -> Result<Packed, PackError> {
     let mut v = vars.clone();
     v.detail = Detail::Full;
-    let mut skip = 0;
-    // 1. Drop the oldest history, a turn at a time.
-    loop {
-        let messages = render_all(prompts, &v, skip)?;
-        let n = count(&messages);
-        if n <= budget {
-            return Ok(Packed { messages, prompt_tokens: n, budget, dropped_turns: skip, detail: v.detail });
-        }
-        if skip >= v.history.len() {
-            break;
-        }
-        skip += 1;
+    let history = vars
+        .history
+        .iter()
+        .map(|turn| {
+            let content = match turn.role {
+                PromptRole::User => prompts.render(MESSAGE, &serde_json::json!({ "message": turn.content }))?,
+                _ => turn.content.clone(),
+            };
+            Ok(Counted::new(turn.role.clone(), content))
+        })
+        .collect::<Result<Vec<_>, PromptError>>()?;
+    let current = Counted::new(PromptRole::User, prompts.render(MESSAGE, &v)?);
+    let assemble = |frame: [Counted; 2], kept: &[Counted], detail: Detail| {
+        let prompt_tokens = tokens::REPLY_PRIMING + current.tokens + frame.iter().chain(kept).map(|c| c.tokens).sum::<usize>();
+        let mut messages: Vec<PromptMessage> = frame.into_iter().map(|c| c.message).collect();
+        messages.extend(kept.iter().map(|c| c.message.clone()));
+        messages.push(current.message.clone());
+        Packed { messages, prompt_tokens, budget, dropped_turns: history.len() - kept.len(), detail }
+    };
+    let fixed = |frame: &[Counted; 2]| tokens::REPLY_PRIMING + current.tokens + frame[0].tokens + frame[1].tokens;
+
+    // 1. Full detail with the newest history that fits, dropping the oldest turns first.
+    let full = frame(prompts, &v)?;
+    if let Some(mut room) = budget.checked_sub(fixed(&full)) {
+        let kept = history
+            .iter()
+            .rev()
+            .take_while(|t| match room.checked_sub(t.tokens) {
+                Some(left) => {
+                    room = left;
+                    true
+                }
+                None => false,
+            })
+            .count();
+        return Ok(assemble(full, &history[history.len() - kept..], v.detail));
     }
-    // 2. Then shorten swing and profile detail, step by step.
+    // 2. No history fits: shorten swing and profile detail, step by step.
     let steps: [fn(&mut PromptVars); 6] = [
         |v| v.detail = Detail::Brief,
         |v| v.swings.truncate(1),
@@ -179,10 +210,10 @@ pub fn pack(prompts: &Prompts, vars: &PromptVars, budget: usize) -> Result<Packe
     let mut last = 0;
     for step in steps {
         step(&mut v);
-        let messages = render_all(prompts, &v, skip)?;
-        last = count(&messages);
+        let f = frame(prompts, &v)?;
+        last = fixed(&f);
         if last <= budget {
-            return Ok(Packed { messages, prompt_tokens: last, budget, dropped_turns: skip, detail: v.detail });
+            return Ok(assemble(f, &[], v.detail));
         }
     }
     Err(PackError::MessageTooLong { needed: last, budget })

@@ -93,7 +93,12 @@ impl Prompts {
             template: template.to_string(),
             problem: chain(&e),
         })?;
-        let out = self.tera.render(template, &ctx).map_err(|e| PromptError::Render {
+        self.render_context(template, &ctx)
+    }
+
+    /// Renders with a context built once for several templates (`tera::Context::from_serialize`).
+    pub fn render_context(&self, template: &str, ctx: &tera::Context) -> Result<String, PromptError> {
+        let out = self.tera.render(template, ctx).map_err(|e| PromptError::Render {
             template: template.to_string(),
             problem: chain(&e),
         })?;

@@ -32,7 +32,7 @@ pub fn coach(config: &Config, prompts: Arc<Prompts>, breaker: BreakerConfig) -> 
     Ok(Arc::new(OpenAiCoach::new(config.model.clone(), breaker)?))
 }
 
-/// When the tokenizer's tables are built (see tokens.rs).
+/// When the tokenizer's pattern is compiled (a few ms; its tables are static data, see tokens/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Warm {
     /// Before serving: Lambda's INIT phase.
