@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 /// Every environment variable the service reads (the deployment template may set only these).
-pub const ENV_VARS: [&str; 24] = [
+pub const ENV_VARS: [&str; 26] = [
     "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL",
     "DYNAMODB_TABLE_COACHING", "DYNAMODB_TABLE_ANALYSES", "DYNAMODB_ENDPOINT",
+    "DYNAMODB_ATTEMPT_TIMEOUT_MS", "DYNAMODB_OPERATION_TIMEOUT_MS",
     "COST_LIMIT_PER_USER", "COST_LIMIT_TOTAL", "PRICE_INPUT_PER_MTOK", "PRICE_OUTPUT_PER_MTOK",
     "RATE_LIMIT_PER_HOUR", "IP_RATE_LIMIT_PER_HOUR", "TOKEN_LIMIT_PER_REQUEST", "MAX_REPLY_TOKENS",
     "AUTH_MODE", "ALLOW_LOCAL_AUTH_IN_LAMBDA", "CORS_ALLOWED_ORIGINS", "MAX_RECENT_MESSAGES", "PORT",
@@ -202,6 +203,20 @@ impl Config {
                 problem: "must be below TOKEN_LIMIT_PER_REQUEST, or no prompt fits".into(),
             });
         }
+        let ms = |name, slot: &mut Duration| -> Result<(), ConfigError> {
+            let mut v = slot.as_millis() as u64;
+            parse_into(&non_empty, name, &mut v)?;
+            *slot = Duration::from_millis(v);
+            Ok(())
+        };
+        ms("DYNAMODB_ATTEMPT_TIMEOUT_MS", &mut c.store_attempt_timeout)?;
+        ms("DYNAMODB_OPERATION_TIMEOUT_MS", &mut c.store_operation_timeout)?;
+        if c.store_operation_timeout < c.store_attempt_timeout {
+            return Err(ConfigError::Invalid {
+                name: "DYNAMODB_OPERATION_TIMEOUT_MS",
+                problem: "must be at least DYNAMODB_ATTEMPT_TIMEOUT_MS".into(),
+            });
+        }
         parse_into(&non_empty, "PORT", &mut c.port)?;
         parse_into(&non_empty, "MAX_RECENT_MESSAGES", &mut c.max_recent_messages)?;
         if let Some(v) = non_empty("CORS_ALLOWED_ORIGINS") {
@@ -290,6 +305,16 @@ mod tests {
         assert_eq!(c.model.model, "gpt-4o");
         assert_eq!(c.auth_mode, AuthMode::Cognito);
         assert!(c.model.is_offline());
+        Ok(())
+    }
+
+    #[test]
+    fn store_timeouts_default_for_dynamodb_and_can_be_raised_for_dynamodb_local() -> Result<(), ConfigError> {
+        let c = cfg(&[])?;
+        assert_eq!((c.store_attempt_timeout, c.store_operation_timeout), (Duration::from_secs(2), Duration::from_secs(5)));
+        let c = cfg(&[("DYNAMODB_ATTEMPT_TIMEOUT_MS", "8000"), ("DYNAMODB_OPERATION_TIMEOUT_MS", "20000")])?;
+        assert_eq!((c.store_attempt_timeout, c.store_operation_timeout), (Duration::from_secs(8), Duration::from_secs(20)));
+        assert!(cfg(&[("DYNAMODB_ATTEMPT_TIMEOUT_MS", "8000")]).is_err(), "an operation cannot be shorter than its attempt");
         Ok(())
     }
 
