@@ -28,7 +28,11 @@ enum Command {
     /// Create the tables on DYNAMODB_ENDPOINT (or AWS) if they do not exist.
     Migrate,
     /// Load demo golfers, profiles and swing analyses.
-    Seed,
+    Seed {
+        /// Also load this many more golfers (golfer-0001, …) built on the demos, for load tests.
+        #[arg(long, default_value_t = 0)]
+        golfers: usize,
+    },
     /// Tools for prompt authors.
     Prompt {
         #[command(subcommand)]
@@ -66,7 +70,7 @@ async fn main() -> ExitCode {
         (None, false) => Err("no command given: see `coach-api --help`".into()),
         (Some(Command::Serve), _) => serve().await,
         (Some(Command::Migrate), _) => migrate().await,
-        (Some(Command::Seed), _) => seed_demo().await,
+        (Some(Command::Seed { golfers }), _) => seed_demo(golfers).await,
         (Some(Command::Prompt { command: PromptCommand::Preview { file } }), _) => preview(&file),
         (Some(Command::Prompt { command: PromptCommand::Schema }), _) => prompt_schema(),
     };
@@ -109,11 +113,11 @@ async fn migrate() -> Result<(), Failure> {
     Ok(())
 }
 
-async fn seed_demo() -> Result<(), Failure> {
+async fn seed_demo(extra: usize) -> Result<(), Failure> {
     let config = Config::from_env()?;
     let store = Store::connect(&config).await;
-    let n = seed::seed(&store).await?;
-    tracing::info!(golfers = n, "demo data loaded: demo-alice, demo-ben, demo-chloe");
+    let n = seed::seed(&store, extra).await?;
+    tracing::info!(golfers = n, "demo data loaded: demo-alice, demo-ben, demo-chloe{}", if extra > 0 { ", golfer-0001, …" } else { "" });
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! Demo golfers for local runs (`coach-api seed`): profiles, swing analyses, and an earlier
 //! conversation whose themes carry into today.
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
+use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::conversation;
 use crate::limits::timestamp;
@@ -74,52 +75,63 @@ const DEMOS: [Demo; 3] = [
     },
 ];
 
-/// Writes the demo data; returns how many golfers were loaded.
-pub async fn seed(store: &Store) -> Result<usize, StoreError> {
+/// Writes the demo golfers and `extra` more built on them (`golfer-0001`, …: distinct
+/// golfers with the demos' profiles and swings, for load tests); returns how many golfers
+/// were loaded.
+pub async fn seed(store: &Store, extra: usize) -> Result<usize, StoreError> {
     let now = Utc::now();
-    for d in &DEMOS {
-        let user: UserId = id(d.user)?;
+    let demos = DEMOS.iter().map(|d| (d.user.to_string(), d.name.to_string(), d));
+    let more = (1..=extra).map(|i| (format!("golfer-{i:04}"), format!("Golfer {i}"), &DEMOS[i % DEMOS.len()]));
+    stream::iter(demos.chain(more))
+        .map(|(user, name, d)| async move { seed_golfer(store, &user, &name, d, now).await })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(DEMOS.len() + extra)
+}
+
+async fn seed_golfer(store: &Store, user: &str, name: &str, d: &Demo, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let user: UserId = id(user)?;
+    store
+        .put_profile(&GolferProfile {
+            user_id: user.clone(),
+            display_name: name.into(),
+            handicap: Some(d.handicap),
+            handedness: Some(GolferProfileHandedness::Right),
+            experience: Some(d.experience),
+            goals: d.goals.iter().map(|g| g.to_string()).collect(),
+            plan: Some(d.plan),
+        })
+        .await?;
+    let n = d.swings.len() as i64;
+    for (i, (score, fault, advice)) in d.swings.iter().enumerate() {
+        let at = now - Duration::days(2 * (n - i as i64));
+        let swing_id: SwingId = id(&format!("swing-{}-{:03}", user.as_str().trim_start_matches("demo-"), i + 1))?;
         store
-            .put_profile(&GolferProfile {
+            .put_swing(&SwingAnalysis {
+                analysis_id: swing_id,
                 user_id: user.clone(),
-                display_name: d.name.into(),
-                handicap: Some(d.handicap),
-                handedness: Some(GolferProfileHandedness::Right),
-                experience: Some(d.experience),
-                goals: d.goals.iter().map(|g| g.to_string()).collect(),
-                plan: Some(d.plan),
+                created_at: timestamp(at),
+                club: d.club.into(),
+                overall_score: *score,
+                primary_fault: Some((*fault).into()),
+                faults: vec![(*fault).into()],
+                strengths: vec!["balanced finish".into()],
+                metrics: [("tempo_ratio".to_string(), 2.6 + i as f64 * 0.1), ("club_speed_mph".to_string(), 88.0 + i as f64)]
+                    .into_iter()
+                    .collect(),
+                recommendation: Some((*advice).into()),
             })
             .await?;
-        let n = d.swings.len() as i64;
-        for (i, (score, fault, advice)) in d.swings.iter().enumerate() {
-            let at = now - Duration::days(2 * (n - i as i64));
-            let swing_id: SwingId = id(&format!("swing-{}-{:03}", d.user.trim_start_matches("demo-"), i + 1))?;
-            store
-                .put_swing(&SwingAnalysis {
-                    analysis_id: swing_id,
-                    user_id: user.clone(),
-                    created_at: timestamp(at),
-                    club: d.club.into(),
-                    overall_score: *score,
-                    primary_fault: Some((*fault).into()),
-                    faults: vec![(*fault).into()],
-                    strengths: vec!["balanced finish".into()],
-                    metrics: [("tempo_ratio".to_string(), 2.6 + i as f64 * 0.1), ("club_speed_mph".to_string(), 88.0 + i as f64)]
-                        .into_iter()
-                        .collect(),
-                    recommendation: Some((*advice).into()),
-                })
-                .await?;
-        }
-        // Yesterday's conversation: its themes are what today's starts from.
-        let yesterday = now - Duration::days(1);
-        let mut c = conversation::start(id(&keys::conversation(&user, yesterday))?, user.clone(), None, yesterday);
-        c.coaching_themes.primary_focus = d.focus.0.into();
-        c.coaching_themes.secondary_focus = d.focus.1.into();
-        c.coaching_themes.session_count = 3;
-        if store.conversation(c.conversation_id.as_str()).await?.is_none() {
-            store.commit_conversation(&c, None, vec![]).await?;
-        }
     }
-    Ok(DEMOS.len())
+    // Yesterday's conversation: its themes are what today's starts from.
+    let yesterday = now - Duration::days(1);
+    let mut c = conversation::start(id(&keys::conversation(&user, yesterday))?, user.clone(), None, yesterday);
+    c.coaching_themes.primary_focus = d.focus.0.into();
+    c.coaching_themes.secondary_focus = d.focus.1.into();
+    c.coaching_themes.session_count = 3;
+    if store.conversation(c.conversation_id.as_str()).await?.is_none() {
+        store.commit_conversation(&c, None, vec![]).await?;
+    }
+    Ok(())
 }
