@@ -69,7 +69,10 @@ pub struct PromptVars {
     pub swing_on_screen: Option<SwingAnalysis>,
     /// Recent swing analyses, newest first.
     pub swings: Vec<SwingAnalysis>,
-    /// Earlier turns of today's conversation, oldest first.
+    /// Earlier turns of today's conversation, oldest first. Not a template variable: the turns
+    /// become the conversation's own user and assistant messages, so no template can put a
+    /// golfer's words into the system or context message (and no render pays for them).
+    #[serde(skip_serializing)]
     pub history: Vec<HistoryTurn>,
     /// Set by packing; authors may leave it out of a preview file.
     #[serde(default = "full")]
@@ -153,47 +156,43 @@ fn frame(prompts: &Prompts, vars: &PromptVars) -> Result<[Counted; 2], PromptErr
 }
 
 /// Renders the prompt and fits it into `budget` tokens. A chat request's tokens are the sum
-/// of its messages', so each message is rendered and counted once: the newest history turns
-/// that fit are kept, and only when none does is swing and profile detail shortened.
+/// of its messages', so each message is rendered and counted at most once: history turns
+/// newest first until one does not fit, and only when no turn fits is swing and profile
+/// detail shortened.
 pub fn pack(prompts: &Prompts, vars: &PromptVars, budget: usize) -> Result<Packed, PackError> {
     let mut v = vars.clone();
     v.detail = Detail::Full;
-    let history = vars
-        .history
-        .iter()
-        .map(|turn| {
-            let content = match turn.role {
-                PromptRole::User => prompts.render(MESSAGE, &serde_json::json!({ "message": turn.content }))?,
-                _ => turn.content.clone(),
-            };
-            Ok(Counted::new(turn.role.clone(), content))
-        })
-        .collect::<Result<Vec<_>, PromptError>>()?;
+    let turn = |turn: &HistoryTurn| -> Result<Counted, PromptError> {
+        let content = match turn.role {
+            PromptRole::User => prompts.render(MESSAGE, &serde_json::json!({ "message": turn.content }))?,
+            _ => turn.content.clone(),
+        };
+        Ok(Counted::new(turn.role.clone(), content))
+    };
     let current = Counted::new(PromptRole::User, prompts.render(MESSAGE, &v)?);
-    let assemble = |frame: [Counted; 2], kept: &[Counted], detail: Detail| {
-        let prompt_tokens = tokens::REPLY_PRIMING + current.tokens + frame.iter().chain(kept).map(|c| c.tokens).sum::<usize>();
+    let assemble = |frame: [Counted; 2], kept: Vec<Counted>, detail: Detail| {
+        let prompt_tokens = tokens::REPLY_PRIMING + current.tokens + frame.iter().chain(&kept).map(|c| c.tokens).sum::<usize>();
+        let dropped_turns = vars.history.len() - kept.len();
         let mut messages: Vec<PromptMessage> = frame.into_iter().map(|c| c.message).collect();
-        messages.extend(kept.iter().map(|c| c.message.clone()));
+        messages.extend(kept.into_iter().map(|c| c.message));
         messages.push(current.message.clone());
-        Packed { messages, prompt_tokens, budget, dropped_turns: history.len() - kept.len(), detail }
+        Packed { messages, prompt_tokens, budget, dropped_turns, detail }
     };
     let fixed = |frame: &[Counted; 2]| tokens::REPLY_PRIMING + current.tokens + frame[0].tokens + frame[1].tokens;
 
-    // 1. Full detail with the newest history that fits, dropping the oldest turns first.
+    // 1. Full detail with the newest history that fits, dropping the oldest turns first:
+    //    turns are rendered and counted newest first, only until one does not fit.
     let full = frame(prompts, &v)?;
     if let Some(mut room) = budget.checked_sub(fixed(&full)) {
-        let kept = history
-            .iter()
-            .rev()
-            .take_while(|t| match room.checked_sub(t.tokens) {
-                Some(left) => {
-                    room = left;
-                    true
-                }
-                None => false,
-            })
-            .count();
-        return Ok(assemble(full, &history[history.len() - kept..], v.detail));
+        let mut kept = vec![];
+        for t in vars.history.iter().rev() {
+            let counted = turn(t)?;
+            let Some(left) = room.checked_sub(counted.tokens) else { break };
+            room = left;
+            kept.push(counted);
+        }
+        kept.reverse();
+        return Ok(assemble(full, kept, v.detail));
     }
     // 2. No history fits: shorten swing and profile detail, step by step.
     let steps: [fn(&mut PromptVars); 6] = [
@@ -213,7 +212,7 @@ pub fn pack(prompts: &Prompts, vars: &PromptVars, budget: usize) -> Result<Packe
         let f = frame(prompts, &v)?;
         last = fixed(&f);
         if last <= budget {
-            return Ok(assemble(f, &[], v.detail));
+            return Ok(assemble(f, vec![], v.detail));
         }
     }
     Err(PackError::MessageTooLong { needed: last, budget })
@@ -254,6 +253,17 @@ pub(crate) mod tests {
         assert!(offline.contains("71/100"), "offline names the latest swing: {offline}");
         let limit = serde_json::json!({"limit": "user_hour", "limit_value": 15, "reset_phrase": "at 08:00 UTC", "premium": false});
         assert!(p.render(crate::prompts::LIMIT, &limit)?.contains("15"));
+        Ok(())
+    }
+
+    #[test]
+    fn history_is_not_a_template_variable() -> Result<(), tera::Error> {
+        // Earlier turns reach the model only as their own user and assistant messages.
+        let vars = example_vars();
+        assert!(!vars.history.is_empty(), "the example has history");
+        let ctx = tera::Context::from_serialize(&vars)?;
+        assert!(ctx.get("history").is_none());
+        assert!(ctx.get("themes").is_some());
         Ok(())
     }
 
