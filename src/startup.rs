@@ -32,7 +32,8 @@ pub fn coach(config: &Config, prompts: Arc<Prompts>, breaker: BreakerConfig) -> 
     Ok(Arc::new(OpenAiCoach::new(config.model.clone(), breaker)?))
 }
 
-/// When the tokenizer's pattern is compiled (a few ms; its tables are static data, see tokens/).
+/// When the tokenizer's and the output filter's patterns are compiled (a few ms each; the
+/// tokenizer's tables are static data, see tokens/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Warm {
     /// Before serving: Lambda's INIT phase.
@@ -43,12 +44,14 @@ pub enum Warm {
 
 pub async fn build_state(config: Config, prompts: Prompts, warm: Warm) -> Result<AppState, StartError> {
     crate::schemas::get()?;
+    let warm_up = || {
+        crate::tokens::warm_up();
+        crate::safety::warm_up();
+    };
     match warm {
-        Warm::Now => {
-            crate::tokens::warm_up();
-        }
+        Warm::Now => warm_up(),
         Warm::Background => {
-            tokio::task::spawn_blocking(crate::tokens::warm_up);
+            tokio::task::spawn_blocking(warm_up);
         }
     }
     let prompts = Arc::new(prompts);
