@@ -114,6 +114,15 @@ impl Store {
                     .build(),
             )
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3));
+        // Lambda always sets these: naming them skips building the default provider chains
+        // (its web-identity provider alone builds an STS client and loads the system
+        // certificates, ~10 ms of a cold start here).
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_some() {
+            loader = loader.credentials_provider(aws_config::environment::EnvironmentVariableCredentialsProvider::new());
+        }
+        if let Ok(region) = std::env::var("AWS_REGION") {
+            loader = loader.region(aws_config::Region::new(region));
+        }
         if let Some(endpoint) = &config.dynamodb_endpoint {
             loader = loader.endpoint_url(endpoint);
             // DynamoDB Local accepts any credentials; supply some when none are configured.
