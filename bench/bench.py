@@ -232,8 +232,7 @@ class EmulatorHandler(http.server.BaseHTTPRequestHandler):
             self.send_error(404)
             return
         if self.server.given:
-            self.server.done.wait(60)  # no second invocation: park the long poll
-            self.send_error(410)
+            self.server.done.wait(60)  # no second invocation: park the long poll until the end
             return
         self.server.given = True
         self.server.next_at = time.perf_counter()
@@ -407,6 +406,9 @@ def main() -> None:
         COST_LIMIT_PER_USER="100000", COST_LIMIT_TOTAL="10000000",
         DYNAMODB_ATTEMPT_TIMEOUT_MS="20000", DYNAMODB_OPERATION_TIMEOUT_MS="25000",
         LOG_FORMAT="json", RUST_LOG="info",
+        # As infra/lambda-deployment.yaml sets them: mimalloc commits memory as it is used
+        # and returns it at once (its defaults doubled the Lambda's peak RSS).
+        MIMALLOC_ARENA_EAGER_COMMIT="0", MIMALLOC_PURGE_DELAY="0",
     )
     for cmd in (["migrate"], ["seed", "--golfers", str(GOLFERS)]):
         r = subprocess.run([str(BIN), *cmd], env=base, cwd=ROOT, capture_output=True, text=True)

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Every environment variable the service reads (the deployment template may set only these).
-pub const ENV_VARS: [&str; 26] = [
+pub const ENV_VARS: [&str; 28] = [
     "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL",
     "DYNAMODB_TABLE_COACHING", "DYNAMODB_TABLE_ANALYSES", "DYNAMODB_ENDPOINT",
     "DYNAMODB_ATTEMPT_TIMEOUT_MS", "DYNAMODB_OPERATION_TIMEOUT_MS",
@@ -11,6 +11,8 @@ pub const ENV_VARS: [&str; 26] = [
     "RATE_LIMIT_PER_HOUR", "IP_RATE_LIMIT_PER_HOUR", "TOKEN_LIMIT_PER_REQUEST", "MAX_REPLY_TOKENS",
     "AUTH_MODE", "ALLOW_LOCAL_AUTH_IN_LAMBDA", "CORS_ALLOWED_ORIGINS", "MAX_RECENT_MESSAGES", "PORT",
     "PROMPTS_DIR", "LOG_HASH_KEY", "LOG_FORMAT", "RUST_LOG", "AWS_LAMBDA_RUNTIME_API",
+    // Read by the allocator at process start, not by Config.
+    "MIMALLOC_ARENA_EAGER_COMMIT", "MIMALLOC_PURGE_DELAY",
 ];
 
 use secrecy::SecretString;
