@@ -2,8 +2,8 @@
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity as Rcc};
 
-use super::{from_item, keys, s, sdk_error, to_item, Store, StoreError};
-use crate::models::{SwingAnalysis, SwingId, UserId};
+use super::{from_item, keys, s, sdk_error, to_item, Item, Store, StoreError};
+use crate::models::{SwingAnalysis, UserId};
 
 impl Store {
     /// The caller's most recent analyses, newest first.
@@ -31,27 +31,6 @@ impl Store {
             .collect()
     }
 
-    /// One analysis, only if it belongs to the caller. Another golfer's swing and a missing one
-    /// are both `None`, so nothing reveals whether it exists.
-    pub async fn swing_of(&self, user: &UserId, id: &SwingId) -> Result<Option<SwingAnalysis>, StoreError> {
-        super::stats::call();
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.analyses_table)
-            .key(keys::ANALYSES_PK, s(id.as_str()))
-            .return_consumed_capacity(Rcc::Total)
-            .send()
-            .await
-            .map_err(|e| sdk_error("GetItem analysis", e))?;
-        super::stats::consumed(out.consumed_capacity());
-        let Some(item) = out.item else { return Ok(None) };
-        if item.get(keys::ANALYSES_USER_INDEX_PK) != Some(&AttributeValue::S(user.to_string())) {
-            return Ok(None);
-        }
-        from_item(id.as_str(), item).map(Some)
-    }
-
     /// Writes an analysis (demo data and tests only: production analyses come from the analysis system).
     pub async fn put_swing(&self, swing: &SwingAnalysis) -> Result<(), StoreError> {
         self.client
@@ -63,4 +42,14 @@ impl Store {
             .map_err(|e| sdk_error("PutItem analysis", e))?;
         Ok(())
     }
+}
+
+/// An analysis item as the caller may see it: another golfer's swing and a missing one are
+/// both `None`, so nothing reveals whether it exists.
+pub(crate) fn own_swing(user: &UserId, item: Item) -> Result<Option<SwingAnalysis>, StoreError> {
+    if item.get(keys::ANALYSES_USER_INDEX_PK) != Some(&AttributeValue::S(user.to_string())) {
+        return Ok(None);
+    }
+    let id = item.get(keys::ANALYSES_PK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    from_item(&id, item).map(Some)
 }

@@ -1,6 +1,8 @@
 //! Conversations and profiles: the context read wave and the one write after the reply.
 
-use aws_sdk_dynamodb::types::{Put, ReturnConsumedCapacity as Rcc, TransactWriteItem};
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{KeysAndAttributes, Put, ReturnConsumedCapacity as Rcc, TransactWriteItem};
 use chrono::{DateTime, Utc};
 
 use super::counters::TransactOutcome;
@@ -34,20 +36,78 @@ impl Store {
         swing_on_screen: Option<&SwingId>,
     ) -> Result<StoredContext, StoreError> {
         let conv_key = keys::conversation(user, now);
-        let swing = async {
-            match swing_on_screen {
-                Some(id) => self.swing_of(user, id).await,
-                None => Ok(None),
-            }
-        };
-        let (today, previous_themes, swings, swing_on_screen, profile) = tokio::try_join!(
-            self.conversation(&conv_key),
+        let (keyed, previous_themes, swings) = tokio::try_join!(
+            self.keyed_context(user, &conv_key, swing_on_screen),
             self.previous_themes(user, now),
             self.recent_swings(user, RECENT_SWINGS),
-            swing,
-            self.profile(user),
         )?;
+        let (today, profile, swing_on_screen) = keyed;
         Ok(StoredContext { today, previous_themes, swings, swing_on_screen, profile })
+    }
+
+    /// Today's conversation and the profile (read consistently) and, when the app names one,
+    /// the swing on screen, only if it is the caller's: one BatchGetItem across both tables.
+    async fn keyed_context(
+        &self,
+        user: &UserId,
+        conv_key: &str,
+        swing: Option<&SwingId>,
+    ) -> Result<(Option<ConversationItem>, Option<GolferProfile>, Option<SwingAnalysis>), StoreError> {
+        let profile_key = keys::profile(user);
+        let key = |attr: &str, value: &str| HashMap::from([(attr.to_string(), s(value))]);
+        let rejected = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Rejected(e.to_string());
+        let mut coaching = KeysAndAttributes::builder()
+            .consistent_read(true)
+            .keys(key(keys::PK, conv_key))
+            .keys(key(keys::PK, &profile_key));
+        let mut request = HashMap::new();
+        if let Some(id) = swing {
+            let swing_key = key(keys::ANALYSES_PK, id.as_str());
+            if self.analyses_table == self.table {
+                coaching = coaching.keys(swing_key);
+            } else {
+                request.insert(self.analyses_table.clone(), KeysAndAttributes::builder().keys(swing_key).build().map_err(rejected)?);
+            }
+        }
+        request.insert(self.table.clone(), coaching.build().map_err(rejected)?);
+
+        let mut found: Vec<Item> = vec![];
+        for attempt in 0u32.. {
+            super::stats::call();
+            let out = self
+                .client
+                .batch_get_item()
+                .set_request_items(Some(request))
+                .return_consumed_capacity(Rcc::Total)
+                .send()
+                .await
+                .map_err(|e| sdk_error("BatchGetItem context", e))?;
+            super::stats::consumed(out.consumed_capacity());
+            found.extend(out.responses.unwrap_or_default().into_values().flatten());
+            // Keys DynamoDB did not get to (throttling): ask again for those, with backoff.
+            match out.unprocessed_keys.filter(|u| !u.is_empty()) {
+                None => break,
+                Some(_) if attempt >= 4 => return Err(StoreError::Unavailable("BatchGetItem context: keys left unprocessed".into())),
+                Some(left) => {
+                    request = left;
+                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+                }
+            }
+        }
+
+        let (mut today, mut profile, mut swing_on_screen) = (None, None, None);
+        for mut item in found {
+            let pk = item.get(keys::PK).and_then(|v| v.as_s().ok()).cloned();
+            match pk.as_deref() {
+                Some(k) if k == conv_key => today = Some(from_item(k, item)?),
+                Some(k) if k == profile_key => {
+                    item.remove(keys::PK);
+                    profile = Some(from_item(&profile_key, item)?);
+                }
+                _ => swing_on_screen = super::analyses::own_swing(user, item)?,
+            }
+        }
+        Ok((today, profile, swing_on_screen))
     }
 
     /// A conversation by key, read consistently.
