@@ -49,8 +49,9 @@ pub struct HistoryTurn {
     pub content: String,
 }
 
-/// The variables every template receives. Every field is always present (absent values are
-/// `null`), so templates test with `{% if x %}` and a misspelt name fails loudly.
+/// The variables every template receives, except `history`, which becomes the conversation's
+/// own messages. Every field is always present (absent values are `null`), so templates test
+/// with `{% if x %}` and a misspelt name fails loudly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PromptVars {
     /// Today's date, YYYY-MM-DD (UTC).

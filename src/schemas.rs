@@ -210,8 +210,14 @@ mod tests {
             })
         }
 
+        // 512 cases in every test run; a longer bounded fuzz run sets PROPTEST_CASES
+        // (README, "Security"), which an explicit `cases` would otherwise override.
+        fn cases() -> u32 {
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512)
+        }
+
         proptest! {
-            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+            #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
             // Whatever arrives: validation answers (no panic); what the schema accepts, the
             // generated type accepts; sanitizing then yields a bounded message or a typed error.
