@@ -587,7 +587,7 @@ def markdown(r: dict) -> str:
         "",
         "Cold start, medians of the runs: "
         f"serve listens after {c['serve']['median_exec_to_listen_ms']:.1f} ms; its first request takes {c['serve']['median_first_request_handler_ms'] or 0:.1f} ms in the handler "
-        f"while the tokenizer's tables take {c['serve']['median_tokenizer_build_ms'] or 0:.1f} ms to build. "
+        f"(the tokenizer's warm-up, compiling its pattern beside start-up, takes {c['serve']['median_tokenizer_build_ms'] or 0:.1f} ms). "
         f"Lambda: INIT done after {c['lambda']['median_exec_to_init_done_ms']:.1f} ms, of which the tokenizer {c['lambda']['median_tokenizer_build_ms'] or 0:.1f} ms; "
         f"the first invocation then takes {c['lambda']['median_invocation_ms']:.1f} ms.",
         "",
