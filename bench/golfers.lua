@@ -4,6 +4,8 @@
 -- `coach-api seed --golfers N`), so every golfer sends turn after turn of one day's
 -- conversation; a connection waits THINK_MS (±50 %) between messages, as a person reads and types.
 -- done() prints one JSON line, prefixed "WRK_RESULT ", that bench/bench.py reads.
+package.path = "bench/?.lua;" .. package.path
+local result = require("wrk_result")
 
 local threads = {}
 
@@ -66,13 +68,5 @@ function done(summary, latency, requests)
     ok_total = ok_total + t:get("ok")
     not_ok_total = not_ok_total + t:get("not_ok")
   end
-  local pcts = {}
-  for _, p in ipairs({ 1, 5, 10, 25, 50, 75, 90, 95, 99, 99.9, 100 }) do
-    table.insert(pcts, string.format('"%s":%d', tostring(p), latency:percentile(p)))
-  end
-  local e = summary.errors
-  io.write(string.format(
-    'WRK_RESULT {"duration_us":%d,"requests":%d,"ok":%d,"not_ok":%d,"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},"latency_us":{"min":%d,"mean":%.1f,"max":%d,"percentiles":{%s}}}\n',
-    summary.duration, summary.requests, ok_total, not_ok_total, e.connect, e.read, e.write, e.status, e.timeout,
-    latency.min, latency.mean, latency.max, table.concat(pcts, ",")))
+  result.write(summary, latency, ok_total, not_ok_total)
 end
