@@ -176,9 +176,9 @@ mod tests {
     }
 
     mod fuzz {
-        //! Validation and sanitizing under arbitrary bodies (the fuzz target: cargo-fuzz needs a
-        //! nightly toolchain, which this project's machines do not have). Bounded run:
-        //! `PROPTEST_CASES=200000 cargo test --lib fuzz_`.
+        //! Validation and sanitizing under arbitrary bodies, in every test run; the
+        //! coverage-guided version of this is fuzz/fuzz_targets/request.rs (`scripts/fuzz`).
+        //! A longer run: `PROPTEST_CASES=50000 cargo test --lib fuzz_`.
         use super::*;
         use crate::models::CoachingChatRequest;
         use proptest::prelude::*;
