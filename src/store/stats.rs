@@ -41,16 +41,20 @@ pub fn call() {
     update(|s| s.dynamo_calls += 1);
 }
 
+fn units<'a>(caps: impl IntoIterator<Item = &'a ConsumedCapacity>) -> f64 {
+    caps.into_iter().map(|c| c.capacity_units().unwrap_or(0.0)).sum()
+}
+
 /// Capacity a successful read call reports (`ReturnConsumedCapacity::Total`).
 pub fn consumed<'a>(caps: impl IntoIterator<Item = &'a ConsumedCapacity>) {
-    let units: f64 = caps.into_iter().map(|c| c.capacity_units().unwrap_or(0.0)).sum();
-    update(|s| s.read_units += units);
+    let read = units(caps);
+    update(|s| s.read_units += read);
 }
 
 /// Capacity a successful write call (a transaction, a batch write) reports.
 pub fn consumed_write<'a>(caps: impl IntoIterator<Item = &'a ConsumedCapacity>) {
-    let units: f64 = caps.into_iter().map(|c| c.capacity_units().unwrap_or(0.0)).sum();
-    update(|s| s.write_units += units);
+    let written = units(caps);
+    update(|s| s.write_units += written);
 }
 
 /// A sequential wave of DynamoDB calls took `d` of wall time.
