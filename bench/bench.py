@@ -347,6 +347,20 @@ def cold_start_lambda(env: dict, work: pathlib.Path, run: int) -> dict:
     }
 
 
+def peak_in_flight(lines: list[dict]) -> int:
+    """Most requests inside the handler at once, from each EMF line's end (its timestamp, ms)
+    and its ResponseTime."""
+    events = []
+    for l in lines:
+        end = float(l["_aws"]["Timestamp"])
+        events += [(end - float(l.get("ResponseTime", 0)), 1), (end, -1)]
+    now = peak = 0
+    for _, step in sorted(events):
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
 def median_of(rows: list[dict], key: str) -> float | None:
     vals = [r[key] for r in rows if r.get(key) is not None]
     return statistics.median(vals) if vals else None
@@ -451,6 +465,7 @@ def main() -> None:
     for i in range(20):  # warm-up: connections, the tokenizer, the JIT of DynamoDB Local
         post_chat(port, f"golfer-{(i % GOLFERS) + 1:04d}", "Warming up before the measured run.", f"warmup-{i:04d}-{stamp}".replace("T", "").replace("Z", ""))
     baseline = len(emf_lines(out))
+    warm_rss_kb = status_kb(service.pid, "VmRSS")
     cpu0, t0 = cpu_seconds(service.pid), time.perf_counter()
     run_id = stamp.replace("T", "").replace("Z", "")
     load = run_wrk(
@@ -527,6 +542,8 @@ def main() -> None:
         },
         "cpu_ms_per_request": cpu_ms,
         "peak_rss_mb": peak_rss_kb / 1024,
+        "rss_after_warmup_mb": warm_rss_kb / 1024,
+        "peak_in_flight": peak_in_flight(lines),
         "dynamodb": {"calls_per_request": statistics.mean(calls), "waves_per_request": statistics.mean(waves),
                      "waves_max": max(waves), "read_units_per_request": statistics.mean(rcu), "write_units_per_request": statistics.mean(wcu)},
         "tokens_per_request": statistics.mean(field("TokensUsed")),
@@ -604,6 +621,8 @@ def markdown(r: dict) -> str:
         f"| cold start, Lambda: exec → response (median) | {c['lambda']['median_exec_to_response_ms']:.1f} ms | < 30 ms | {target(c['lambda']['median_exec_to_response_ms'] < 30)} |",
         f"| the same less awaiting DynamoDB Local and the model: serve / Lambda | {c['serve']['median_exec_to_first_answer_less_waits_ms'] or 0:.1f} / {c['lambda']['median_exec_to_response_less_waits_ms'] or 0:.1f} ms | | the process's own share |",
         f"| peak RSS, serve under load | {r['peak_rss_mb']:.1f} MB | < 40 MB | {target(r['peak_rss_mb'] < 40)} |",
+        f"| RSS after warm-up; requests in flight at the peak | {r['rss_after_warmup_mb']:.1f} MB; {r['peak_in_flight']} "
+        f"(≈ {(r['peak_rss_mb'] - r['rss_after_warmup_mb']) * 1024 / max(r['peak_in_flight'], 1):.0f} KB each) | | DynamoDB Local's queue holds them |",
         f"| peak RSS, Lambda after one invocation | {c['lambda']['median_peak_rss_mb']:.1f} MB | < 40 MB | {target(c['lambda']['median_peak_rss_mb'] < 40)} |",
         f"| release zip ({a['zip_source']}) | {a['zip_mb']:.1f} MB | < 15 MB | {target(a['zip_mb'] < 15)} |",
         f"| requests/s | {r['requests_per_second']:.1f} | | |",

@@ -129,7 +129,7 @@ async fn injection_attempts_stay_data_in_the_users_turn() {
         }
     }
     // Template syntax arrives literally: never evaluated against the context.
-    let all = prompt_text(app.model_requests().await.iter().nth(3).unwrap());
+    let all = prompt_text(app.model_requests().await.get(3).unwrap());
     assert!(all.contains("{{ themes }} {{ profile.user_id }}"), "{all}");
 }
 
