@@ -68,3 +68,26 @@ pub fn store_wave(d: Duration) {
 pub fn model_wait(d: Duration) {
     update(|s| s.model_wait += d);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_scope_adds_almost_nothing_to_the_future_it_wraps() {
+        let buffer = [7u8; 16 * 1024];
+        let big = async move {
+            tokio::task::yield_now().await;
+            call();
+            usize::from(buffer[100])
+        };
+        let inner = std::mem::size_of_val(&big);
+        let scoped = scope(big);
+        // An `async fn` wrapper held the future twice over (and the request's future, tens
+        // of KB, lived for the whole request): the wrapper may add bookkeeping, no copy.
+        assert!(std::mem::size_of_val(&scoped) < inner + 512, "{} vs {inner}", std::mem::size_of_val(&scoped));
+        let (out, stats) = scoped.await;
+        assert_eq!(out, 7);
+        assert_eq!(stats.dynamo_calls, 1, "the wrapped future's I/O is counted in the scope");
+    }
+}
