@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::Value;
+
+#[path = "../tests/support/completion.rs"]
+mod completion;
 
 /// About 120 tokens of reply, as a coaching answer runs.
 const REPLY: &str = "Good question. Your last swings show the path still working from out to in, \
@@ -24,29 +27,7 @@ const COMPLETION_TOKENS: u32 = 120;
 
 async fn complete(delay: Duration) -> Json<Value> {
     tokio::time::sleep(delay).await;
-    let payload = json!({
-        "reply": REPLY,
-        "primary_focus": null,
-        "secondary_focus": null,
-        "improvement": null,
-        "swing_reference": null
-    });
-    Json(json!({
-        "id": "chatcmpl-bench",
-        "object": "chat.completion",
-        "created": 1_764_000_000u32,
-        "model": "gpt-4o-2024-08-06",
-        "choices": [{
-            "index": 0,
-            "message": { "role": "assistant", "content": payload.to_string() },
-            "finish_reason": "stop"
-        }],
-        "usage": {
-            "prompt_tokens": PROMPT_TOKENS,
-            "completion_tokens": COMPLETION_TOKENS,
-            "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS
-        }
-    }))
+    Json(completion::completion(&completion::payload(REPLY), PROMPT_TOKENS, COMPLETION_TOKENS))
 }
 
 #[tokio::main]

@@ -11,7 +11,7 @@ use coach_api::llm::breaker::BreakerConfig;
 use coach_api::prompts::Prompts;
 use coach_api::store::Store;
 use coach_api::startup;
-use serde_json::{json, Value};
+use serde_json::Value;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -42,32 +42,9 @@ pub fn dynamodb_endpoint() -> String {
     }
 }
 
-/// A structured reply as the model would send it.
-pub fn payload(reply: &str) -> Value {
-    json!({
-        "reply": reply,
-        "primary_focus": null,
-        "secondary_focus": null,
-        "improvement": null,
-        "swing_reference": null
-    })
-}
-
-/// A chat completion whose content is `payload` (serialized), with the given usage.
-pub fn completion(payload: &Value, prompt_tokens: u32, completion_tokens: u32) -> Value {
-    json!({
-        "id": "chatcmpl-test",
-        "object": "chat.completion",
-        "created": 1_764_000_000u32,
-        "model": "gpt-4o-2024-08-06",
-        "choices": [{
-            "index": 0,
-            "message": { "role": "assistant", "content": payload.to_string() },
-            "finish_reason": "stop"
-        }],
-        "usage": { "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens }
-    })
-}
+#[path = "../support/completion.rs"]
+mod completion;
+pub use completion::{completion, payload};
 
 pub fn ok_reply(reply: &str) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(completion(&payload(reply), 700, 120))
