@@ -28,7 +28,7 @@ tokio::task_local! {
 /// the request's future (tens of KB, alive for the whole request) tripled that way.
 pub fn scope<F: std::future::Future>(f: F) -> impl std::future::Future<Output = (F::Output, IoStats)> {
     // The closure runs inside the task-local's scope: TaskLocalFuture polls `f` within it.
-    STATS.scope(RefCell::new(IoStats::default()), f.map(|out| (out, STATS.with(|s| *s.borrow()))))
+    STATS.scope(RefCell::new(IoStats::default()), f.map(|out| (out, STATS.try_with(|s| *s.borrow()).unwrap_or_default())))
 }
 
 fn update(f: impl FnOnce(&mut IoStats)) {
