@@ -1,19 +1,9 @@
-//! Typed configuration from the environment. Names are the contract in design.md.
+//! Typed configuration, and the only reader of the process environment. Names are the
+//! contract in design.md. [`VARS`] is the table of every variable: `from_lookup` parses
+//! through it, and the list the infra test and the README check against is derived from it.
 
+use std::path::PathBuf;
 use std::time::Duration;
-
-/// Every environment variable the service reads (the deployment template may set only these).
-pub const ENV_VARS: [&str; 28] = [
-    "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL",
-    "DYNAMODB_TABLE_COACHING", "DYNAMODB_TABLE_ANALYSES", "DYNAMODB_ENDPOINT",
-    "DYNAMODB_ATTEMPT_TIMEOUT_MS", "DYNAMODB_OPERATION_TIMEOUT_MS",
-    "COST_LIMIT_PER_USER", "COST_LIMIT_TOTAL", "PRICE_INPUT_PER_MTOK", "PRICE_OUTPUT_PER_MTOK",
-    "RATE_LIMIT_PER_HOUR", "IP_RATE_LIMIT_PER_HOUR", "TOKEN_LIMIT_PER_REQUEST", "MAX_REPLY_TOKENS",
-    "AUTH_MODE", "ALLOW_LOCAL_AUTH_IN_LAMBDA", "CORS_ALLOWED_ORIGINS", "MAX_RECENT_MESSAGES", "PORT",
-    "PROMPTS_DIR", "LOG_HASH_KEY", "LOG_FORMAT", "RUST_LOG", "AWS_LAMBDA_RUNTIME_API",
-    // Read by the allocator at process start, not by Config.
-    "MIMALLOC_ARENA_EAGER_COMMIT", "MIMALLOC_PURGE_DELAY",
-];
 
 use secrecy::SecretString;
 
@@ -56,6 +46,15 @@ pub enum AuthMode {
     Local,
 }
 
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cognito => "cognito",
+            Self::Local => "local",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
     pub api_key: Option<SecretString>,
@@ -91,18 +90,63 @@ impl ModelConfig {
     }
 }
 
+/// The model's circuit breaker (per instance): opens after `consecutive` failures in a row or
+/// when at least `ratio` of the calls in the last `window` failed (with `min_calls` seen).
+#[derive(Debug, Clone)]
+pub struct BreakerConfig {
+    pub consecutive: u32,
+    pub ratio: f64,
+    pub min_calls: usize,
+    pub window: Duration,
+    pub open_for: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            consecutive: 5,
+            ratio: 0.5,
+            min_calls: 10,
+            window: Duration::from_secs(30),
+            open_for: Duration::from_secs(15),
+        }
+    }
+}
+
+/// What the AWS SDK would otherwise find by probing its provider chains.
+#[derive(Debug, Clone, Default)]
+pub struct AwsEnv {
+    /// `AWS_ACCESS_KEY_ID` is set (Lambda always sets it): use the environment's credentials.
+    pub credentials_in_env: bool,
+    pub region: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub table_coaching: String,
     pub table_analyses: String,
     pub dynamodb_endpoint: Option<String>,
+    pub aws: AwsEnv,
     pub model: ModelConfig,
+    pub breaker: BreakerConfig,
     pub limits: Limits,
     pub auth_mode: AuthMode,
     pub port: u16,
     pub cors_origins: Vec<String>,
     /// Turns kept verbatim on a conversation item before older ones fold into the summary.
     pub max_recent_messages: usize,
+    /// The length the system prompt asks replies to stay under.
+    pub reply_word_limit: u32,
+    /// Templates from this folder instead of the ones built into the binary.
+    pub prompts_dir: Option<PathBuf>,
+    /// Key of the keyed hashes that stand for ids in logs.
+    pub log_hash_key: SecretString,
+    /// JSON log lines (always inside Lambda).
+    pub log_json: bool,
+    /// The tracing filter (`RUST_LOG`).
+    pub log_filter: String,
+    /// Running inside Lambda (`AWS_LAMBDA_RUNTIME_API` is set).
+    pub in_lambda: bool,
     /// Total time a request may take, when no Lambda deadline is known (local serve).
     pub request_budget: Duration,
     /// Kept free before the Lambda deadline to store the turn and answer.
@@ -120,12 +164,20 @@ impl Default for Config {
             table_coaching: "coaching-conversations".into(),
             table_analyses: "golf-coach-analyses".into(),
             dynamodb_endpoint: None,
+            aws: AwsEnv::default(),
             model: ModelConfig::default(),
+            breaker: BreakerConfig::default(),
             limits: Limits::default(),
             auth_mode: AuthMode::Cognito,
             port: 3000,
             cors_origins: vec![],
             max_recent_messages: 20,
+            reply_word_limit: 150,
+            prompts_dir: None,
+            log_hash_key: SecretString::from("coach-api"),
+            log_json: false,
+            log_filter: "info".into(),
+            in_lambda: false,
             request_budget: Duration::from_secs(25),
             deadline_margin: Duration::from_millis(2500),
             store_attempt_timeout: Duration::from_secs(2),
@@ -142,6 +194,114 @@ pub enum ConfigError {
     LocalAuthInLambda,
 }
 
+/// One environment variable: its name, its default as an operator reads it (Markdown), what it means,
+/// and how it sets the configuration (a non-empty, trimmed value; empty counts as unset).
+pub struct EnvVar {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+    set: fn(&mut Config, &'static str, &str) -> Result<(), ConfigError>,
+}
+
+fn nothing(_: &mut Config, _: &'static str, _: &str) -> Result<(), ConfigError> {
+    Ok(())
+}
+
+/// Every variable the service reads, in the README's order.
+pub static VARS: &[EnvVar] = &[
+    EnvVar { name: "OPENAI_API_KEY", default: "unset", meaning: "model API key (in AWS: from Secrets Manager, never in the template)",
+        set: |c, _, v| { c.model.api_key = Some(SecretString::from(v)); Ok(()) } },
+    EnvVar { name: "OPENAI_BASE_URL", default: "OpenAI", meaning: "any OpenAI-compatible endpoint, e.g. `http://host/v1`",
+        set: |c, _, v| { c.model.base_url = Some(v.into()); Ok(()) } },
+    EnvVar { name: "OPENAI_MODEL", default: "`gpt-4o`", meaning: "model name, reported as `source`",
+        set: |c, _, v| { c.model.model = v.into(); Ok(()) } },
+    EnvVar { name: "DYNAMODB_TABLE_COACHING", default: "`coaching-conversations`", meaning: "the single table",
+        set: |c, _, v| { c.table_coaching = v.into(); Ok(()) } },
+    EnvVar { name: "DYNAMODB_TABLE_ANALYSES", default: "`golf-coach-analyses`", meaning: "swing analyses (read-only)",
+        set: |c, _, v| { c.table_analyses = v.into(); Ok(()) } },
+    EnvVar { name: "DYNAMODB_ENDPOINT", default: "AWS", meaning: "e.g. DynamoDB Local's `http://127.0.0.1:8000`",
+        set: |c, _, v| { c.dynamodb_endpoint = Some(v.into()); Ok(()) } },
+    EnvVar { name: "DYNAMODB_ATTEMPT_TIMEOUT_MS", default: "`2000`", meaning: "one DynamoDB HTTP attempt",
+        set: |c, n, v| { c.store_attempt_timeout = Duration::from_millis(number(n, v)?); Ok(()) } },
+    EnvVar { name: "DYNAMODB_OPERATION_TIMEOUT_MS", default: "`5000`", meaning: "one DynamoDB call with the SDK's retries",
+        set: |c, n, v| { c.store_operation_timeout = Duration::from_millis(number(n, v)?); Ok(()) } },
+    EnvVar { name: "TOKEN_LIMIT_PER_REQUEST", default: "`1500`", meaning: "prompt + reply tokens, hard limit",
+        set: |c, n, v| { c.limits.token_limit_per_request = number(n, v)?; Ok(()) } },
+    EnvVar { name: "MAX_REPLY_TOKENS", default: "`400`", meaning: "`max_tokens` sent with every model call",
+        set: |c, n, v| { c.limits.max_reply_tokens = number(n, v)?; Ok(()) } },
+    EnvVar { name: "RATE_LIMIT_PER_HOUR", default: "`15`", meaning: "messages per golfer per clock hour",
+        set: |c, n, v| { c.limits.requests_per_hour = number(n, v)?; Ok(()) } },
+    EnvVar { name: "IP_RATE_LIMIT_PER_HOUR", default: "`60`", meaning: "messages per client IP per clock hour",
+        set: |c, n, v| { c.limits.ip_requests_per_hour = number(n, v)?; Ok(()) } },
+    EnvVar { name: "COST_LIMIT_PER_USER", default: "`5`", meaning: "dollars per golfer per UTC day",
+        set: |c, n, v| { c.limits.spend_per_user_day_micro = parse_dollars(n, v)?; Ok(()) } },
+    EnvVar { name: "COST_LIMIT_TOTAL", default: "`100`", meaning: "dollars for everyone per UTC day",
+        set: |c, n, v| { c.limits.spend_total_day_micro = parse_dollars(n, v)?; Ok(()) } },
+    EnvVar { name: "PRICE_INPUT_PER_MTOK", default: "`2.50`", meaning: "dollars per million prompt tokens",
+        set: |c, n, v| { c.limits.input_price_per_mtok_micro = parse_dollars(n, v)?; Ok(()) } },
+    EnvVar { name: "PRICE_OUTPUT_PER_MTOK", default: "`10.00`", meaning: "dollars per million reply tokens",
+        set: |c, n, v| { c.limits.output_price_per_mtok_micro = parse_dollars(n, v)?; Ok(()) } },
+    EnvVar { name: "AUTH_MODE", default: "`cognito`", meaning: "`cognito` (claims.sub) or `local` (`X-User-Id`; refused inside Lambda)",
+        set: |c, n, v| {
+            c.auth_mode = match v {
+                "cognito" => AuthMode::Cognito,
+                "local" => AuthMode::Local,
+                other => return Err(ConfigError::Invalid { name: n, problem: format!("expected cognito or local, got {other}") }),
+            };
+            Ok(())
+        } },
+    EnvVar { name: "ALLOW_LOCAL_AUTH_IN_LAMBDA", default: "unset", meaning: "`true` lets `AUTH_MODE=local` run in Lambda (a test stage only)",
+        set: nothing },
+    EnvVar { name: "CORS_ALLOWED_ORIGINS", default: "none", meaning: "comma-separated origins; no wildcard",
+        set: |c, n, v| {
+            c.cors_origins = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            if c.cors_origins.iter().any(|o| o == "*") {
+                return Err(ConfigError::Invalid { name: n, problem: "list the app's origins; a wildcard is not allowed".into() });
+            }
+            Ok(())
+        } },
+    EnvVar { name: "MAX_RECENT_MESSAGES", default: "`20`", meaning: "turns kept verbatim before older ones fold into a summary",
+        set: |c, n, v| { c.max_recent_messages = number(n, v)?; Ok(()) } },
+    EnvVar { name: "REPLY_WORD_LIMIT", default: "`150`", meaning: "the reply length the system prompt asks for (`reply_word_limit` in templates)",
+        set: |c, n, v| { c.reply_word_limit = number(n, v)?; Ok(()) } },
+    EnvVar { name: "PROMPTS_DIR", default: "embedded", meaning: "read templates from a folder instead of the binary",
+        set: |c, _, v| { c.prompts_dir = Some(PathBuf::from(v)); Ok(()) } },
+    EnvVar { name: "PORT", default: "`3000`", meaning: "`coach-api serve` port (127.0.0.1)",
+        set: |c, n, v| { c.port = number(n, v)?; Ok(()) } },
+    EnvVar { name: "LOG_HASH_KEY", default: "`coach-api`", meaning: "key of the hashes that stand for user ids and IPs in logs",
+        set: |c, _, v| { c.log_hash_key = SecretString::from(v); Ok(()) } },
+    EnvVar { name: "LOG_FORMAT", default: "`compact`", meaning: "`json` for JSON log lines (always JSON inside Lambda)",
+        set: |c, _, v| { c.log_json = v == "json"; Ok(()) } },
+    EnvVar { name: "RUST_LOG", default: "`info`", meaning: "log filter",
+        set: |c, _, v| { c.log_filter = v.into(); Ok(()) } },
+    EnvVar { name: "AWS_LAMBDA_RUNTIME_API", default: "unset", meaning: "set by Lambda: serve the Lambda runtime",
+        set: |c, _, _| { c.in_lambda = true; c.log_json = true; Ok(()) } },
+    EnvVar { name: "AWS_ACCESS_KEY_ID", default: "unset", meaning: "credentials from the environment (Lambda sets them); else the SDK's provider chain",
+        set: |c, _, _| { c.aws.credentials_in_env = true; Ok(()) } },
+    EnvVar { name: "AWS_REGION", default: "unset", meaning: "the region (Lambda sets it; `us-east-1` with DynamoDB Local)",
+        set: |c, _, v| { c.aws.region = Some(v.into()); Ok(()) } },
+    EnvVar { name: "AWS_DEFAULT_REGION", default: "unset", meaning: "the region when `AWS_REGION` is unset",
+        set: |c, _, v| { c.aws.region.get_or_insert_with(|| v.into()); Ok(()) } },
+    EnvVar { name: "MIMALLOC_ARENA_EAGER_COMMIT", default: "unset", meaning: "read by the allocator at process start (bench/README.md)",
+        set: nothing },
+    EnvVar { name: "MIMALLOC_PURGE_DELAY", default: "unset", meaning: "read by the allocator at process start (bench/README.md)",
+        set: nothing },
+];
+
+/// Whether the service reads `name` (the deployment template may set only these).
+pub fn reads(name: &str) -> bool {
+    VARS.iter().any(|v| v.name == name)
+}
+
+/// The README's configuration table, rendered from [`VARS`].
+pub fn markdown_table() -> String {
+    let mut out = String::from("| variable | default | meaning |\n|---|---|---|\n");
+    for v in VARS {
+        out.push_str(&format!("| `{}` | {} | {} |\n", v.name, v.default, v.meaning));
+    }
+    out
+}
+
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -151,105 +311,39 @@ impl Config {
     /// Reads configuration through `get`, so tests need not touch the process environment.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut c = Config::default();
-        let in_lambda = get("AWS_LAMBDA_RUNTIME_API").is_some();
-        let non_empty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-
-        if let Some(v) = non_empty("DYNAMODB_TABLE_COACHING") {
-            c.table_coaching = v;
-        }
-        if let Some(v) = non_empty("DYNAMODB_TABLE_ANALYSES") {
-            c.table_analyses = v;
-        }
-        c.dynamodb_endpoint = non_empty("DYNAMODB_ENDPOINT");
-        c.model.api_key = non_empty("OPENAI_API_KEY").map(SecretString::from);
-        c.model.base_url = non_empty("OPENAI_BASE_URL");
-        if let Some(v) = non_empty("OPENAI_MODEL") {
-            c.model.model = v;
-        }
-        c.auth_mode = match non_empty("AUTH_MODE").as_deref() {
-            None | Some("cognito") => AuthMode::Cognito,
-            Some("local") => AuthMode::Local,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: "AUTH_MODE",
-                    problem: format!("expected cognito or local, got {other}"),
-                })
+        let non_empty = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        for var in VARS {
+            if let Some(v) = non_empty(var.name) {
+                (var.set)(&mut c, var.name, &v)?;
             }
-        };
-        if in_lambda
-            && c.auth_mode == AuthMode::Local
-            && non_empty("ALLOW_LOCAL_AUTH_IN_LAMBDA").as_deref() != Some("true")
-        {
+        }
+        c.check(non_empty("ALLOW_LOCAL_AUTH_IN_LAMBDA").as_deref() == Some("true"))?;
+        Ok(c)
+    }
+
+    /// Rules between variables.
+    fn check(&self, allow_local_auth_in_lambda: bool) -> Result<(), ConfigError> {
+        if self.in_lambda && self.auth_mode == AuthMode::Local && !allow_local_auth_in_lambda {
             return Err(ConfigError::LocalAuthInLambda);
         }
-        let l = &mut c.limits;
-        if let Some(v) = non_empty("COST_LIMIT_PER_USER") {
-            l.spend_per_user_day_micro = parse_dollars("COST_LIMIT_PER_USER", &v)?;
-        }
-        if let Some(v) = non_empty("COST_LIMIT_TOTAL") {
-            l.spend_total_day_micro = parse_dollars("COST_LIMIT_TOTAL", &v)?;
-        }
-        if let Some(v) = non_empty("PRICE_INPUT_PER_MTOK") {
-            l.input_price_per_mtok_micro = parse_dollars("PRICE_INPUT_PER_MTOK", &v)?;
-        }
-        if let Some(v) = non_empty("PRICE_OUTPUT_PER_MTOK") {
-            l.output_price_per_mtok_micro = parse_dollars("PRICE_OUTPUT_PER_MTOK", &v)?;
-        }
-        parse_into(&non_empty, "RATE_LIMIT_PER_HOUR", &mut l.requests_per_hour)?;
-        parse_into(&non_empty, "IP_RATE_LIMIT_PER_HOUR", &mut l.ip_requests_per_hour)?;
-        parse_into(&non_empty, "TOKEN_LIMIT_PER_REQUEST", &mut l.token_limit_per_request)?;
-        parse_into(&non_empty, "MAX_REPLY_TOKENS", &mut l.max_reply_tokens)?;
-        if l.max_reply_tokens >= l.token_limit_per_request {
+        if self.limits.max_reply_tokens >= self.limits.token_limit_per_request {
             return Err(ConfigError::Invalid {
                 name: "MAX_REPLY_TOKENS",
                 problem: "must be below TOKEN_LIMIT_PER_REQUEST, or no prompt fits".into(),
             });
         }
-        let ms = |name, slot: &mut Duration| -> Result<(), ConfigError> {
-            let mut v = slot.as_millis() as u64;
-            parse_into(&non_empty, name, &mut v)?;
-            *slot = Duration::from_millis(v);
-            Ok(())
-        };
-        ms("DYNAMODB_ATTEMPT_TIMEOUT_MS", &mut c.store_attempt_timeout)?;
-        ms("DYNAMODB_OPERATION_TIMEOUT_MS", &mut c.store_operation_timeout)?;
-        if c.store_operation_timeout < c.store_attempt_timeout {
+        if self.store_operation_timeout < self.store_attempt_timeout {
             return Err(ConfigError::Invalid {
                 name: "DYNAMODB_OPERATION_TIMEOUT_MS",
                 problem: "must be at least DYNAMODB_ATTEMPT_TIMEOUT_MS".into(),
             });
         }
-        parse_into(&non_empty, "PORT", &mut c.port)?;
-        parse_into(&non_empty, "MAX_RECENT_MESSAGES", &mut c.max_recent_messages)?;
-        if let Some(v) = non_empty("CORS_ALLOWED_ORIGINS") {
-            c.cors_origins = v
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
-            if c.cors_origins.iter().any(|o| o == "*") {
-                return Err(ConfigError::Invalid {
-                    name: "CORS_ALLOWED_ORIGINS",
-                    problem: "list the app's origins; a wildcard is not allowed".into(),
-                });
-            }
-        }
-        Ok(c)
+        Ok(())
     }
 }
 
-fn parse_into<T: std::str::FromStr>(
-    get: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-    slot: &mut T,
-) -> Result<(), ConfigError> {
-    if let Some(v) = get(name) {
-        *slot = v.trim().parse().map_err(|_| ConfigError::Invalid {
-            name,
-            problem: format!("'{v}' is not a number"),
-        })?;
-    }
-    Ok(())
+fn number<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, ConfigError> {
+    v.parse().map_err(|_| ConfigError::Invalid { name, problem: format!("'{v}' is not a number") })
 }
 
 /// Parses "5", "5.00" or "0.0075" into micro-dollars without floating point.
@@ -278,6 +372,7 @@ pub fn parse_dollars(name: &'static str, v: &str) -> Result<u64, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
     use std::collections::HashMap;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -307,6 +402,7 @@ mod tests {
         assert_eq!(c.model.model, "gpt-4o");
         assert_eq!(c.auth_mode, AuthMode::Cognito);
         assert!(c.model.is_offline());
+        assert!(!c.in_lambda && !c.log_json);
         Ok(())
     }
 
@@ -336,5 +432,35 @@ mod tests {
         assert!(cfg(&[("CORS_ALLOWED_ORIGINS", "*")]).is_err());
         assert!(cfg(&[("MAX_REPLY_TOKENS", "1500")]).is_err());
         assert!(cfg(&[("RATE_LIMIT_PER_HOUR", "many")]).is_err());
+    }
+
+    #[test]
+    fn what_other_modules_once_read_themselves_comes_from_config() -> Result<(), ConfigError> {
+        let c = cfg(&[
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+            ("LOG_HASH_KEY", "k-123"),
+            ("PROMPTS_DIR", "/tmp/prompts"),
+            ("REPLY_WORD_LIMIT", "90"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ("RUST_LOG", "debug"),
+        ])?;
+        assert!(c.in_lambda && c.log_json, "Lambda always logs JSON");
+        assert_eq!(c.log_hash_key.expose_secret(), "k-123");
+        assert_eq!(c.prompts_dir, Some(PathBuf::from("/tmp/prompts")));
+        assert_eq!(c.reply_word_limit, 90);
+        assert!(c.aws.credentials_in_env);
+        assert_eq!(c.aws.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(c.log_filter, "debug");
+        let both = cfg(&[("AWS_REGION", "us-west-2"), ("AWS_DEFAULT_REGION", "eu-west-1")])?;
+        assert_eq!(both.aws.region.as_deref(), Some("us-west-2"), "AWS_REGION wins");
+        Ok(())
+    }
+
+    #[test]
+    fn every_variable_is_listed_once() {
+        let names: std::collections::HashSet<&str> = VARS.iter().map(|v| v.name).collect();
+        assert_eq!(names.len(), VARS.len(), "a variable is listed twice");
+        assert!(markdown_table().lines().count() == VARS.len() + 2);
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::limits::timestamp;
+use crate::clock::timestamp;
 use crate::models::{
     ChatMessage, CoachReplyPayload, CoachingThemes, ConversationId, ConversationItem, ConversationStatus, SwingId,
     UserId,

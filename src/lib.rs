@@ -1,10 +1,10 @@
 //! Golf-coaching chat backend: `POST /api/chat/coaching` on API Gateway + Lambda, or locally.
 
 pub mod api;
+pub mod backoff;
 pub mod chat;
 pub mod clock;
 pub mod config;
-pub mod context;
 pub mod conversation;
 pub mod limits;
 pub mod llm;
@@ -14,6 +14,6 @@ pub mod prompts;
 pub mod safety;
 pub mod schemas;
 pub mod seed;
-pub mod startup;
+pub mod state;
 pub mod store;
 pub mod tokens;

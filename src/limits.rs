@@ -7,8 +7,9 @@
 //! max_tokens × output price` bounds any request. Settlement then charges what the model
 //! reports.
 
-use chrono::{DateTime, Duration, DurationRound, Utc};
+use chrono::{DateTime, Utc};
 
+use crate::clock::{next_day, next_hour, timestamp};
 use crate::config::Limits;
 use crate::models::{Quota, UserId};
 use crate::store::counters::{Admission, Counter, CounterKeys, UsageSnapshot};
@@ -33,14 +34,6 @@ pub fn worst_case_cost(l: &Limits) -> i64 {
 /// The prompt's share of the per-request budget.
 pub fn prompt_budget(l: &Limits) -> usize {
     l.token_limit_per_request.saturating_sub(l.max_reply_tokens) as usize
-}
-
-fn next_hour(now: DateTime<Utc>) -> DateTime<Utc> {
-    now.duration_trunc(Duration::hours(1)).unwrap_or(now) + Duration::hours(1)
-}
-
-fn next_day(now: DateTime<Utc>) -> DateTime<Utc> {
-    now.duration_trunc(Duration::days(1)).unwrap_or(now) + Duration::days(1)
 }
 
 pub fn admission(l: &Limits, user: &UserId, ip: &IpHash, now: DateTime<Utc>) -> Admission {
@@ -92,24 +85,6 @@ impl Refusal {
             quota: quota(l, snapshot, now),
         }
     }
-
-    /// The limit's name as templates and logs know it.
-    pub fn label(&self) -> &'static str {
-        counter_label(self.counter)
-    }
-}
-
-pub fn counter_label(c: Counter) -> &'static str {
-    match c {
-        Counter::UserHour => "user_hour",
-        Counter::IpHour => "ip_hour",
-        Counter::UserDay => "user_day",
-        Counter::GlobalDay => "global_day",
-    }
-}
-
-pub fn timestamp(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 /// What the golfer has left, from counters read after this request's own write.

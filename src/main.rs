@@ -8,10 +8,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use coach_api::config::Config;
-use coach_api::context::{pack, PromptVars};
-use coach_api::prompts::Prompts;
+use coach_api::prompts::{pack, PromptVars, Prompts};
+use coach_api::state::{AppState, Overrides, Warm};
 use coach_api::store::Store;
-use coach_api::{api, limits, llm, seed, startup};
+use coach_api::{api, limits, llm, seed};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -53,10 +53,10 @@ type Failure = Box<dyn std::error::Error + Send + Sync>;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn init_tracing(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_tracing(config: &Config) {
+    let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
+    if config.log_json {
         builder.json().flatten_event(true).with_current_span(false).init();
     } else {
         builder.compact().init();
@@ -66,15 +66,21 @@ fn init_tracing(json: bool) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
-    init_tracing(in_lambda || std::env::var("LOG_FORMAT").as_deref() == Ok("json"));
-    let result = match (cli.command, in_lambda) {
-        (None, true) => run_lambda().await,
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "coach-api: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_tracing(&config);
+    let result = match (cli.command, config.in_lambda) {
+        (None, true) => run_lambda(config).await,
         (None, false) => Err("no command given: see `coach-api --help`".into()),
-        (Some(Command::Serve), _) => serve().await,
-        (Some(Command::Migrate), _) => migrate().await,
-        (Some(Command::Seed { golfers }), _) => seed_demo(golfers).await,
-        (Some(Command::Prompt { command: PromptCommand::Preview { file } }), _) => preview(&file),
+        (Some(Command::Serve), _) => serve(config).await,
+        (Some(Command::Migrate), _) => migrate(config).await,
+        (Some(Command::Seed { golfers }), _) => seed_demo(config, golfers).await,
+        (Some(Command::Prompt { command: PromptCommand::Preview { file } }), _) => preview(config, &file),
         (Some(Command::Prompt { command: PromptCommand::Schema }), _) => prompt_schema(),
     };
     match result {
@@ -87,17 +93,15 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run_lambda() -> Result<(), Failure> {
-    let config = Config::from_env()?;
-    let state = startup::build_state(config, Prompts::from_env()?, startup::Warm::Now).await?;
+async fn run_lambda(config: Config) -> Result<(), Failure> {
+    let state = AppState::build(config, Warm::Now, Overrides::default()).await?;
     lambda_http::run(api::lambda_service(state)).await.map_err(|e| e.to_string().into())
 }
 
-async fn serve() -> Result<(), Failure> {
-    let config = Config::from_env()?;
+async fn serve(config: Config) -> Result<(), Failure> {
     let addr = SocketAddr::from(([127, 0, 0, 1], config.port));
     let offline = config.model.is_offline();
-    let state = startup::build_state(config, Prompts::from_env()?, startup::Warm::Background).await?;
+    let state = AppState::build(config, Warm::Background, Overrides::default()).await?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, offline, "serving POST {}", api::CHAT_PATH);
     axum::serve(listener, api::router(state).into_make_service_with_connect_info::<SocketAddr>())
@@ -108,25 +112,22 @@ async fn serve() -> Result<(), Failure> {
     Ok(())
 }
 
-async fn migrate() -> Result<(), Failure> {
-    let config = Config::from_env()?;
+async fn migrate(config: Config) -> Result<(), Failure> {
     let store = Store::connect(&config).await;
     let created = store.create_tables().await?;
     tracing::info!(?created, "tables ready");
     Ok(())
 }
 
-async fn seed_demo(extra: usize) -> Result<(), Failure> {
-    let config = Config::from_env()?;
+async fn seed_demo(config: Config, extra: usize) -> Result<(), Failure> {
     let store = Store::connect(&config).await;
     let n = seed::seed(&store, extra).await?;
     tracing::info!(golfers = n, "demo data loaded: demo-alice, demo-ben, demo-chloe{}", if extra > 0 { ", golfer-0001, …" } else { "" });
     Ok(())
 }
 
-fn preview(file: &Path) -> Result<(), Failure> {
-    let config = Config::from_env()?;
-    let prompts = Prompts::from_env()?;
+fn preview(config: Config, file: &Path) -> Result<(), Failure> {
+    let prompts = Prompts::load(config.prompts_dir.as_deref())?;
     let text = std::fs::read_to_string(file)?;
     let vars: PromptVars = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
     let limit = config.limits.token_limit_per_request as usize;

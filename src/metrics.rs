@@ -18,20 +18,70 @@ pub const USER_ACTIVE_CONVERSATIONS: &str = "UserActiveConversations";
 pub const DEGRADED_REPLIES: &str = "DegradedReplies";
 pub const CONTENT_FILTERED: &str = "ContentFiltered";
 
-/// What one request contributes to the metrics.
-#[derive(Debug, Clone, Default)]
-pub struct RequestMetrics {
+/// How a request ended, as metrics and the security line name it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OutcomeKind {
+    /// Answered by the model.
+    Model,
+    /// Answered by the offline coach (no model configured).
+    Offline,
+    /// The model could not answer: the fallback reply.
+    Fallback,
+    /// The stored answer to an earlier identical request.
+    Replay,
+    /// A read route answered.
+    Read,
+    /// Refused: bad input, identity, or a limit (4xx; the global cap's 503 counts as an error).
+    Refused,
+    /// Failed on our side (5xx).
+    #[default]
+    Error,
+}
+
+impl OutcomeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Model => "model",
+            Self::Offline => "offline",
+            Self::Fallback => "fallback",
+            Self::Replay => "replay",
+            Self::Read => "read",
+            Self::Refused => "refused",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// What a handler reports about its request (carried in the response's extensions to the
+/// observation layer, which adds the timing and I/O).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    pub kind: OutcomeKind,
     pub tokens: u64,
-    pub response_ms: f64,
-    /// A 5xx answer: ErrorRate's average over requests is the error ratio.
-    pub server_error: bool,
     pub cost_micro: i64,
     /// The request started a day's conversation (summed daily: active conversations).
     pub new_conversation: bool,
     pub degraded: bool,
     pub filtered: bool,
-    /// `model`, `offline`, `fallback`, `refused`, `error`, `replay`, `read`.
-    pub outcome: &'static str,
+    /// The counter that refused the request.
+    pub limit: Option<crate::store::counters::Counter>,
+    /// Why the model could not answer (a fallback).
+    pub model_error: Option<&'static str>,
+}
+
+impl Outcome {
+    pub fn of(kind: OutcomeKind) -> Self {
+        Self { kind, ..Self::default() }
+    }
+}
+
+/// One request's line: its outcome, its time and its I/O.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMetrics {
+    pub outcome: Outcome,
+    pub response_ms: f64,
+    /// A 5xx answer other than a limit: ErrorRate's average over requests is the error ratio.
+    pub server_error: bool,
     /// The request's I/O (properties on the line, not metrics).
     pub io: crate::store::stats::IoStats,
 }
@@ -58,7 +108,7 @@ impl RequestMetrics {
                 }]
             },
             "Service": SERVICE,
-            "Outcome": self.outcome,
+            "Outcome": self.outcome.kind.as_str(),
             // Searchable properties for on-call and benchmarks: where the time went.
             "DynamoCalls": self.io.dynamo_calls,
             "DynamoWaves": self.io.dynamo_waves,
@@ -68,14 +118,14 @@ impl RequestMetrics {
             "ModelWaitMs": self.io.model_wait.as_secs_f64() * 1000.0,
             "InProcessMs": (self.response_ms - (self.io.store_wait + self.io.model_wait).as_secs_f64() * 1000.0).max(0.0),
             CONVERSATION_REQUESTS: 1,
-            TOKENS_USED: self.tokens,
+            TOKENS_USED: self.outcome.tokens,
             RESPONSE_TIME: self.response_ms,
             ERROR_RATE: if self.server_error { 100 } else { 0 },
             // Dollars, so the daily Sum reads as the day's spend.
-            COST_PER_DAY: self.cost_micro as f64 / 1_000_000.0,
-            USER_ACTIVE_CONVERSATIONS: u8::from(self.new_conversation),
-            DEGRADED_REPLIES: u8::from(self.degraded),
-            CONTENT_FILTERED: u8::from(self.filtered),
+            COST_PER_DAY: self.outcome.cost_micro as f64 / 1_000_000.0,
+            USER_ACTIVE_CONVERSATIONS: u8::from(self.outcome.new_conversation),
+            DEGRADED_REPLIES: u8::from(self.outcome.degraded),
+            CONTENT_FILTERED: u8::from(self.outcome.filtered),
         })
     }
 
@@ -109,7 +159,8 @@ mod tests {
 
     #[test]
     fn every_declared_metric_has_a_value_and_dimensions_are_fixed() {
-        let m = RequestMetrics { tokens: 812, response_ms: 61.5, cost_micro: 4_230, outcome: "model", ..Default::default() };
+        let outcome = Outcome { kind: OutcomeKind::Model, tokens: 812, cost_micro: 4_230, ..Outcome::default() };
+        let m = RequestMetrics { outcome, response_ms: 61.5, ..Default::default() };
         let v = m.to_emf(1_764_000_000_000);
         let declared = v["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().cloned().unwrap_or_default();
         assert_eq!(declared.len(), 8);
@@ -120,5 +171,6 @@ mod tests {
         assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Service"]]));
         assert_eq!(v[COST_PER_DAY], json!(0.00423));
         assert_eq!(v[ERROR_RATE], json!(0));
+        assert_eq!(v["Outcome"], "model");
     }
 }

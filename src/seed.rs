@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::conversation;
-use crate::limits::timestamp;
+use crate::clock::timestamp;
 use crate::models::{
     GolferProfile, GolferProfileExperience, GolferProfileHandedness, GolferProfilePlan, SwingAnalysis, SwingId, UserId,
 };
@@ -131,7 +131,7 @@ async fn seed_golfer(store: &Store, user: &str, name: &str, d: &Demo, now: DateT
     c.coaching_themes.secondary_focus = d.focus.1.into();
     c.coaching_themes.session_count = 3;
     if store.conversation(c.conversation_id.as_str()).await?.is_none() {
-        store.commit_conversation(&c, None, vec![]).await?;
+        store.create_conversation(&c).await?;
     }
     Ok(())
 }

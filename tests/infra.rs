@@ -60,7 +60,7 @@ fn the_function_is_configured_as_the_seed_asks_with_known_env_vars_only() {
     assert_eq!(t["Parameters"]["Architecture"]["Default"], "arm64");
     let vars = f["Environment"]["Variables"].as_object().unwrap();
     for name in vars.keys() {
-        assert!(config::ENV_VARS.contains(&name.as_str()), "the template sets {name}, which the code never reads");
+        assert!(config::reads(name), "the template sets {name}, which the code never reads");
     }
     assert_eq!(vars["AUTH_MODE"], "cognito");
     let key = serde_json::to_string(&vars["OPENAI_API_KEY"]).unwrap();
@@ -191,4 +191,21 @@ fn every_skipped_checkov_check_says_why() {
         }
     }
     assert!(skips > 0);
+}
+
+/// The README's configuration table is rendered from the table `Config` parses
+/// (`config::VARS`); EXPECTORATE=overwrite rewrites it.
+#[test]
+fn the_readme_configuration_table_is_the_one_config_parses() {
+    const BEGIN: &str = "<!-- BEGIN CONFIG TABLE (generated from src/config.rs: EXPECTORATE=overwrite cargo test --test infra) -->\n";
+    const END: &str = "<!-- END CONFIG TABLE -->";
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let start = readme.find(BEGIN).expect("README lacks the config table's BEGIN marker") + BEGIN.len();
+    let end = start + readme[start..].find(END).expect("README lacks the config table's END marker");
+    let table = config::markdown_table();
+    if std::env::var("EXPECTORATE").as_deref() == Ok("overwrite") {
+        std::fs::write("README.md", format!("{}{}{}", &readme[..start], table, &readme[end..])).unwrap();
+        return;
+    }
+    assert_eq!(&readme[start..end], table, "README's configuration table is stale: run EXPECTORATE=overwrite cargo test --test infra");
 }

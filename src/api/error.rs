@@ -10,6 +10,7 @@ use crate::limits::Refusal;
 use crate::models::{ErrorBody, ErrorBodyCode, FieldError};
 use crate::prompts::PromptError;
 use crate::schemas::{SchemaError, Violation};
+use crate::metrics::{Outcome, OutcomeKind};
 use crate::store::counters::Counter;
 use crate::store::StoreError;
 
@@ -101,6 +102,12 @@ impl ApiError {
         }
     }
 
+    /// What this error contributes to the request's metrics and security line.
+    pub fn outcome(&self) -> Outcome {
+        let kind = if self.status_code().is_server_error() { OutcomeKind::Error } else { OutcomeKind::Refused };
+        Outcome { limit: self.refusal().map(|r| r.counter), ..Outcome::of(kind) }
+    }
+
     fn refusal(&self) -> Option<&Refusal> {
         match self {
             Self::Chat(ChatError::Limited { refusal, .. }) => Some(refusal),
@@ -135,7 +142,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();
-        let request_id = super::current_request_id();
+        let request_id = super::observe::current_request_id();
         if status.is_server_error() {
             tracing::error!(request_id, status = status.as_u16(), error = %self, "request failed");
         } else {
@@ -151,6 +158,8 @@ impl IntoResponse for ApiError {
         if let Some(q) = &body.quota {
             super::rate_limit_headers(&mut headers, q);
         }
-        (status, headers, Json(body)).into_response()
+        let mut response = (status, headers, Json(body)).into_response();
+        response.extensions_mut().insert(self.outcome());
+        response
     }
 }

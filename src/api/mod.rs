@@ -1,56 +1,66 @@
-//! The HTTP edge: router, request id, identity, body checks, and the mapping of the domain's
-//! results to responses. The same Router serves Lambda (through lambda_http) and `serve`.
+//! The HTTP edge: the route table and the router it builds, the `Caller` extractor, the
+//! observation layer, and the mapping of the domain's results to responses. The same Router
+//! serves Lambda (through lambda_http) and `serve`.
 
+pub mod caller;
+pub mod chat;
 pub mod error;
 pub mod identity;
+pub mod observe;
 pub mod reads;
+pub mod routes;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
-use tokio::time::Instant;
+use axum::routing::{get, on, MethodFilter, MethodRouter};
+use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::chat::{Answer, AppState, Caller, Outcome};
-use crate::config::AuthMode;
-use crate::models::{CoachingChatRequest, Quota};
-use crate::safety;
+use crate::models::Quota;
 use crate::schemas;
-use crate::store::keys::IpHash;
+use crate::state::AppState;
 use error::ApiError;
-use identity::{caller_identity, client_ip, lambda_deadline_ms, lambda_request_id};
+use routes::{Operation, ROUTES};
+pub use routes::CHAT_PATH;
 
-pub const CHAT_PATH: &str = "/api/chat/coaching";
-
-tokio::task_local! {
-    static REQUEST_ID: String;
+/// The handler of each operation in the route table.
+fn handler(operation: Operation, filter: MethodFilter) -> MethodRouter<AppState> {
+    match operation {
+        Operation::PostCoachingMessage => on(filter, chat::post_chat),
+        Operation::GetConversation => on(filter, reads::conversation),
+        Operation::GetThemes => on(filter, reads::themes),
+        Operation::GetUsage => on(filter, reads::usage),
+        Operation::DeleteMyData => on(filter, reads::delete_me),
+    }
 }
 
-/// The id of the request being served ("" outside one).
-pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+fn method_filter(method: &str) -> Option<MethodFilter> {
+    match method {
+        "get" => Some(MethodFilter::GET),
+        "post" => Some(MethodFilter::POST),
+        "delete" => Some(MethodFilter::DELETE),
+        _ => None,
+    }
 }
 
 pub fn router(state: AppState) -> Router {
     let cors = cors(&state.config.cors_origins);
-    let mut app = Router::new()
-        .route(CHAT_PATH, post(post_chat))
-        .route("/api/chat/coaching/conversation", get(reads::conversation))
-        .route("/api/chat/coaching/themes", get(reads::themes))
-        .route("/api/chat/coaching/usage", get(reads::usage))
-        .route("/api/chat/coaching/me", delete(reads::delete_me))
+    let mut app = Router::new();
+    for route in ROUTES {
+        // The table's methods are all known (a unit test checks); an unknown one is not served.
+        if let Some(filter) = method_filter(route.method) {
+            app = app.route(route.path, handler(route.operation, filter));
+        }
+    }
+    let mut app = app
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-        .layer(middleware::from_fn(with_request_id));
+        .layer(middleware::from_fn_with_state(state.clone(), observe::observe))
+        .with_state(state);
     if let Some(cors) = cors {
         app = app.layer(cors);
     }
@@ -99,15 +109,6 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-async fn with_request_id(request: Request, next: Next) -> Response {
-    let id = lambda_request_id(&request).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let mut response = REQUEST_ID.scope(id.clone(), next.run(request)).await;
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", v);
-    }
-    response
-}
-
 async fn not_found() -> ApiError {
     ApiError::NotFound
 }
@@ -136,121 +137,32 @@ pub fn rate_limit_headers(headers: &mut HeaderMap, q: &Quota) {
     }
 }
 
-/// The checks before the domain, in the order a gateway would apply them.
-async fn parse(state: &AppState, request: Request) -> Result<(Caller, CoachingChatRequest, String, Instant), ApiError> {
-    let (parts, body) = request.into_parts();
-    let user = caller_identity(state.config.auth_mode, &parts)?;
-    let ip = client_ip(&parts).or_else(|| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()));
-    let ip = IpHash::of(ip.as_deref().unwrap_or("unknown"));
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    let max = state.config.limits.max_body_bytes;
-    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > max) {
-        return Err(ApiError::PayloadTooLarge);
-    }
-    let is_json = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    let bytes: Bytes = axum::body::to_bytes(body, max).await.map_err(|_| ApiError::PayloadTooLarge)?;
-
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
-        ApiError::Invalid(vec![schemas::Violation { field: String::new(), problem: "is not valid JSON".into() }])
-    })?;
-    let violations = schemas::violations(&schemas::get()?.chat_request, &value);
-    if !violations.is_empty() {
-        return Err(ApiError::Invalid(violations));
-    }
-    let chat: CoachingChatRequest = serde_json::from_value(value).map_err(|e| {
-        // The schema accepted it, so this is a schema/type mismatch on our side; say so plainly.
-        ApiError::Invalid(vec![schemas::Violation { field: String::new(), problem: format!("does not match the request type: {e}") }])
-    })?;
-    if chat.user_id.as_ref().is_some_and(|u| u != &user) {
-        return Err(ApiError::Forbidden);
-    }
-    let message = safety::clean_input(&chat.message).map_err(|e| {
-        ApiError::Invalid(vec![schemas::Violation { field: "/message".into(), problem: e.to_string() }])
-    })?;
-
-    let budget = state.config.request_budget;
-    let margin = state.config.deadline_margin;
-    let left = match lambda_deadline_ms(&parts) {
-        Some(deadline_ms) => {
-            let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
-            Duration::from_millis(deadline_ms.saturating_sub(now_ms)).min(budget)
+    #[test]
+    fn every_route_has_a_known_method_and_a_path_of_its_own() {
+        let mut seen = std::collections::HashSet::new();
+        for r in ROUTES {
+            assert!(method_filter(r.method).is_some(), "{} {}", r.method, r.path);
+            assert!(seen.insert(r.path), "{} is in the table twice", r.path);
         }
-        None => budget,
-    };
-    let deadline = Instant::now() + left.saturating_sub(margin);
-    Ok((Caller { user, ip }, chat, message, deadline))
-}
+    }
 
-async fn post_chat(State(state): State<AppState>, request: Request) -> Response {
-    let started = Instant::now();
-    let request_id = current_request_id();
-    let mut outcome = Outcome::default();
-    let mut who: Option<Caller> = None;
-
-    let (result, io) = crate::store::stats::scope(async {
-        let (caller, chat, message, deadline) = parse(&state, request).await?;
-        who = Some(caller.clone());
-        state.handle(&caller, &chat, message, &request_id, deadline, &mut outcome).await.map_err(ApiError::from)
-    })
-    .await;
-    outcome.metrics.io = io;
-
-    let response = match result {
-        Ok(Answer::Fresh(body)) => {
-            let mut headers = HeaderMap::new();
-            rate_limit_headers(&mut headers, &body.quota);
-            (StatusCode::OK, headers, Json(body)).into_response()
+    #[test]
+    fn the_openapi_document_has_exactly_the_routes_served() {
+        let doc: serde_json::Value = serde_json::from_str(schemas::OPENAPI).unwrap_or_default();
+        let mut documented: Vec<(String, String, String)> = vec![];
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, op) in item.as_object().into_iter().flatten() {
+                documented.push((path.clone(), method.clone(), op["operationId"].as_str().unwrap_or_default().to_string()));
+            }
         }
-        Ok(Answer::Replay(body)) => {
-            outcome.metrics.outcome = "replay";
-            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-        }
-        Err(e) => {
-            outcome.metrics.outcome = if e.status_code().is_server_error() { "error" } else { "refused" };
-            e.into_response()
-        }
-    };
-
-    observe(&state, who.as_ref(), response.status(), &mut outcome, started);
-    response
-}
-
-/// After every request: one EMF line and one security line.
-pub(crate) fn observe(state: &AppState, who: Option<&Caller>, status: StatusCode, outcome: &mut Outcome, started: Instant) {
-    let request_id = current_request_id();
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    outcome.metrics.response_ms = elapsed_ms;
-    outcome.metrics.server_error = status.is_server_error() && outcome.limit.is_none();
-    outcome.metrics.emit(&state.metrics);
-    security_log(state, &request_id, who, status, outcome, elapsed_ms);
-}
-
-/// One line per request with hashed ids and no message text.
-fn security_log(state: &AppState, request_id: &str, who: Option<&Caller>, status: StatusCode, outcome: &Outcome, elapsed_ms: f64) {
-    let key = &*state.log_key;
-    let user = who.map(|c| safety::log_hash(key, c.user.as_str())).unwrap_or_default();
-    let ip = who.map(|c| safety::log_hash(key, c.ip.as_str())).unwrap_or_default();
-    tracing::info!(
-        target: "security",
-        request_id,
-        user_hash = %user,
-        ip_hash = %ip,
-        status = status.as_u16(),
-        outcome = outcome.metrics.outcome,
-        limit = outcome.limit.unwrap_or(""),
-        model_error = outcome.model_error.unwrap_or(""),
-        filtered = outcome.metrics.filtered,
-        auth = match state.config.auth_mode { AuthMode::Cognito => "cognito", AuthMode::Local => "local" },
-        latency_ms = elapsed_ms,
-        "request"
-    );
+        documented.sort();
+        let mut served: Vec<(String, String, String)> =
+            ROUTES.iter().map(|r| (r.path.to_string(), r.method.to_string(), r.operation_id.to_string())).collect();
+        served.sort();
+        assert_eq!(documented, served);
+    }
 }

@@ -1,57 +1,31 @@
 //! The app's read paths: today's (or a day's) conversation, current themes, usage, and the
-//! deletion of the caller's data. Identity works as for the chat call.
+//! deletion of the caller's data. Identity and observation work as for the chat call.
 
-use axum::extract::{FromRequestParts, RawQuery, State};
-use axum::http::request::Parts;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::NaiveDate;
-use tokio::time::Instant;
 
 use super::error::ApiError;
-use super::identity::{caller_identity, client_ip};
-use super::{current_request_id, observe, rate_limit_headers};
-use crate::chat::{AppState, Caller, Outcome};
+use super::observe::respond;
+use super::rate_limit_headers;
+use crate::chat::Caller;
 use crate::conversation::default_themes;
 use crate::limits;
-use crate::models::{ConversationView, ConversationViewConversationStatus, DeletionReport, ThemesView, UsageView};
+use crate::metrics::{Outcome, OutcomeKind};
+use crate::models::{ConversationStatus, ConversationView, ConversationViewConversationStatus, DeletionReport, ThemesView, UsageView};
 use crate::schemas::Violation;
-use crate::store::keys::{self, IpHash};
+use crate::state::AppState;
+use crate::store::keys;
+use crate::store::StoreError;
 
-/// The caller of a read, established exactly as for the chat call.
-pub struct Golfer(pub Caller);
-
-impl FromRequestParts<AppState> for Golfer {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let user = caller_identity(state.config.auth_mode, parts)?;
-        let ip = client_ip(parts)
-            .or_else(|| parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string()));
-        Ok(Self(Caller { user, ip: IpHash::of(ip.as_deref().unwrap_or("unknown")) }))
+/// A read's result as a response, observed like every request.
+fn answered(caller: &Caller, result: Result<Response, ApiError>) -> Response {
+    match result {
+        Ok(response) => respond(caller, Outcome::of(OutcomeKind::Read), response),
+        Err(e) => respond(caller, e.outcome(), e),
     }
-}
-
-/// Runs a read, then emits its metrics and security line like every request.
-async fn observed<F>(state: &AppState, golfer: Result<Golfer, ApiError>, read: impl FnOnce(Caller) -> F) -> Response
-where
-    F: std::future::Future<Output = Result<Response, ApiError>>,
-{
-    let started = Instant::now();
-    let mut outcome = Outcome::default();
-    let (who, result) = match golfer {
-        Ok(Golfer(caller)) => (Some(caller.clone()), read(caller).await),
-        Err(e) => (None, Err(e)),
-    };
-    outcome.metrics.outcome = match &result {
-        Ok(_) => "read",
-        Err(e) if e.status_code().is_server_error() => "error",
-        Err(_) => "refused",
-    };
-    let response = result.unwrap_or_else(IntoResponse::into_response);
-    observe(state, who.as_ref(), response.status(), &mut outcome, started);
-    response
 }
 
 fn date_param(query: Option<&str>) -> Result<Option<NaiveDate>, ApiError> {
@@ -65,92 +39,78 @@ fn date_param(query: Option<&str>) -> Result<Option<NaiveDate>, ApiError> {
     NaiveDate::parse_from_str(raw, "%Y-%m-%d").map(Some).map_err(|_| bad())
 }
 
-pub async fn conversation(State(state): State<AppState>, golfer: Result<Golfer, ApiError>, RawQuery(query): RawQuery) -> Response {
-    let st = state.clone();
-    observed(&state, golfer, |caller| async move {
-        let state = st;
-        let day = match date_param(query.as_deref())? {
-            Some(d) => d.and_hms_opt(12, 0, 0).map(|t| t.and_utc()).unwrap_or_else(|| state.clock.now()),
-            None => state.clock.now(),
-        };
-        let key = keys::conversation(&caller.user, day);
-        let Some(c) = state.store.conversation(&key).await? else {
-            return Err(ApiError::NotFound);
-        };
-        let view = ConversationView {
-            request_id: current_request_id(),
-            conversation_id: c.conversation_id,
-            date: day
-                .format("%Y-%m-%d")
-                .to_string()
-                .try_into()
-                .map_err(|_| ApiError::Store(crate::store::StoreError::Rejected("date".into())))?,
-            messages: c.recent_messages,
-            summary: c.summary,
-            coaching_themes: c.coaching_themes,
-            referenced_swings: c.referenced_swings,
-            conversation_status: match c.conversation_status {
-                crate::models::ConversationStatus::Active => ConversationViewConversationStatus::Active,
-                crate::models::ConversationStatus::Archived => ConversationViewConversationStatus::Archived,
-                crate::models::ConversationStatus::Compressed => ConversationViewConversationStatus::Compressed,
-            },
-        };
-        Ok(Json(view).into_response())
-    })
-    .await
+pub async fn conversation(State(state): State<AppState>, caller: Caller, RawQuery(query): RawQuery) -> Response {
+    answered(&caller, conversation_view(&state, &caller, query.as_deref()).await)
 }
 
-pub async fn themes(State(state): State<AppState>, golfer: Result<Golfer, ApiError>) -> Response {
-    let st = state.clone();
-    observed(&state, golfer, |caller| async move {
-        let state = st;
-        let latest = state.store.latest_conversation(&caller.user).await?;
-        let view = match latest {
+async fn conversation_view(state: &AppState, caller: &Caller, query: Option<&str>) -> Result<Response, ApiError> {
+    let day = match date_param(query)? {
+        Some(d) => d.and_hms_opt(12, 0, 0).map(|t| t.and_utc()).unwrap_or_else(|| state.clock.now()),
+        None => state.clock.now(),
+    };
+    let Some(c) = state.store.conversation(&keys::conversation(&caller.user, day)).await? else {
+        return Err(ApiError::NotFound);
+    };
+    let view = ConversationView {
+        request_id: caller.request_id.clone(),
+        conversation_id: c.conversation_id,
+        date: crate::clock::date(day).try_into().map_err(|_| ApiError::Store(StoreError::Rejected("date".into())))?,
+        messages: c.recent_messages,
+        summary: c.summary,
+        coaching_themes: c.coaching_themes,
+        referenced_swings: c.referenced_swings,
+        conversation_status: match c.conversation_status {
+            ConversationStatus::Active => ConversationViewConversationStatus::Active,
+            ConversationStatus::Archived => ConversationViewConversationStatus::Archived,
+            ConversationStatus::Compressed => ConversationViewConversationStatus::Compressed,
+        },
+    };
+    Ok(Json(view).into_response())
+}
+
+pub async fn themes(State(state): State<AppState>, caller: Caller) -> Response {
+    let result = async {
+        let view = match state.store.latest_conversation(&caller.user).await? {
             Some(c) => ThemesView {
-                request_id: current_request_id(),
+                request_id: caller.request_id.clone(),
                 coaching_themes: c.coaching_themes,
                 referenced_swings: c.referenced_swings,
                 last_updated: Some(c.last_updated),
             },
             None => ThemesView {
-                request_id: current_request_id(),
+                request_id: caller.request_id.clone(),
                 coaching_themes: default_themes(),
                 referenced_swings: vec![],
                 last_updated: None,
             },
         };
         Ok(Json(view).into_response())
-    })
-    .await
+    };
+    answered(&caller, result.await)
 }
 
-pub async fn usage(State(state): State<AppState>, golfer: Result<Golfer, ApiError>) -> Response {
-    let st = state.clone();
-    observed(&state, golfer, |caller| async move {
-        let state = st;
+pub async fn usage(State(state): State<AppState>, caller: Caller) -> Response {
+    let result = async {
         let now = state.clock.now();
         let admission = limits::admission(&state.config.limits, &caller.user, &caller.ip, now);
-        let used = state.store.usage(&admission.keys).await?;
-        let quota = limits::quota(&state.config.limits, used, now);
+        let quota = limits::quota(&state.config.limits, state.store.usage(&admission.keys).await?, now);
         let mut headers = HeaderMap::new();
         rate_limit_headers(&mut headers, &quota);
-        Ok((StatusCode::OK, headers, Json(UsageView { request_id: current_request_id(), quota })).into_response())
-    })
-    .await
+        Ok((StatusCode::OK, headers, Json(UsageView { request_id: caller.request_id.clone(), quota })).into_response())
+    };
+    answered(&caller, result.await)
 }
 
-pub async fn delete_me(State(state): State<AppState>, golfer: Result<Golfer, ApiError>) -> Response {
-    let st = state.clone();
-    observed(&state, golfer, |caller| async move {
-        let state = st;
+pub async fn delete_me(State(state): State<AppState>, caller: Caller) -> Response {
+    let result = async {
         let d = state.store.delete_golfer(&caller.user).await?;
-        Ok(Json(DeletionReport {
-            request_id: current_request_id(),
+        let report = DeletionReport {
+            request_id: caller.request_id.clone(),
             conversations_deleted: d.conversations,
             profile_deleted: d.profile,
             idempotency_records_deleted: d.idempotency_records,
-        })
-        .into_response())
-    })
-    .await
+        };
+        Ok(Json(report).into_response())
+    };
+    answered(&caller, result.await)
 }

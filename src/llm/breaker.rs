@@ -5,30 +5,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
-#[derive(Debug, Clone)]
-pub struct BreakerConfig {
-    pub consecutive: u32,
-    pub ratio: f64,
-    pub min_calls: usize,
-    pub window: Duration,
-    pub open_for: Duration,
-}
-
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        Self {
-            consecutive: 5,
-            ratio: 0.5,
-            min_calls: 10,
-            window: Duration::from_secs(30),
-            open_for: Duration::from_secs(15),
-        }
-    }
-}
+pub use crate::config::BreakerConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
@@ -133,6 +113,7 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn breaker() -> Breaker {
         Breaker::new(BreakerConfig {

@@ -8,7 +8,7 @@ pub mod openai;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
-use crate::context::{PromptMessage, PromptVars};
+use crate::prompts::{PromptMessage, PromptVars};
 use crate::models::CoachReplyPayload;
 
 /// One call to the coach.
@@ -30,8 +30,6 @@ pub struct CoachReply {
     pub completion_tokens: u64,
     /// The model's name, or "offline".
     pub source: String,
-    /// Model calls made (attempts), for metrics and tests.
-    pub attempts: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,8 +70,6 @@ impl LlmError {
 
 pub trait Coach: Send + Sync {
     fn reply<'a>(&'a self, req: CoachRequest<'a>) -> BoxFuture<'a, Result<CoachReply, LlmError>>;
-    /// "offline" or the model's name.
-    fn source(&self) -> &str;
 }
 
 /// Parses and validates a model's content against `schema/coach-reply.json`.

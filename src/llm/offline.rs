@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use super::{Coach, CoachReply, CoachRequest, LlmError};
-use crate::context::ReplyVars;
+use crate::prompts::ReplyVars;
 use crate::models::CoachReplyPayload;
 use crate::prompts::{Prompts, OFFLINE};
 use crate::tokens;
@@ -31,20 +31,15 @@ impl Coach for OfflineCoach {
                 prompt_tokens: 0,
                 payload,
                 source: "offline".into(),
-                attempts: 0,
             })
         })
-    }
-
-    fn source(&self) -> &str {
-        "offline"
     }
 }
 
 /// Theme proposals from the swing data alone. Evidence for a new primary focus is the same
 /// main fault in the two newest analyses; a better score than the analysis before is an
 /// improvement.
-pub fn offline_payload(vars: &crate::context::PromptVars, reply: String) -> CoachReplyPayload {
+pub fn offline_payload(vars: &crate::prompts::PromptVars, reply: String) -> CoachReplyPayload {
     let latest = vars.latest_swing();
     let primary_focus = match (vars.swings.first(), vars.swings.get(1)) {
         (Some(new), Some(old)) if new.primary_fault.is_some() && new.primary_fault == old.primary_fault => {
@@ -74,7 +69,7 @@ mod tests {
 
     #[test]
     fn focus_moves_only_on_a_repeated_fault() {
-        let mut vars = crate::context::tests::example_vars();
+        let mut vars = crate::prompts::pack::tests::example_vars();
         let mut older = vars.swings[0].clone();
         older.overall_score = 60;
         vars.swings.push(older.clone());

@@ -19,14 +19,14 @@ use async_openai::types::chat::{
 };
 use async_openai::Client;
 use futures::future::BoxFuture;
-use rand::Rng;
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
-use super::breaker::{Admit, Breaker, BreakerConfig};
+use super::breaker::{Admit, Breaker};
 use super::{parse_reply, Coach, CoachReply, CoachRequest, LlmError};
-use crate::config::ModelConfig;
-use crate::context::PromptRole;
+use crate::backoff::Backoff;
+use crate::config::{BreakerConfig, ModelConfig};
+use crate::prompts::PromptRole;
 use crate::tokens;
 
 /// Below this much time left, another attempt cannot succeed.
@@ -154,7 +154,6 @@ impl OpenAiCoach {
                     prompt_tokens,
                     completion_tokens,
                     source: self.cfg.model.clone(),
-                    attempts: 0,
                 })
             }
             Ok(Err(OpenAIError::ApiError(api))) => {
@@ -172,15 +171,8 @@ impl OpenAiCoach {
         }
     }
 
-    /// Full jitter: a uniform wait up to the exponential ceiling.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self
-            .cfg
-            .backoff_base
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.cfg.backoff_cap);
-        let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(rand::rng().random_range(0..=ms))
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.cfg.backoff_base, self.cfg.backoff_cap)
     }
 }
 
@@ -201,9 +193,8 @@ impl Coach for OpenAiCoach {
                 attempts += 1;
                 let outcome = self.attempt(request.clone(), self.cfg.attempt_timeout.min(left), &req).await;
                 match outcome {
-                    Attempt::Done(mut reply) => {
+                    Attempt::Done(reply) => {
                         self.breaker.record(true);
-                        reply.attempts = attempts;
                         return Ok(reply);
                     }
                     Attempt::Fail(e) => {
@@ -217,7 +208,7 @@ impl Coach for OpenAiCoach {
                         if attempts >= self.cfg.max_attempts {
                             break;
                         }
-                        let wait = retry_after.unwrap_or_default().max(self.backoff(attempts - 1));
+                        let wait = retry_after.unwrap_or_default().max(self.backoff().delay(attempts - 1));
                         if Instant::now() + wait + MIN_ATTEMPT > req.deadline {
                             break;
                         }
@@ -227,9 +218,5 @@ impl Coach for OpenAiCoach {
             }
             Err(last)
         })
-    }
-
-    fn source(&self) -> &str {
-        &self.cfg.model
     }
 }

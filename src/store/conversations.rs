@@ -1,17 +1,24 @@
-//! Conversations and profiles: the context read wave and the one write after the reply.
+//! Conversations and profiles: the coaching context's read wave and the turn's one write.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{KeysAndAttributes, Put, ReturnConsumedCapacity as Rcc, TransactWriteItem};
 use chrono::{DateTime, Utc};
 
-use super::counters::TransactOutcome;
+use super::counters::CounterKeys;
+use super::idempotency::StoredAnswer;
+use super::transact::Written;
 use super::{from_item, keys, n, s, sdk_error, to_item, Item, Store, StoreError};
+use crate::backoff::Backoff;
 use crate::models::{CoachingThemes, ConversationItem, GolferProfile, SwingAnalysis, SwingId, UserId};
 
-/// Everything the coach knows before answering, read in one concurrent wave.
+/// Keys a batch read left unprocessed (throttling) are asked again after this.
+const UNPROCESSED_BACKOFF: Backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(320)).with_floor(Duration::from_millis(10));
+
+/// Everything the coach knows about the golfer before answering, read in one concurrent wave.
 #[derive(Debug, Clone, Default)]
-pub struct StoredContext {
+pub struct CoachingContext {
     pub today: Option<ConversationItem>,
     /// Themes of the latest conversation before today, carried into a new day.
     pub previous_themes: Option<CoachingThemes>,
@@ -23,9 +30,20 @@ pub struct StoredContext {
 
 pub const RECENT_SWINGS: i32 = 3;
 
-/// Day start in the fixed timestamp format, for `last_updated < today`.
-fn day_start(at: DateTime<Utc>) -> String {
-    format!("{}T00:00:00.000Z", at.format("%Y-%m-%d"))
+/// A turn to write: the conversation's new state (guarded by the version it was built on),
+/// its settlement on the counters, and the answer stored for its clientMessageId.
+#[derive(Debug, Clone, Copy)]
+pub struct TurnWrite<'a> {
+    pub conversation: &'a ConversationItem,
+    /// `None`: the conversation must not exist yet.
+    pub expected_version: Option<u64>,
+    pub keys: &'a CounterKeys,
+    /// Actual cost minus the reserved worst case (negative: a refund).
+    pub spend_delta_micro: i64,
+    pub tokens: i64,
+    /// The model was not reached: the request slots are given back too.
+    pub release_slots: bool,
+    pub stored_answer: Option<StoredAnswer<'a>>,
 }
 
 impl Store {
@@ -34,7 +52,7 @@ impl Store {
         user: &UserId,
         now: DateTime<Utc>,
         swing_on_screen: Option<&SwingId>,
-    ) -> Result<StoredContext, StoreError> {
+    ) -> Result<CoachingContext, StoreError> {
         let conv_key = keys::conversation(user, now);
         let (keyed, previous_themes, swings) = tokio::try_join!(
             self.keyed_context(user, &conv_key, swing_on_screen),
@@ -42,7 +60,7 @@ impl Store {
             self.recent_swings(user, RECENT_SWINGS),
         )?;
         let (today, profile, swing_on_screen) = keyed;
-        Ok(StoredContext { today, previous_themes, swings, swing_on_screen, profile })
+        Ok(CoachingContext { today, previous_themes, swings, swing_on_screen, profile })
     }
 
     /// Today's conversation and the profile (read consistently) and, when the app names one,
@@ -90,7 +108,7 @@ impl Store {
                 Some(_) if attempt >= 4 => return Err(StoreError::Unavailable("BatchGetItem context: keys left unprocessed".into())),
                 Some(left) => {
                     request = left;
-                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+                    UNPROCESSED_BACKOFF.wait(attempt).await;
                 }
             }
         }
@@ -138,7 +156,7 @@ impl Store {
             .expression_attribute_names("#u", keys::USER_INDEX_PK)
             .expression_attribute_names("#t", keys::USER_INDEX_SK)
             .expression_attribute_values(":u", s(user.as_str()))
-            .expression_attribute_values(":today", s(day_start(now)))
+            .expression_attribute_values(":today", s(crate::clock::day_start(now)))
             .projection_expression("coaching_themes")
             .scan_index_forward(false)
             .limit(1)
@@ -185,16 +203,36 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a conversation's new state together with `extra` items (spend settlement,
-    /// slot release, idempotency record) in one transaction, guarded by the item's version:
-    /// `expected_version` `None` means the conversation must not exist yet.
-    /// Returns `Ok(false)` when another writer got there first; nothing was written then.
-    pub async fn commit_conversation(
-        &self,
-        conversation: &ConversationItem,
-        expected_version: Option<u64>,
-        extra: Vec<TransactWriteItem>,
-    ) -> Result<bool, StoreError> {
+    /// Writes a turn in one transaction, guarded by the conversation's version. `Ok(false)`
+    /// when another writer got there first; nothing was written then.
+    pub async fn commit_turn(&self, t: TurnWrite<'_>) -> Result<bool, StoreError> {
+        let mut items = vec![self.conversation_put(t.conversation, t.expected_version)?];
+        items.extend(self.spend_adjustment(t.keys, t.spend_delta_micro, t.tokens)?);
+        if t.release_slots {
+            items.extend(self.slot_release(t.keys)?);
+        }
+        if let Some(answer) = t.stored_answer {
+            items.push(self.stored_answer_item(answer)?);
+        }
+        self.write_conversation("TransactWriteItems turn", &items).await
+    }
+
+    /// Writes a conversation that must not exist yet (demo data); `Ok(false)` when it does.
+    pub async fn create_conversation(&self, conversation: &ConversationItem) -> Result<bool, StoreError> {
+        let put = self.conversation_put(conversation, None)?;
+        self.write_conversation("TransactWriteItems conversation", &[put]).await
+    }
+
+    async fn write_conversation(&self, op: &str, items: &[TransactWriteItem]) -> Result<bool, StoreError> {
+        match self.transact(op, items, None).await.map_err(|f| f.error)? {
+            Written::Applied => Ok(true),
+            Written::ConditionFailed { index: 0, .. } => Ok(false),
+            Written::ConditionFailed { index, .. } => Err(StoreError::Rejected(format!("{op}: item {index} failed its condition"))),
+        }
+    }
+
+    /// The put of a conversation's whole state, guarded by its version.
+    fn conversation_put(&self, conversation: &ConversationItem, expected_version: Option<u64>) -> Result<TransactWriteItem, StoreError> {
         let item: Item = to_item(conversation)?;
         let mut put = Put::builder().table_name(&self.table).set_item(Some(item));
         put = match expected_version {
@@ -207,14 +245,6 @@ impl Store {
                 .expression_attribute_values(":v", n(v)),
         };
         let put = put.build().map_err(|e| StoreError::Rejected(e.to_string()))?;
-        let mut items = vec![TransactWriteItem::builder().put(put).build()];
-        items.extend(extra);
-        match self.transact("TransactWriteItems turn", items).await? {
-            TransactOutcome::Done => Ok(true),
-            TransactOutcome::ConditionFailed { index: 0, .. } => Ok(false),
-            TransactOutcome::ConditionFailed { index, .. } => Err(StoreError::Rejected(format!(
-                "turn transaction item {index} failed its condition"
-            ))),
-        }
+        Ok(TransactWriteItem::builder().put(put).build())
     }
 }

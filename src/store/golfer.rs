@@ -4,6 +4,10 @@
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnConsumedCapacity as Rcc, ReturnValue, WriteRequest};
 
 use super::{from_item, keys, s, sdk_error, Item, Store, StoreError};
+use crate::backoff::Backoff;
+
+/// Deletions a batch write left unprocessed (throttling) are sent again after this.
+const UNPROCESSED_BACKOFF: Backoff = Backoff::new(std::time::Duration::from_millis(50), std::time::Duration::from_millis(800)).with_floor(std::time::Duration::from_millis(25));
 use crate::models::{ConversationItem, UserId};
 
 /// What a deletion removed.
@@ -106,7 +110,7 @@ impl Store {
                 .filter_map(|k| DeleteRequest::builder().key(keys::PK, s(k)).build().ok())
                 .map(|d| WriteRequest::builder().delete_request(d).build())
                 .collect();
-            for _ in 0..8 {
+            for attempt in 0..8 {
                 super::stats::call();
                 let out = self
                     .client
@@ -121,7 +125,7 @@ impl Store {
                 if requests.is_empty() {
                     break;
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                UNPROCESSED_BACKOFF.wait(attempt).await;
             }
             if !requests.is_empty() {
                 return Err(StoreError::Unavailable("BatchWriteItem kept leaving items unprocessed".into()));

@@ -27,6 +27,8 @@
 //! `analysis_id`; GSI `user-created-index` (`user_id`, `created_at`).
 
 use chrono::{DateTime, Utc};
+
+use crate::clock::{day_key as day, hour_key as hour};
 use sha2::{Digest, Sha256};
 
 use crate::models::{ClientMessageId, ConversationId, UserId};
@@ -45,14 +47,6 @@ pub const ANALYSES_USER_INDEX_SK: &str = "created_at";
 pub const QUOTA_TTL_SECS: i64 = 2 * 3600;
 pub const SPEND_TTL_SECS: i64 = 3 * 86_400;
 pub const IDEMPOTENCY_TTL_SECS: i64 = 86_400;
-
-pub fn day(at: DateTime<Utc>) -> String {
-    at.format("%Y%m%d").to_string()
-}
-
-pub fn hour(at: DateTime<Utc>) -> String {
-    at.format("%Y%m%d%H").to_string()
-}
 
 pub fn conversation(user: &UserId, at: DateTime<Utc>) -> String {
     format!("conv_{}_{}", user.as_str(), day(at))

@@ -8,6 +8,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod stats;
 pub mod tables;
+pub mod transact;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -117,21 +118,21 @@ impl Store {
         // Lambda always sets these: naming them skips building the default provider chains
         // (its web-identity provider alone builds an STS client and loads the system
         // certificates, ~10 ms of a cold start here).
-        if std::env::var_os("AWS_ACCESS_KEY_ID").is_some() {
+        if config.aws.credentials_in_env {
             loader = loader.credentials_provider(aws_config::environment::EnvironmentVariableCredentialsProvider::new());
         }
-        if let Ok(region) = std::env::var("AWS_REGION") {
-            loader = loader.region(aws_config::Region::new(region));
+        if let Some(region) = &config.aws.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
         }
         if let Some(endpoint) = &config.dynamodb_endpoint {
             loader = loader.endpoint_url(endpoint);
             // DynamoDB Local accepts any credentials; supply some when none are configured.
-            if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            if !config.aws.credentials_in_env {
                 loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
                     "local", "local", None, None, "dynamodb-local",
                 ));
             }
-            if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
+            if config.aws.region.is_none() {
                 loader = loader.region(aws_config::Region::new("us-east-1"));
             }
         }
@@ -140,15 +141,6 @@ impl Store {
             client: Client::new(&shared),
             table: config.table_coaching.clone(),
             analyses_table: config.table_analyses.clone(),
-        }
-    }
-
-    /// The same store on other tables (tests give each test its own).
-    pub fn with_tables(&self, table: &str, analyses_table: &str) -> Self {
-        Self {
-            client: self.client.clone(),
-            table: table.to_string(),
-            analyses_table: analyses_table.to_string(),
         }
     }
 

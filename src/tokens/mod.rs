@@ -207,7 +207,7 @@ mod tests {
     #[test]
     fn the_prompt_templates_count_exactly_as_tiktoken_rs() -> Result<(), crate::prompts::PromptError> {
         let prompts = crate::prompts::Prompts::embedded()?;
-        let vars = crate::context::tests::example_vars();
+        let vars = crate::prompts::pack::tests::example_vars();
         for t in [crate::prompts::SYSTEM, crate::prompts::CONTEXT, crate::prompts::MESSAGE] {
             let text = prompts.render(t, &vars)?;
             assert_eq!(count(&text), reference(&text), "{t}");

@@ -5,12 +5,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Once};
 
 use coach_api::api;
-use coach_api::chat::AppState;
-use coach_api::config::{AuthMode, Config};
-use coach_api::llm::breaker::BreakerConfig;
-use coach_api::prompts::Prompts;
+use coach_api::config::{AuthMode, BreakerConfig, Config};
+use coach_api::state::{AppState, Overrides, Warm};
 use coach_api::store::Store;
-use coach_api::startup;
 use serde_json::Value;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -87,30 +84,21 @@ pub async fn spawn_full(adjust: impl FnOnce(&mut Config), breaker: BreakerConfig
     // counters queues for a second or more on two cores, far past DynamoDB's 2 s default.
     config.store_attempt_timeout = std::time::Duration::from_secs(10);
     config.store_operation_timeout = std::time::Duration::from_secs(20);
+    config.breaker = breaker;
+    config.log_hash_key = "test-key".to_string().into();
     adjust(&mut config);
 
-    let store = Store::connect(&config).await;
-    if let Err(e) = store.create_tables().await {
-        panic!("creating test tables on DynamoDB Local failed: {e}");
-    }
-    let prompts = match Prompts::embedded() {
-        Ok(p) => Arc::new(p),
-        Err(e) => panic!("{e}"),
-    };
-    let coach = match startup::coach(&config, prompts.clone(), breaker) {
-        Ok(c) => c,
-        Err(e) => panic!("{e}"),
-    };
+    // The same constructor as `main`, with the test's metrics sink and a clock it can move.
     let emf = Arc::new(std::sync::Mutex::new(vec![]));
-    let state = AppState {
-        config: Arc::new(config.clone()),
-        store: store.clone(),
-        prompts,
-        coach,
-        log_key: "test-key".into(),
+    let overrides = Overrides {
         metrics: coach_api::metrics::Sink::Memory(emf.clone()),
         clock: coach_api::clock::Clock::Offset(Default::default()),
     };
+    let state = AppState::build(config.clone(), Warm::Now, overrides).await.unwrap_or_else(|e| panic!("{e}"));
+    let store = state.store.clone();
+    if let Err(e) = store.create_tables().await {
+        panic!("creating test tables on DynamoDB Local failed: {e}");
+    }
     let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
         Ok(l) => l,
         Err(e) => panic!("bind: {e}"),

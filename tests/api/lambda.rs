@@ -11,7 +11,7 @@ use coach_api::config::AuthMode;
 
 const EVENT: &str = include_str!("../fixtures/apigw-rest-chat.json");
 
-async fn invoke(state: coach_api::chat::AppState, event: &str) -> Value {
+async fn invoke(state: coach_api::state::AppState, event: &str) -> Value {
     let request: LambdaRequest = serde_json::from_str(event).unwrap_or_else(|e| panic!("fixture: {e}"));
     let mut context = Context::default();
     context.request_id = "lambda-invocation-1".into();

@@ -1,7 +1,15 @@
-//! Template loading and rendering. Templates live in `prompts/` (the prompt authors' room):
-//! embedded at build time, or read from `PROMPTS_DIR` so authors can iterate without a build.
-//! Loading is strict: an undefined variable is a render error, never an empty string.
-//! Values are inserted as data; a golfer's `{{ }}` or `{% %}` is never evaluated.
+//! Building the prompt. Templates live in `prompts/` (the prompt authors' room): embedded at
+//! build time, or read from `PROMPTS_DIR` so authors can iterate without a build. Loading is
+//! strict: an undefined variable is a render error, never an empty string. Values are
+//! inserted as data; a golfer's `{{ }}` or `{% %}` is never evaluated.
+//!
+//! `vars` is what templates receive, `pack` fits the rendered messages into the token budget.
+
+pub mod pack;
+pub mod vars;
+
+pub use pack::{pack, PackError, Packed};
+pub use vars::{Detail, HistoryTurn, PromptMessage, PromptRole, PromptVars, ReplyVars};
 
 use std::path::Path;
 
@@ -68,10 +76,10 @@ impl Prompts {
         Self::from_pairs(pairs)
     }
 
-    /// `PROMPTS_DIR` when set, else the embedded templates.
-    pub fn from_env() -> Result<Self, PromptError> {
-        match std::env::var_os("PROMPTS_DIR") {
-            Some(dir) => Self::from_dir(Path::new(&dir)),
+    /// The configured folder (`PROMPTS_DIR`), else the embedded templates.
+    pub fn load(dir: Option<&Path>) -> Result<Self, PromptError> {
+        match dir {
+            Some(dir) => Self::from_dir(dir),
             None => Self::embedded(),
         }
     }

@@ -1,0 +1,80 @@
+//! `POST /api/chat/coaching`: the body checks in the order a gateway applies them (size,
+//! media type, JSON, schema, the caller's own user id, input sanitizing), then the domain.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::error::ApiError;
+use super::observe::respond;
+use super::rate_limit_headers;
+use crate::chat::{Answer, Caller, ChatInput};
+use crate::models::CoachingChatRequest;
+use crate::safety;
+use crate::schemas::{self, Violation};
+use crate::state::AppState;
+
+impl FromRequest<AppState> for ChatInput {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (mut parts, body) = request.into_parts();
+        let caller = Caller::from_request_parts(&mut parts, state).await?;
+        let max = state.config.limits.max_body_bytes;
+        let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        let is_json = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes: Bytes = axum::body::to_bytes(body, max).await.map_err(|_| ApiError::PayloadTooLarge)?;
+        let request = validated(&bytes)?;
+        if request.user_id.as_ref().is_some_and(|u| u != &caller.user) {
+            return Err(ApiError::Forbidden);
+        }
+        let message = safety::clean_input(&request.message)
+            .map_err(|e| ApiError::Invalid(vec![Violation { field: "/message".into(), problem: e.to_string() }]))?;
+        Ok(ChatInput { request, message })
+    }
+}
+
+/// The body as the schema (the same one API Gateway validates with) accepts it.
+fn validated(bytes: &[u8]) -> Result<CoachingChatRequest, ApiError> {
+    let whole = |problem: String| ApiError::Invalid(vec![Violation { field: String::new(), problem }]);
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| whole("is not valid JSON".into()))?;
+    let violations = schemas::violations(&schemas::get()?.chat_request, &value);
+    if !violations.is_empty() {
+        return Err(ApiError::Invalid(violations));
+    }
+    // The schema accepted it, so a failure here is a schema/type mismatch on our side; say so plainly.
+    serde_json::from_value(value).map_err(|e| whole(format!("does not match the request type: {e}")))
+}
+
+pub async fn post_chat(State(state): State<AppState>, caller: Caller, input: ChatInput) -> Response {
+    match state.answer(&caller, &input).await {
+        Ok(answered) => {
+            let response = match answered.answer {
+                Answer::Fresh(body) => {
+                    let mut headers = HeaderMap::new();
+                    rate_limit_headers(&mut headers, &body.quota);
+                    (StatusCode::OK, headers, Json(body)).into_response()
+                }
+                Answer::Replay(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            };
+            respond(&caller, answered.outcome, response)
+        }
+        Err(e) => {
+            let e = ApiError::from(e);
+            respond(&caller, e.outcome(), e)
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Every route of the API, once. The router serves this table (`api::router`) and build.rs
+//! writes the OpenAPI document's paths from it (build.rs includes this file by path), so the
+//! two cannot drift. Plain data only: it compiles in the build script too.
+
+pub const CHAT_PATH: &str = "/api/chat/coaching";
+
+/// What a route does; the router maps each to its handler with an exhaustive match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    PostCoachingMessage,
+    GetConversation,
+    GetThemes,
+    GetUsage,
+    DeleteMyData,
+}
+
+/// A query parameter (string-valued).
+#[derive(Debug)]
+pub struct QueryParam {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub format: &'static str,
+    pub pattern: &'static str,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    /// Lower-case, as OpenAPI writes it.
+    pub method: &'static str,
+    pub path: &'static str,
+    pub operation: Operation,
+    pub operation_id: &'static str,
+    pub description: Option<&'static str>,
+    /// The request body's component schema.
+    pub request_body: Option<&'static str>,
+    pub query: &'static [QueryParam],
+    /// The 200 response: its description and component schema.
+    pub ok: (&'static str, &'static str),
+    /// Counted against the golfer's quota: RateLimit headers on 200, Retry-After on 429/503.
+    pub rate_limited: bool,
+    /// Every error status the route can answer, with what it means; bodies are `ErrorBody`.
+    pub errors: &'static [(u16, &'static str)],
+}
+
+const READ_ERRORS: [(u16, &str); 4] = [(400, "Invalid query"), (401, "No caller identity"), (405, "Method not allowed"), (503, "Storage unavailable")];
+
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "post",
+        path: CHAT_PATH,
+        operation: Operation::PostCoachingMessage,
+        operation_id: "postCoachingMessage",
+        description: None,
+        request_body: Some("CoachingChatRequest"),
+        query: &[],
+        ok: ("The coach's reply (possibly degraded)", "CoachingChatResponse"),
+        rate_limited: true,
+        errors: &[
+            (400, "The request does not match the schema"),
+            (401, "No caller identity"),
+            (403, "The request names another golfer"),
+            (404, "No such route"),
+            (405, "Method not allowed"),
+            (409, "The same clientMessageId is being answered"),
+            (413, "Body over 10 KB"),
+            (415, "Body is not JSON"),
+            (429, "A rate or spend limit was reached"),
+            (503, "At capacity or storage unavailable"),
+        ],
+    },
+    Route {
+        method: "get",
+        path: "/api/chat/coaching/conversation",
+        operation: Operation::GetConversation,
+        operation_id: "getConversation",
+        description: Some("Today's conversation (or the given day's), for ChatScreen to restore on open."),
+        request_body: None,
+        query: &[QueryParam { name: "date", description: "YYYY-MM-DD (UTC); today when absent", format: "date", pattern: "^[0-9]{4}-[0-9]{2}-[0-9]{2}$" }],
+        ok: ("The conversation", "ConversationView"),
+        rate_limited: false,
+        errors: &[READ_ERRORS[0], READ_ERRORS[1], READ_ERRORS[2], READ_ERRORS[3], (404, "No conversation that day")],
+    },
+    Route {
+        method: "get",
+        path: "/api/chat/coaching/themes",
+        operation: Operation::GetThemes,
+        operation_id: "getThemes",
+        description: Some("Current coaching themes and progress, for ResultsScreen."),
+        request_body: None,
+        query: &[],
+        ok: ("The themes", "ThemesView"),
+        rate_limited: false,
+        errors: &READ_ERRORS,
+    },
+    Route {
+        method: "get",
+        path: "/api/chat/coaching/usage",
+        operation: Operation::GetUsage,
+        operation_id: "getUsage",
+        description: Some("Requests left this hour, spend left today, reset times."),
+        request_body: None,
+        query: &[],
+        ok: ("The quota", "UsageView"),
+        rate_limited: false,
+        errors: &READ_ERRORS,
+    },
+    Route {
+        method: "delete",
+        path: "/api/chat/coaching/me",
+        operation: Operation::DeleteMyData,
+        operation_id: "deleteMyData",
+        description: Some("Deletes the caller's conversations, profile and stored answers; counters expire on their own."),
+        request_body: None,
+        query: &[],
+        ok: ("What was removed", "DeletionReport"),
+        rate_limited: false,
+        errors: &READ_ERRORS,
+    },
+];

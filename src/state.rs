@@ -1,0 +1,87 @@
+//! The state every request shares, built once per process from the configuration: by `main`
+//! for Lambda and `serve`, and by the tests (with their overrides) through the same function.
+
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::llm::offline::OfflineCoach;
+use crate::llm::openai::OpenAiCoach;
+use crate::llm::{Coach, LlmError};
+use crate::metrics::Sink;
+use crate::prompts::{PromptError, Prompts};
+use crate::schemas::SchemaError;
+use crate::store::Store;
+
+/// Everything a request needs, shared by all requests of a process.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub prompts: Arc<Prompts>,
+    pub coach: Arc<dyn Coach>,
+    pub metrics: Sink,
+    pub clock: Clock,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Prompts(#[from] PromptError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error("model client: {0}")]
+    Model(#[from] LlmError),
+}
+
+/// When the tokenizer's and the output filter's patterns are compiled (a few ms each; the
+/// tokenizer's tables are static data, see tokens/).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warm {
+    /// Before serving: Lambda's INIT phase.
+    Now,
+    /// On a blocking thread while the server starts.
+    Background,
+}
+
+/// What a test replaces; the defaults are what `main` runs.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub metrics: Sink,
+    pub clock: Clock,
+}
+
+/// The coach this configuration asks for: offline without a key and base URL.
+fn coach(config: &Config, prompts: Arc<Prompts>) -> Result<Arc<dyn Coach>, StartError> {
+    if config.model.is_offline() {
+        return Ok(Arc::new(OfflineCoach::new(prompts)));
+    }
+    Ok(Arc::new(OpenAiCoach::new(config.model.clone(), config.breaker.clone())?))
+}
+
+impl AppState {
+    pub async fn build(config: Config, warm: Warm, overrides: Overrides) -> Result<Self, StartError> {
+        crate::schemas::get()?;
+        let warm_up = || {
+            crate::tokens::warm_up();
+            crate::safety::warm_up();
+        };
+        match warm {
+            Warm::Now => warm_up(),
+            Warm::Background => {
+                tokio::task::spawn_blocking(warm_up);
+            }
+        }
+        let prompts = Arc::new(Prompts::load(config.prompts_dir.as_deref())?);
+        let store = Store::connect(&config).await;
+        let coach = coach(&config, prompts.clone())?;
+        Ok(Self { config: Arc::new(config), store, prompts, coach, metrics: overrides.metrics, clock: overrides.clock })
+    }
+
+    /// The key of the hashes that stand for ids in logs.
+    pub fn log_key(&self) -> &str {
+        secrecy::ExposeSecret::expose_secret(&self.config.log_hash_key)
+    }
+}
