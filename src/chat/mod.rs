@@ -93,7 +93,7 @@ pub struct Answered {
 
 /// What step 1 found.
 enum Admitted {
-    Fresh { reservation: Reservation, context: Result<CoachingContext, StoreError> },
+    Fresh { reservation: Reservation, context: Box<Result<CoachingContext, StoreError>> },
     Replay(String),
 }
 
@@ -111,7 +111,7 @@ impl AppState {
             Admitted::Replay(body) => return Ok(Answered { answer: Answer::Replay(body), outcome: Outcome::of(OutcomeKind::Replay) }),
             Admitted::Fresh { reservation, context } => (reservation, context),
         };
-        let answered = self.answer_admitted(caller, input, now, &reservation, context).await;
+        let answered = self.answer_admitted(caller, input, now, &reservation, *context).await;
         if answered.is_err() {
             reservation.release(&self.store).await;
         }
@@ -161,7 +161,7 @@ impl AppState {
         stats::store_wave(wave.elapsed());
         let reservation = Reservation { keys: admission.keys, reserved_micro: admission.cost_micro, claim_key: claim.map(|c| c.key), unsure: None };
         match decision {
-            Ok(AdmitDecision::Admitted) => Ok(Admitted::Fresh { reservation, context }),
+            Ok(AdmitDecision::Admitted) => Ok(Admitted::Fresh { reservation, context: Box::new(context) }),
             Ok(AdmitDecision::Duplicate(Previous::Completed(body))) => Ok(Admitted::Replay(body)),
             Ok(AdmitDecision::Duplicate(Previous::InProgress)) => Err(ChatError::InProgress),
             Ok(AdmitDecision::Refused { counter, current }) => {

@@ -69,10 +69,6 @@ impl OpenAiCoach {
         Ok(Self { cfg, api, http, breaker: Breaker::new(breaker), reply_schema })
     }
 
-    pub fn breaker(&self) -> &Breaker {
-        &self.breaker
-    }
-
     fn request(&self, req: &CoachRequest<'_>) -> CreateChatCompletionRequest {
         let messages = req
             .messages

@@ -96,17 +96,4 @@ impl Store {
         }
         Ok(created)
     }
-
-    /// Deletes both tables (tests clean up after themselves).
-    pub async fn delete_tables(&self) -> Result<(), StoreError> {
-        for t in [&self.table, &self.analyses_table] {
-            self.client
-                .delete_table()
-                .table_name(t)
-                .send()
-                .await
-                .map_err(|e| sdk_error("DeleteTable", e))?;
-        }
-        Ok(())
-    }
 }
