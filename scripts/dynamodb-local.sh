@@ -22,8 +22,25 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# start_dynamodb_local PORT LOGFILE: starts it in the background, sets DDB_PID, waits until it answers.
+# start_dynamodb_local PORT LOGFILE: starts it in the background, sets DDB_PID and DDB_PORT, and
+# waits until it answers. PORT may be "auto": a free port, and another one if the first was
+# taken between choosing it and Java binding it (that race happens on a busy machine).
 start_dynamodb_local() {
+  local want="$1" log="$2" tries=1
+  [ "$want" = auto ] && tries=5
+  for _ in $(seq 1 "$tries"); do
+    DDB_PORT="$want"
+    [ "$want" = auto ] && DDB_PORT="$(free_port)"
+    if start_dynamodb_local_once "$DDB_PORT" "$log"; then
+      return 0
+    fi
+    grep -q "Address already in use" "$log" || return 1
+    echo "port $DDB_PORT was taken; trying another" >&2
+  done
+  return 1
+}
+
+start_dynamodb_local_once() {
   local port="$1" log="$2" dir
   dir="$(ddb_jar_dir)"
   java -Djava.library.path="$dir/DynamoDBLocal_lib" -jar "$dir/DynamoDBLocal.jar" \
@@ -32,7 +49,7 @@ start_dynamodb_local() {
   for _ in $(seq 1 120); do
     # Any HTTP answer (DynamoDB Local says 400 to a bare GET) means it is serving.
     if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/")" != "000" ]; then
-      return 0
+      kill -0 "$DDB_PID" 2>/dev/null && return 0
     fi
     if ! kill -0 "$DDB_PID" 2>/dev/null; then
       echo "DynamoDB Local exited; its log:" >&2; cat "$log" >&2; return 1

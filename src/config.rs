@@ -151,11 +151,9 @@ pub struct Config {
     pub request_budget: Duration,
     /// Kept free before the Lambda deadline to store the turn and answer.
     pub deadline_margin: Duration,
-    /// DynamoDB: one HTTP attempt, and one operation with the SDK's retries. DynamoDB
-    /// answers in milliseconds; DynamoDB Local queues concurrent transactions on a hot item
-    /// for up to a second or more, so its tests set longer ones.
-    pub store_attempt_timeout: Duration,
-    pub store_operation_timeout: Duration,
+    /// How long a request may wait for admission and its context (the first DynamoDB wave)
+    /// before it is refused with 503, without calling the model: excess load is refused early.
+    pub admission_wait: Duration,
 }
 
 impl Default for Config {
@@ -180,8 +178,7 @@ impl Default for Config {
             in_lambda: false,
             request_budget: Duration::from_secs(25),
             deadline_margin: Duration::from_millis(2500),
-            store_attempt_timeout: Duration::from_secs(2),
-            store_operation_timeout: Duration::from_secs(5),
+            admission_wait: Duration::from_secs(3),
         }
     }
 }
@@ -221,10 +218,8 @@ pub static VARS: &[EnvVar] = &[
         set: |c, _, v| { c.table_analyses = v.into(); Ok(()) } },
     EnvVar { name: "DYNAMODB_ENDPOINT", default: "AWS", meaning: "e.g. DynamoDB Local's `http://127.0.0.1:8000`",
         set: |c, _, v| { c.dynamodb_endpoint = Some(v.into()); Ok(()) } },
-    EnvVar { name: "DYNAMODB_ATTEMPT_TIMEOUT_MS", default: "`2000`", meaning: "one DynamoDB HTTP attempt",
-        set: |c, n, v| { c.store_attempt_timeout = Duration::from_millis(number(n, v)?); Ok(()) } },
-    EnvVar { name: "DYNAMODB_OPERATION_TIMEOUT_MS", default: "`5000`", meaning: "one DynamoDB call with the SDK's retries",
-        set: |c, n, v| { c.store_operation_timeout = Duration::from_millis(number(n, v)?); Ok(()) } },
+    EnvVar { name: "ADMISSION_WAIT_MS", default: "`3000`", meaning: "how long a message may wait for admission and its context before a 503 (the model is not called); every other wait derives from the request's deadline",
+        set: |c, n, v| { c.admission_wait = Duration::from_millis(number(n, v)?); Ok(()) } },
     EnvVar { name: "TOKEN_LIMIT_PER_REQUEST", default: "`1500`", meaning: "prompt + reply tokens, hard limit",
         set: |c, n, v| { c.limits.token_limit_per_request = number(n, v)?; Ok(()) } },
     EnvVar { name: "MAX_REPLY_TOKENS", default: "`400`", meaning: "`max_tokens` sent with every model call",
@@ -332,12 +327,6 @@ impl Config {
                 problem: "must be below TOKEN_LIMIT_PER_REQUEST, or no prompt fits".into(),
             });
         }
-        if self.store_operation_timeout < self.store_attempt_timeout {
-            return Err(ConfigError::Invalid {
-                name: "DYNAMODB_OPERATION_TIMEOUT_MS",
-                problem: "must be at least DYNAMODB_ATTEMPT_TIMEOUT_MS".into(),
-            });
-        }
         Ok(())
     }
 }
@@ -407,12 +396,10 @@ mod tests {
     }
 
     #[test]
-    fn store_timeouts_default_for_dynamodb_and_can_be_raised_for_dynamodb_local() -> Result<(), ConfigError> {
-        let c = cfg(&[])?;
-        assert_eq!((c.store_attempt_timeout, c.store_operation_timeout), (Duration::from_secs(2), Duration::from_secs(5)));
-        let c = cfg(&[("DYNAMODB_ATTEMPT_TIMEOUT_MS", "8000"), ("DYNAMODB_OPERATION_TIMEOUT_MS", "20000")])?;
-        assert_eq!((c.store_attempt_timeout, c.store_operation_timeout), (Duration::from_secs(8), Duration::from_secs(20)));
-        assert!(cfg(&[("DYNAMODB_ATTEMPT_TIMEOUT_MS", "8000")]).is_err(), "an operation cannot be shorter than its attempt");
+    fn the_admission_wait_is_the_only_store_setting() -> Result<(), ConfigError> {
+        assert_eq!(cfg(&[])?.admission_wait, Duration::from_secs(3));
+        assert_eq!(cfg(&[("ADMISSION_WAIT_MS", "1500")])?.admission_wait, Duration::from_millis(1500));
+        assert!(!reads("DYNAMODB_ATTEMPT_TIMEOUT_MS"), "no fixed per-attempt timeout");
         Ok(())
     }
 

@@ -1,15 +1,17 @@
-//! How a conversation item changes with a turn: a new day's conversation carries the themes
-//! forward as a new session; messages append; turns beyond the cap fold into the summary
-//! (status `compressed`); theme proposals merge under rules the prompt cannot override.
+//! What a golfer's conversation is made of: turns. A day's conversation is that day's turn
+//! items; each turn carries the coaching themes after it, so the newest turn (of any day)
+//! holds the golfer's current themes and a new day starts a new session from them. Theme
+//! proposals merge under rules the prompt cannot override. Reading a day assembles its
+//! turns: the recent messages, older turns folded into a summary (status `compressed`).
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::clock::timestamp;
+use crate::clock::{day_start, timestamp};
 use crate::models::{
-    ChatMessage, CoachReplyPayload, CoachingThemes, ConversationId, ConversationItem, ConversationStatus, SwingId,
-    UserId,
+    ChatMessage, CoachReplyPayload, CoachingThemes, ConversationId, ConversationItem, ConversationStatus, Role, StoredResponse, SwingId,
+    TurnItem, TurnItemStatus, UserId,
 };
 
 pub const MAX_IMPROVEMENTS: usize = 5;
@@ -30,34 +32,20 @@ pub fn default_themes() -> CoachingThemes {
     }
 }
 
-/// A day's first conversation: themes carried from the latest earlier one, one more session.
-pub fn start(
-    id: ConversationId,
-    user: UserId,
-    previous_themes: Option<CoachingThemes>,
-    now: DateTime<Utc>,
-) -> ConversationItem {
-    let mut themes = previous_themes.unwrap_or_else(default_themes);
-    themes.session_count += 1;
-    ConversationItem {
-        conversation_id: id,
-        user_id: user,
-        last_updated: timestamp(now),
-        created_at: timestamp(now),
-        recent_messages: vec![],
-        coaching_themes: themes,
-        referenced_swings: vec![],
-        total_tokens_used: 0,
-        conversation_status: ConversationStatus::Active,
-        summary: None,
-        version: Some(0),
-        client_message_ids: vec![],
+/// The themes a new turn starts from: those after the newest turn, one more session when
+/// that turn was on an earlier day (or the defaults, session 1, for a golfer's first turn).
+pub fn themes_before(newest: Option<&TurnItem>, now: DateTime<Utc>) -> CoachingThemes {
+    match newest {
+        Some(t) if t.last_updated >= day_start(now) => t.coaching_themes.clone(),
+        Some(t) => next_session(t.coaching_themes.clone()),
+        None => next_session(default_themes()),
     }
 }
 
-/// clientMessageIds kept on a conversation (for deletion of their idempotency records; those
-/// records also expire within 24 hours).
-pub const MAX_CLIENT_MESSAGE_IDS: usize = 100;
+fn next_session(mut themes: CoachingThemes) -> CoachingThemes {
+    themes.session_count += 1;
+    themes
+}
 
 /// One exchange to record.
 #[derive(Debug, Clone)]
@@ -71,51 +59,67 @@ pub struct Turn<'a> {
     pub own_swings: &'a [SwingId],
     /// The latest swing's score, kept as a progress indicator.
     pub latest_score: Option<i64>,
-    pub client_message_id: Option<&'a str>,
 }
 
-/// Applies a turn to the conversation's current state.
-pub fn apply(mut c: ConversationItem, turn: &Turn<'_>, now: DateTime<Utc>, max_messages: usize) -> ConversationItem {
-    c.recent_messages.push(turn.user_message.clone());
-    c.recent_messages.push(turn.reply.clone());
-    c.total_tokens_used += turn.tokens;
-    c.last_updated = timestamp(now);
-    c.version = Some(c.version.unwrap_or(0) + 1);
-    fold(&mut c, max_messages.max(2));
-    for swing in [turn.user_message.swing_reference.as_ref(), turn.reply.swing_reference.as_ref()]
-        .into_iter()
-        .flatten()
-    {
-        reference_swing(&mut c, swing, turn.own_swings);
+/// The turn item for an exchange: `key` is its place in the table (the claim's key), `newest`
+/// the golfer's newest turn before it (today's, or an earlier day's).
+pub fn record(key: String, user: UserId, conversation: ConversationId, now: DateTime<Utc>, newest: Option<&TurnItem>, turn: &Turn<'_>, response: StoredResponse) -> TurnItem {
+    let today = newest.filter(|t| t.conversation == conversation);
+    let mut themes = themes_before(newest, now);
+    let mut referenced_swings = today.map(|t| t.referenced_swings.clone()).unwrap_or_default();
+    for swing in [turn.user_message.swing_reference.as_ref(), turn.reply.swing_reference.as_ref()].into_iter().flatten() {
+        reference_swing(&mut referenced_swings, swing, turn.own_swings);
     }
     if let Some(p) = turn.proposal {
-        merge_themes(&mut c.coaching_themes, p);
-    }
-    if let Some(id) = turn.client_message_id {
-        if !c.client_message_ids.iter().any(|x| x == id) {
-            c.client_message_ids.push(id.to_string());
-        }
-        if c.client_message_ids.len() > MAX_CLIENT_MESSAGE_IDS {
-            let extra = c.client_message_ids.len() - MAX_CLIENT_MESSAGE_IDS;
-            c.client_message_ids.drain(..extra);
-        }
+        merge_themes(&mut themes, p);
     }
     if let Some(score) = turn.latest_score {
-        c.coaching_themes
-            .progress_indicators
-            .insert("latest_swing_score".into(), score.clamp(0, 100) as f64);
+        themes.progress_indicators.insert("latest_swing_score".into(), score.clamp(0, 100) as f64);
     }
-    c
+    TurnItem {
+        conversation_id: key,
+        user_id: user,
+        last_updated: timestamp(now),
+        conversation,
+        status: TurnItemStatus::Completed,
+        user_message: turn.user_message.clone(),
+        reply: turn.reply.clone(),
+        coaching_themes: themes,
+        referenced_swings,
+        tokens: turn.tokens,
+        response,
+    }
 }
 
-fn reference_swing(c: &mut ConversationItem, swing: &str, own: &[SwingId]) {
+/// A day's conversation from its turns (oldest first): the last `max_messages` messages, the
+/// older ones folded into the summary, the themes after the newest turn.
+pub fn assemble(id: ConversationId, user: UserId, turns: &[TurnItem], max_messages: usize) -> Option<ConversationItem> {
+    let (first, newest) = (turns.first()?, turns.last()?);
+    let mut messages: Vec<ChatMessage> = turns.iter().flat_map(|t| [t.user_message.clone(), t.reply.clone()]).collect();
+    let overflow = messages.len().saturating_sub(max_messages.max(2));
+    let folded: Vec<ChatMessage> = messages.drain(..overflow).collect();
+    Some(ConversationItem {
+        conversation_id: id,
+        user_id: user,
+        last_updated: newest.last_updated.clone(),
+        created_at: first.last_updated.clone(),
+        recent_messages: messages,
+        coaching_themes: newest.coaching_themes.clone(),
+        referenced_swings: newest.referenced_swings.clone(),
+        total_tokens_used: turns.iter().map(|t| t.tokens).sum(),
+        conversation_status: if folded.is_empty() { ConversationStatus::Active } else { ConversationStatus::Compressed },
+        summary: (!folded.is_empty()).then(|| summary(&folded)),
+    })
+}
+
+fn reference_swing(referenced: &mut Vec<SwingId>, swing: &str, own: &[SwingId]) {
     let Some(id) = own.iter().find(|s| s.as_str() == swing) else { return };
-    if !c.referenced_swings.contains(id) {
-        c.referenced_swings.push(id.clone());
+    if !referenced.contains(id) {
+        referenced.push(id.clone());
     }
-    if c.referenced_swings.len() > MAX_REFERENCED_SWINGS {
-        let extra = c.referenced_swings.len() - MAX_REFERENCED_SWINGS;
-        c.referenced_swings.drain(..extra);
+    if referenced.len() > MAX_REFERENCED_SWINGS {
+        let extra = referenced.len() - MAX_REFERENCED_SWINGS;
+        referenced.drain(..extra);
     }
 }
 
@@ -148,18 +152,13 @@ pub fn merge_themes(t: &mut CoachingThemes, p: &CoachReplyPayload) {
     }
 }
 
-/// Moves the oldest turns beyond `max` into the summary, a line per turn, newest kept.
-fn fold(c: &mut ConversationItem, max: usize) {
-    if c.recent_messages.len() <= max {
-        return;
-    }
-    let overflow = c.recent_messages.len() - max;
-    let folded: Vec<ChatMessage> = c.recent_messages.drain(..overflow).collect();
-    let mut summary = c.summary.take().unwrap_or_default();
+/// Older messages as a line each, the newest kept within `MAX_SUMMARY_CHARS`.
+fn summary(folded: &[ChatMessage]) -> String {
+    let mut summary = String::new();
     for m in folded {
         let who = match m.role {
-            crate::models::Role::User => "Golfer",
-            crate::models::Role::Assistant => "Coach",
+            Role::User => "Golfer",
+            Role::Assistant => "Coach",
         };
         if !summary.is_empty() {
             summary.push('\n');
@@ -172,21 +171,25 @@ fn fold(c: &mut ConversationItem, max: usize) {
         // Start at a whole line.
         summary = tail.split_once('\n').map_or(tail.clone(), |(_, rest)| rest.to_string());
     }
-    c.summary = Some(summary);
-    c.conversation_status = ConversationStatus::Compressed;
+    summary
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::Role;
+    use crate::models::{Quota, Usage};
 
     fn user() -> UserId {
         UserId::try_from("golfer-1".to_string()).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn conv_id() -> ConversationId {
-        ConversationId::try_from("conv_golfer-1_20261125".to_string()).unwrap_or_else(|e| panic!("{e}"))
+    fn conv_id(day: &str) -> ConversationId {
+        ConversationId::try_from(format!("conv_golfer-1_{day}")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn at(day: u32, hour: u32) -> DateTime<Utc> {
+        use chrono::TimeZone;
+        Utc.with_ymd_and_hms(2026, 11, day, hour, 0, 0).single().unwrap_or_default()
     }
 
     fn msg(role: Role, text: &str) -> ChatMessage {
@@ -201,6 +204,19 @@ mod tests {
         }
     }
 
+    fn response() -> StoredResponse {
+        let quota = Quota {
+            requests_limit_hour: 15,
+            requests_remaining_hour: 14,
+            hour_resets_at: String::new(),
+            spend_limit_micro_usd_day: 5_000_000,
+            spend_remaining_micro_usd_day: 5_000_000,
+            day_resets_at: String::new(),
+        };
+        let usage = Usage { prompt_tokens: 10, completion_tokens: 10, total_tokens: 20, token_limit: 1500, cost_micro_usd: 0 };
+        StoredResponse { request_id: "r".into(), usage, quota, source: "offline".into(), degraded: false }
+    }
+
     fn payload(primary: Option<&str>, improvement: Option<&str>, swing: Option<&str>) -> CoachReplyPayload {
         CoachReplyPayload {
             reply: "ok".into(),
@@ -211,15 +227,20 @@ mod tests {
         }
     }
 
+    fn turn<'a>(question: &str, proposal: Option<&'a CoachReplyPayload>, own: &'a [SwingId]) -> Turn<'a> {
+        Turn { user_message: msg(Role::User, question), reply: msg(Role::Assistant, "answer"), tokens: 20, proposal, own_swings: own, latest_score: None }
+    }
+
     #[test]
     fn a_new_day_is_a_new_session_with_themes_carried() {
-        let mut prev = default_themes();
-        prev.session_count = 4;
-        prev.primary_focus = "Tempo".into();
-        let c = start(conv_id(), user(), Some(prev), Utc::now());
-        assert_eq!(c.coaching_themes.session_count, 5);
-        assert_eq!(c.coaching_themes.primary_focus, "Tempo");
-        assert_eq!(start(conv_id(), user(), None, Utc::now()).coaching_themes.session_count, 1);
+        let p = payload(Some("Tempo"), None, None);
+        let monday = record("k1".into(), user(), conv_id("20261123"), at(23, 9), None, &turn("hi", Some(&p), &[]), response());
+        assert_eq!(monday.coaching_themes.session_count, 1, "a golfer's first turn is session 1");
+        let later = record("k2".into(), user(), conv_id("20261123"), at(23, 10), Some(&monday), &turn("again", None, &[]), response());
+        assert_eq!(later.coaching_themes.session_count, 1, "the same day is the same session");
+        let tuesday = record("k3".into(), user(), conv_id("20261124"), at(24, 8), Some(&later), &turn("next day", None, &[]), response());
+        assert_eq!(tuesday.coaching_themes.session_count, 2);
+        assert_eq!(tuesday.coaching_themes.primary_focus, "Tempo", "carried");
     }
 
     #[test]
@@ -241,41 +262,36 @@ mod tests {
     }
 
     #[test]
-    fn only_own_swings_are_referenced() {
+    fn only_own_swings_are_referenced_and_the_day_keeps_them() {
         let own = [SwingId::try_from("swing-mine".to_string()).unwrap_or_else(|e| panic!("{e}"))];
-        let c = start(conv_id(), user(), None, Utc::now());
-        let mut reply = msg(Role::Assistant, "hi");
-        reply.swing_reference = Some("swing-theirs".into());
-        let turn = Turn { user_message: msg(Role::User, "hi"), reply: reply.clone(), tokens: 1, proposal: None, own_swings: &own, latest_score: None, client_message_id: None };
-        let c = apply(c, &turn, Utc::now(), 20);
-        assert!(c.referenced_swings.is_empty());
-        reply.swing_reference = Some("swing-mine".into());
-        let turn = Turn { reply, ..turn };
-        let c = apply(c, &turn, Utc::now(), 20);
-        assert_eq!(c.referenced_swings, own.to_vec());
+        let mut t = turn("hi", None, &own);
+        t.reply.swing_reference = Some("swing-theirs".into());
+        let first = record("k1".into(), user(), conv_id("20261125"), at(25, 9), None, &t, response());
+        assert!(first.referenced_swings.is_empty());
+        t.reply.swing_reference = Some("swing-mine".into());
+        let second = record("k2".into(), user(), conv_id("20261125"), at(25, 9), Some(&first), &t, response());
+        assert_eq!(second.referenced_swings, own.to_vec());
+        t.reply.swing_reference = None;
+        let third = record("k3".into(), user(), conv_id("20261125"), at(25, 10), Some(&second), &t, response());
+        assert_eq!(third.referenced_swings, own.to_vec(), "the day's references carry to its later turns");
     }
 
     #[test]
-    fn many_turns_fold_into_a_bounded_summary() {
-        let mut c = start(conv_id(), user(), None, Utc::now());
+    fn a_long_day_assembles_into_recent_messages_and_a_bounded_summary() {
+        let mut turns: Vec<TurnItem> = vec![];
         for i in 0..5000 {
-            let turn = Turn {
-                user_message: msg(Role::User, &format!("question {i} {}", "x".repeat(900))),
-                reply: msg(Role::Assistant, &format!("answer {i} {}", "y".repeat(1400))),
-                tokens: 20,
-                proposal: None,
-                own_swings: &[],
-                latest_score: None,
-                client_message_id: Some("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
-            };
-            c = apply(c, &turn, Utc::now(), 20);
+            let mut t = turn(&format!("question {i} {}", "x".repeat(900)), None, &[]);
+            t.reply.content = format!("answer {i} {}", "y".repeat(1400));
+            turns.push(record(format!("k{i}"), user(), conv_id("20261125"), at(25, 9), turns.last(), &t, response()));
         }
-        assert_eq!(c.recent_messages.len(), 20);
-        assert_eq!(c.conversation_status, ConversationStatus::Compressed);
-        let summary = c.summary.clone().unwrap_or_default();
+        let day = assemble(conv_id("20261125"), user(), &turns, 20).unwrap_or_else(|| panic!("a day with turns"));
+        assert_eq!(day.recent_messages.len(), 20);
+        assert!(day.recent_messages[19].content.starts_with("answer 4999"));
+        assert_eq!(day.conversation_status, ConversationStatus::Compressed);
+        let summary = day.summary.clone().unwrap_or_default();
         assert!(summary.chars().count() <= MAX_SUMMARY_CHARS);
         assert!(summary.contains("answer 4989"), "newest folded turns kept");
-        assert_eq!(c.total_tokens_used, 100_000);
-        assert_eq!(c.version, Some(5000));
+        assert_eq!(day.total_tokens_used, 100_000);
+        assert!(assemble(conv_id("20261125"), user(), &[], 20).is_none());
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod budget;
 pub mod chat;
 pub mod clock;
 pub mod config;

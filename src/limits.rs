@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use crate::clock::{next_day, next_hour, timestamp};
 use crate::config::Limits;
 use crate::models::{Quota, UserId};
-use crate::store::counters::{Admission, Counter, CounterKeys, UsageSnapshot};
+use crate::store::counters::{hour_attr, Admission, Counter, CounterKeys, UsageSnapshot};
 use crate::store::keys::{self, IpHash};
 
 /// Micro-dollars for `tokens` at `per_mtok_micro` micro-dollars per million, rounded up.
@@ -39,19 +39,13 @@ pub fn prompt_budget(l: &Limits) -> usize {
 pub fn admission(l: &Limits, user: &UserId, ip: &IpHash, now: DateTime<Utc>) -> Admission {
     let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     Admission {
-        keys: CounterKeys {
-            user_hour: keys::user_hour_quota(user, now),
-            ip_hour: keys::ip_hour_quota(ip, now),
-            user_day: keys::user_day_spend(user, now),
-            global_day: keys::global_day_spend(now),
-        },
+        keys: CounterKeys { user_quota: keys::user_quota(user, now), hour_attr: hour_attr(now), ip_hour: keys::ip_hour_quota(ip, now) },
         hour_limit: i64::from(l.requests_per_hour),
         ip_hour_limit: i64::from(l.ip_requests_per_hour),
         user_day_limit_micro: clamp(l.spend_per_user_day_micro),
-        global_day_limit_micro: clamp(l.spend_total_day_micro),
         cost_micro: worst_case_cost(l),
-        hour_expires_at: now.timestamp() + keys::QUOTA_TTL_SECS,
-        day_expires_at: now.timestamp() + keys::SPEND_TTL_SECS,
+        ip_expires_at: now.timestamp() + keys::IP_QUOTA_TTL_SECS,
+        day_expires_at: now.timestamp() + keys::DAY_TTL_SECS,
     }
 }
 

@@ -7,7 +7,8 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use crate::conversation;
 use crate::clock::timestamp;
 use crate::models::{
-    GolferProfile, GolferProfileExperience, GolferProfileHandedness, GolferProfilePlan, SwingAnalysis, SwingId, UserId,
+    ChatMessage, GolferProfile, GolferProfileExperience, GolferProfileHandedness, GolferProfilePlan, Role, StoredResponse, SwingAnalysis, SwingId,
+    TurnItem, TurnItemStatus, Usage, UserId,
 };
 use crate::store::{keys, Store, StoreError};
 
@@ -124,14 +125,41 @@ async fn seed_golfer(store: &Store, user: &str, name: &str, d: &Demo, now: DateT
             })
             .await?;
     }
-    // Yesterday's conversation: its themes are what today's starts from.
+    // Yesterday's conversation, one turn: its themes are what today's starts from.
     let yesterday = now - Duration::days(1);
-    let mut c = conversation::start(id(&keys::conversation(&user, yesterday))?, user.clone(), None, yesterday);
-    c.coaching_themes.primary_focus = d.focus.0.into();
-    c.coaching_themes.secondary_focus = d.focus.1.into();
-    c.coaching_themes.session_count = 3;
-    if store.conversation(c.conversation_id.as_str()).await?.is_none() {
-        store.create_conversation(&c).await?;
-    }
+    let key = keys::turn(&user, "seed-yesterday");
+    let mut themes = conversation::default_themes();
+    themes.primary_focus = d.focus.0.into();
+    themes.secondary_focus = d.focus.1.into();
+    themes.session_count = 3;
+    let message = |role, content: String| ChatMessage {
+        content,
+        degraded: None,
+        message_id: format!("seed-{}-{role:?}", user.as_str()),
+        role,
+        swing_reference: None,
+        timestamp: timestamp(yesterday),
+        tokens_used: 0,
+    };
+    let turn = TurnItem {
+        conversation_id: key,
+        user_id: user.clone(),
+        last_updated: timestamp(yesterday),
+        conversation: id(&keys::conversation(&user, yesterday))?,
+        status: TurnItemStatus::Completed,
+        user_message: message(Role::User, "What should we work on this week?".into()),
+        reply: message(Role::Assistant, format!("Let's keep building on {}.", d.focus.0.to_lowercase())),
+        coaching_themes: themes,
+        referenced_swings: vec![],
+        tokens: 0,
+        response: StoredResponse {
+            request_id: "seed".into(),
+            usage: Usage { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, token_limit: 0, cost_micro_usd: 0 },
+            quota: crate::limits::quota(&crate::config::Limits::default(), Default::default(), yesterday),
+            source: "offline".into(),
+            degraded: false,
+        },
+    };
+    store.create_turn(&turn).await?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::budget::GlobalBudget;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::llm::offline::OfflineCoach;
@@ -20,6 +21,8 @@ pub struct AppState {
     pub store: Store,
     pub prompts: Arc<Prompts>,
     pub coach: Arc<dyn Coach>,
+    /// This process's slice of the global daily budget.
+    pub budget: Arc<GlobalBudget>,
     pub metrics: Sink,
     pub clock: Clock,
 }
@@ -77,7 +80,8 @@ impl AppState {
         let prompts = Arc::new(Prompts::load(config.prompts_dir.as_deref())?);
         let store = Store::connect(&config).await;
         let coach = coach(&config, prompts.clone())?;
-        Ok(Self { config: Arc::new(config), store, prompts, coach, metrics: overrides.metrics, clock: overrides.clock })
+        let budget = Arc::new(GlobalBudget::new(config.limits.spend_total_day_micro));
+        Ok(Self { config: Arc::new(config), store, prompts, coach, budget, metrics: overrides.metrics, clock: overrides.clock })
     }
 
     /// The key of the hashes that stand for ids in logs.

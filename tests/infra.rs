@@ -38,10 +38,14 @@ fn the_table_has_the_keys_index_and_ttl_the_code_uses() {
     assert_eq!(table["TimeToLiveSpecification"]["AttributeName"], keys::TTL_ATTRIBUTE);
     assert_eq!(table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], true);
     assert_eq!(table["SSESpecification"]["SSEEnabled"], true);
-    assert_eq!(table["ProvisionedThroughput"]["ReadCapacityUnits"], 5);
+    // On-demand by default; provisioned capacity (and its auto-scaling) only when asked for.
+    assert_eq!(table["BillingMode"]["Ref"], "TableBillingMode");
+    assert_eq!(t["Parameters"]["TableBillingMode"]["Default"], "PAY_PER_REQUEST");
+    assert_eq!(table["ProvisionedThroughput"]["Fn::If"][0], "Provisioned");
+    assert_eq!(t["Resources"]["TableWriteScaling"]["Condition"], "Provisioned");
     // The AWS CLI script creates the same table.
     let script = std::fs::read_to_string("infra/dynamodb-table-creation.sh").unwrap();
-    for name in [keys::PK, keys::USER_INDEX, keys::USER_INDEX_PK, keys::USER_INDEX_SK, keys::TTL_ATTRIBUTE, "ReadCapacityUnits=5"] {
+    for name in [keys::PK, keys::USER_INDEX, keys::USER_INDEX_PK, keys::USER_INDEX_SK, keys::TTL_ATTRIBUTE, "PAY_PER_REQUEST"] {
         assert!(script.contains(name), "dynamodb-table-creation.sh lacks {name}");
     }
     // And the IAM policy names the analyses index the code queries.
@@ -164,7 +168,7 @@ fn the_iam_policy_file_is_the_templates_least_privilege_policy() {
         stmts.iter().filter(|s| s["Sid"] == sid).flat_map(|s| s["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string())).collect()
     };
     let file_statements = policy["Statement"].as_array().unwrap().clone();
-    for sid in ["CoachingTableReadWrite", "CoachingIndexQuery", "AnalysesReadOnly"] {
+    for sid in ["CoachingTableReadWrite", "CoachingIndexQuery", "AnalysesSwingOnScreen", "AnalysesRecentSwings"] {
         assert_eq!(actions(&file_statements, sid), actions(&in_template, sid), "{sid}");
     }
     for s in file_statements.iter().chain(in_template.iter()) {
@@ -173,8 +177,8 @@ fn the_iam_policy_file_is_the_templates_least_privilege_policy() {
             assert!(!a.as_str().unwrap().contains('*'), "wildcard action {a}");
         }
     }
-    let analyses = actions(&file_statements, "AnalysesReadOnly");
-    assert!(analyses.iter().all(|a| a == "dynamodb:GetItem" || a == "dynamodb:Query"), "analyses stay read-only");
+    let analyses: BTreeSet<String> = ["AnalysesSwingOnScreen", "AnalysesRecentSwings"].iter().flat_map(|sid| actions(&file_statements, sid)).collect();
+    assert!(analyses.iter().all(|a| a == "dynamodb:BatchGetItem" || a == "dynamodb:Query"), "analyses stay read-only: {analyses:?}");
     let text = serde_json::to_string(&policy).unwrap();
     assert!(!text.chars().collect::<Vec<_>>().windows(12).any(|w| w.iter().all(|c| c.is_ascii_digit())), "no hard-coded account id");
 }

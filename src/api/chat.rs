@@ -68,7 +68,7 @@ pub async fn post_chat(State(state): State<AppState>, caller: Caller, input: Cha
                     rate_limit_headers(&mut headers, &body.quota);
                     (StatusCode::OK, headers, Json(body)).into_response()
                 }
-                Answer::Replay(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+                Answer::Replay(body) => (StatusCode::OK, Json(body)).into_response(),
             };
             respond(&caller, answered.outcome, response)
         }

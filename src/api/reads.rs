@@ -70,12 +70,12 @@ async fn conversation_view(state: &AppState, caller: &Caller, query: Option<&str
 
 pub async fn themes(State(state): State<AppState>, caller: Caller) -> Response {
     let result = async {
-        let view = match state.store.latest_conversation(&caller.user).await? {
-            Some(c) => ThemesView {
+        let view = match state.store.latest_turn(&caller.user).await? {
+            Some(t) => ThemesView {
                 request_id: caller.request_id.clone(),
-                coaching_themes: c.coaching_themes,
-                referenced_swings: c.referenced_swings,
-                last_updated: Some(c.last_updated),
+                coaching_themes: t.coaching_themes,
+                referenced_swings: t.referenced_swings,
+                last_updated: Some(t.last_updated),
             },
             None => ThemesView {
                 request_id: caller.request_id.clone(),
@@ -108,7 +108,7 @@ pub async fn delete_me(State(state): State<AppState>, caller: Caller) -> Respons
             request_id: caller.request_id.clone(),
             conversations_deleted: d.conversations,
             profile_deleted: d.profile,
-            idempotency_records_deleted: d.idempotency_records,
+            turns_deleted: d.turns,
         };
         Ok(Json(report).into_response())
     };

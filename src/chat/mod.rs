@@ -14,6 +14,8 @@
 pub mod reply;
 pub mod reservation;
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
@@ -24,29 +26,31 @@ use crate::limits::{self, Refusal};
 use crate::llm::{CoachReply, CoachRequest, LlmError};
 use crate::metrics::{Outcome, OutcomeKind};
 use crate::models::{
-    AppContext, ChatMessage, CoachingChatRequest, CoachingChatResponse, ConversationId, ConversationItem, GolferProfilePlan, Role,
-    SwingId, Usage, UserId,
+    AppContext, ChatMessage, CoachingChatRequest, CoachingChatResponse, ConversationId, GolferProfilePlan, Role, StoredResponse, SwingId,
+    TurnItem, Usage, UserId,
 };
 use crate::prompts::{pack, HistoryTurn, PackError, Packed, PromptError, PromptRole, PromptVars, LIMIT};
 use crate::state::AppState;
-use crate::store::conversations::{CoachingContext, TurnWrite};
+use crate::store::conversations::{CoachingContext, PreparedTurn, TurnWrite};
 use crate::store::counters::{AdmitDecision, AdmitError, Counter, CounterKeys, UsageSnapshot};
-use crate::store::idempotency::{Claim, Previous, StoredAnswer};
+use crate::store::idempotency::{Claim, Previous};
 use crate::store::keys::{self, IpHash};
-use crate::store::{stats, StoreError};
+use crate::store::{deadline, stats, StoreError};
 pub use reply::SafeReply;
 pub use reservation::Reservation;
 
-/// Concurrent turns on one conversation: spread the re-reads and re-writes out.
-const TURN_BACKOFF: Backoff = Backoff::new(std::time::Duration::from_millis(10), std::time::Duration::from_millis(160)).with_floor(std::time::Duration::from_millis(1));
-const TURN_ATTEMPTS: u32 = 30;
+/// A turn whose write failed after the model answered is sent again in the background, for
+/// as long as its client request token keeps the retries idempotent (DynamoDB: ten minutes).
+const TURN_RETRY_FOR: Duration = Duration::from_secs(540);
+const TURN_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10)).with_floor(Duration::from_millis(100));
 
 /// Who is asking, from where and by when, as the API layer established it.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub user: UserId,
     pub ip: IpHash,
-    /// After this instant nothing may still be waiting (derived from Lambda's remaining time).
+    /// By this instant the answer must be ready to store (the model's last moment); storing
+    /// it has `deadline_margin` more. Derived from Lambda's remaining time.
     pub deadline: Instant,
     pub request_id: String,
 }
@@ -81,7 +85,7 @@ pub enum ChatError {
 #[derive(Debug)]
 pub enum Answer {
     Fresh(Box<CoachingChatResponse>),
-    Replay(String),
+    Replay(Box<CoachingChatResponse>),
 }
 
 /// An answered request with what it contributes to metrics and logs.
@@ -93,31 +97,36 @@ pub struct Answered {
 
 /// What step 1 found.
 enum Admitted {
-    Fresh { reservation: Reservation, context: Box<Result<CoachingContext, StoreError>> },
-    Replay(String),
-}
-
-/// What step 4 wrote.
-struct Committed {
-    body: CoachingChatResponse,
-    new_conversation: bool,
+    Fresh { reservation: Reservation, context: Box<Result<CoachingContext, StoreError>>, turn_key: String },
+    Replay(Box<TurnItem>),
 }
 
 impl AppState {
     pub async fn answer(&self, caller: &Caller, input: &ChatInput) -> Result<Answered, ChatError> {
         let now = self.clock.now();
         ensure_own_conversation(caller, &input.request)?;
-        let (reservation, context) = match self.admit_and_load_context(caller, &input.request, now).await? {
-            Admitted::Replay(body) => return Ok(Answered { answer: Answer::Replay(body), outcome: Outcome::of(OutcomeKind::Replay) }),
-            Admitted::Fresh { reservation, context } => (reservation, context),
+        let admit_by = caller.deadline.min(Instant::now() + self.config.admission_wait);
+        let admitted = deadline::scope(admit_by, self.admit_and_load_context(caller, &input.request, now)).await?;
+        let (reservation, context, turn_key) = match admitted {
+            Admitted::Replay(turn) => return Ok(Answered { answer: Answer::Replay(Box::new(response(&turn, true))), outcome: Outcome::of(OutcomeKind::Replay) }),
+            Admitted::Fresh { reservation, context, turn_key } => (reservation, context, turn_key),
         };
-        let answered = self.answer_admitted(caller, input, now, &reservation, *context).await;
-        if answered.is_err() {
-            reservation.release(&self.store).await;
+        let answered = self.answer_admitted(caller, input, now, &reservation, *context, turn_key).await;
+        match answered {
+            Ok((answered, settled)) => {
+                if let Some((day, amount)) = settled {
+                    self.budget.refund(&day, amount).await;
+                }
+                Ok(answered)
+            }
+            Err(e) => {
+                reservation.release(&self.store, &self.budget).await;
+                Err(e)
+            }
         }
-        answered
     }
 
+    /// Steps 2 to 5; also returns what of the global reservation the actual cost gives back.
     async fn answer_admitted(
         &self,
         caller: &Caller,
@@ -125,60 +134,108 @@ impl AppState {
         now: DateTime<Utc>,
         reservation: &Reservation,
         context: Result<CoachingContext, StoreError>,
-    ) -> Result<Answered, ChatError> {
+        turn_key: String,
+    ) -> Result<(Answered, Option<(String, i64)>), ChatError> {
         let context = context?;
         if input.request.swing_id.is_some() && context.swing_on_screen.is_none() {
             return Err(ChatError::SwingNotFound);
         }
-        let vars = self.prompt_vars(input, &context, now);
+        let conversation = conversation_id(&caller.user, now)?;
+        let vars = self.prompt_vars(input, &caller.user, &context, &conversation, now);
         let packed = self.compose_prompt(&vars)?;
-        let (reply, usage) = self.ask_coach(&packed, &vars, caller.deadline, &reservation.keys).await;
+        let (reply, usage) = deadline::scope(caller.deadline, self.ask_coach(&packed, &vars, caller.deadline, &reservation.keys)).await;
         let reply = SafeReply::from_coach(&self.prompts, reply, &vars)?;
         let own_swings = own_swings(&context);
         let turn = new_turn(input, now, self.clock.now(), &reply, &own_swings, &vars);
-        let response = self.response(caller, now, &vars, &turn, &reply, usage, reservation)?;
-        let committed = self.record_turn(caller, context, &turn, reservation, &reply, response).await?;
-        let outcome = reply.outcome(&self.config.limits, committed.new_conversation);
-        Ok(Answered { answer: Answer::Fresh(Box::new(committed.body)), outcome })
+        let stored = self.stored_response(caller, now, &reply, usage, reservation);
+        let item = conversation::record(turn_key, caller.user.clone(), conversation, now, context.newest(), &turn, stored);
+        // From here the golfer is answered whatever the store does.
+        let cost = reply.cost_micro(&self.config.limits);
+        let settled = reservation.global.as_ref().map(|(day, reserved)| (day.clone(), reserved - cost));
+        let write = TurnWrite {
+            turn: &item,
+            claimed: reservation.claim_key.is_some(),
+            keys: &reservation.keys,
+            spend_delta_micro: cost - reservation.reserved_micro,
+            release_slots: !reply.model_reached(),
+        };
+        let stored = match self.store.prepare_turn(write) {
+            Ok(prepared) => self.record_turn(prepared, caller.deadline + self.config.deadline_margin).await,
+            Err(e) => {
+                tracing::error!(error = %e, "a turn could not be built for the store");
+                false
+            }
+        };
+        let new_conversation = context.newest().is_none_or(|t| t.conversation != item.conversation);
+        let outcome = reply.outcome(&self.config.limits, new_conversation);
+        Ok((Answered { answer: Answer::Fresh(Box::new(response(&item, stored))), outcome }, settled))
     }
 
-    /// Step 1: the admission transaction and the context reads, in one wave.
+    /// Step 1: the admission transaction, the context reads and the global budget, in one wave.
     async fn admit_and_load_context(&self, caller: &Caller, request: &CoachingChatRequest, now: DateTime<Utc>) -> Result<Admitted, ChatError> {
         let lock_secs = i64::try_from(caller.deadline.saturating_duration_since(Instant::now()).as_secs()).unwrap_or(0) + 5;
-        let claim = request.client_message_id.as_ref().map(|id| Claim {
-            key: keys::idempotency(&caller.user, id),
-            now: now.timestamp(),
-            locked_until: now.timestamp() + lock_secs,
-        });
+        let turn_key = match &request.client_message_id {
+            Some(id) => keys::turn(&caller.user, id.as_str()),
+            None => keys::turn(&caller.user, &keys::server_message_id()),
+        };
+        let claim = request.client_message_id.as_ref().map(|_| Claim { key: turn_key.clone(), now: now.timestamp(), locked_until: now.timestamp() + lock_secs });
         let admission = limits::admission(&self.config.limits, &caller.user, &caller.ip, now);
         // Boxed: the SDK's futures are large, and unboxed they would size this request's
         // future for its whole life, while a request spends most of its time past this wave.
         let wave = Instant::now();
-        let (decision, context) = tokio::join!(
+        let (decision, context, global) = tokio::join!(
             Box::pin(self.store.admit(&admission, claim.as_ref())),
-            Box::pin(self.store.load_context(&caller.user, now, request.swing_id.as_ref()))
+            Box::pin(self.store.load_context(&caller.user, request.swing_id.as_ref())),
+            Box::pin(self.budget.reserve(&self.store, now, admission.cost_micro)),
         );
         stats::store_wave(wave.elapsed());
-        let reservation = Reservation { keys: admission.keys, reserved_micro: admission.cost_micro, claim_key: claim.map(|c| c.key), unsure: None };
-        match decision {
-            Ok(AdmitDecision::Admitted) => Ok(Admitted::Fresh { reservation, context: Box::new(context) }),
-            Ok(AdmitDecision::Duplicate(Previous::Completed(body))) => Ok(Admitted::Replay(body)),
-            Ok(AdmitDecision::Duplicate(Previous::InProgress)) => Err(ChatError::InProgress),
-            Ok(AdmitDecision::Refused { counter, current }) => {
-                let premium = context.ok().and_then(|c| c.profile).is_some_and(|p| p.plan == Some(GolferProfilePlan::Premium));
-                let refusal = Refusal::new(&self.config.limits, counter, current, now);
-                let message = self.limit_message(&refusal, premium)?;
-                Err(ChatError::Limited { refusal: Box::new(refusal), message })
+        let day = clock::day_key(now);
+        let global = global.map(|ok| ok.then(|| (day, admission.cost_micro)));
+        let reservation = Reservation {
+            keys: admission.keys,
+            reserved_micro: admission.cost_micro,
+            global: global.as_ref().ok().cloned().flatten(),
+            claim_key: claim.map(|c| c.key),
+            unsure: None,
+        };
+        match (decision, global) {
+            (Ok(AdmitDecision::Admitted), Ok(Some(_))) => Ok(Admitted::Fresh { reservation, context: Box::new(context), turn_key }),
+            (Ok(AdmitDecision::Admitted), global) => {
+                reservation.release(&self.store, &self.budget).await;
+                let profile = context.ok().and_then(|c| c.profile);
+                Err(match global {
+                    Err(e) => ChatError::Store(e),
+                    Ok(_) => self.refused(Counter::GlobalDay, 0, now, profile)?,
+                })
             }
-            Err(AdmitError { error, unsure }) => {
-                // No answer is not a refusal: the admission may stand. Resolve it and give
-                // back whatever it took, so a 503 charges nothing.
-                if unsure.is_some() {
-                    Reservation { unsure, ..reservation }.release(&self.store).await;
+            (decision, _) => {
+                if let Some((day, amount)) = &reservation.global {
+                    self.budget.refund(day, *amount).await;
                 }
-                Err(error.into())
+                match decision {
+                    Ok(AdmitDecision::Duplicate(Previous::Completed(turn))) => Ok(Admitted::Replay(turn)),
+                    Ok(AdmitDecision::Duplicate(Previous::InProgress)) => Err(ChatError::InProgress),
+                    Ok(AdmitDecision::Refused { counter, current }) => Err(self.refused(counter, current, now, context.ok().and_then(|c| c.profile))?),
+                    Ok(AdmitDecision::Admitted) => Err(ChatError::Store(StoreError::Rejected("admitted twice".into()))),
+                    Err(AdmitError { error, unsure }) => {
+                        // No answer is not a refusal: the admission may stand. Resolve it and
+                        // give back whatever it took, so a 503 charges nothing.
+                        if unsure.is_some() {
+                            Reservation { global: None, unsure, ..reservation }.release(&self.store, &self.budget).await;
+                        }
+                        Err(error.into())
+                    }
+                }
             }
         }
+    }
+
+    /// The refusal of `counter`, in the coach's voice.
+    fn refused(&self, counter: Counter, current: i64, now: DateTime<Utc>, profile: Option<crate::models::GolferProfile>) -> Result<ChatError, PromptError> {
+        let premium = profile.is_some_and(|p| p.plan == Some(GolferProfilePlan::Premium));
+        let refusal = Refusal::new(&self.config.limits, counter, current, now);
+        let message = self.limit_message(&refusal, premium)?;
+        Ok(ChatError::Limited { refusal: Box::new(refusal), message })
     }
 
     fn limit_message(&self, refusal: &Refusal, premium: bool) -> Result<String, PromptError> {
@@ -198,20 +255,21 @@ impl AppState {
         self.prompts.render(LIMIT, &vars)
     }
 
-    /// What the templates receive for this message.
-    fn prompt_vars(&self, input: &ChatInput, context: &CoachingContext, now: DateTime<Utc>) -> PromptVars {
-        let themes = context.today.as_ref().map(|c| c.coaching_themes.clone()).or_else(|| context.previous_themes.clone());
+    /// What the templates receive for this message: today's turns as history (older ones
+    /// folded into the summary), the themes after the newest turn.
+    fn prompt_vars(&self, input: &ChatInput, user: &UserId, context: &CoachingContext, conversation: &ConversationId, now: DateTime<Utc>) -> PromptVars {
+        let today = conversation::assemble(conversation.clone(), user.clone(), &context.today(conversation), self.config.max_recent_messages);
         PromptVars {
             today: clock::date(now),
             reply_word_limit: self.config.reply_word_limit,
             message: input.message.clone(),
             profile: context.profile.clone(),
             app: input.request.context.clone().unwrap_or(AppContext { club: None, handicap: None, locale: None, screen: None }),
-            themes: themes.unwrap_or_else(conversation::default_themes),
-            summary: context.today.as_ref().and_then(|c| c.summary.clone()),
+            themes: conversation::themes_before(context.newest(), now),
+            summary: today.as_ref().and_then(|c| c.summary.clone()),
             swing_on_screen: context.swing_on_screen.clone(),
             swings: context.swings.clone(),
-            history: history(context.today.as_ref()),
+            history: today.map(|c| history(&c.recent_messages)).unwrap_or_default(),
             detail: crate::prompts::Detail::Full,
         }
     }
@@ -238,18 +296,8 @@ impl AppState {
         (reply, usage)
     }
 
-    /// The response body; its themes are set when the turn is recorded.
-    #[expect(clippy::too_many_arguments, reason = "the facts of one answer, each from its own step")]
-    fn response(
-        &self,
-        caller: &Caller,
-        now: DateTime<Utc>,
-        vars: &PromptVars,
-        turn: &Turn<'_>,
-        reply: &SafeReply,
-        usage: UsageSnapshot,
-        reservation: &Reservation,
-    ) -> Result<CoachingChatResponse, ChatError> {
+    /// The response's fields that the turn does not hold already.
+    fn stored_response(&self, caller: &Caller, now: DateTime<Utc>, reply: &SafeReply, usage: UsageSnapshot, reservation: &Reservation) -> StoredResponse {
         let l = &self.config.limits;
         // Remaining quota: the counters read beside the model include this request's reservation.
         let mut used = usage;
@@ -257,13 +305,8 @@ impl AppState {
         if !reply.model_reached() {
             used.user_hour_count -= 1;
         }
-        let conversation_id = ConversationId::try_from(keys::conversation(&caller.user, now))
-            .map_err(|e| StoreError::Rejected(format!("conversation id: {e}")))?;
-        Ok(CoachingChatResponse {
+        StoredResponse {
             request_id: caller.request_id.clone(),
-            message: turn.reply.clone(),
-            conversation_id,
-            coaching_themes: vars.themes.clone(),
             usage: Usage {
                 prompt_tokens: reply.prompt_tokens,
                 completion_tokens: reply.completion_tokens,
@@ -274,58 +317,60 @@ impl AppState {
             quota: limits::quota(l, used, now),
             source: reply.source.clone(),
             degraded: reply.degraded,
-        })
+        }
     }
 
-    /// Step 4: writes the turn under optimistic locking, re-reading the conversation when
-    /// another message got there first. Settlement and the stored answer ride along, so a
-    /// retry of the transaction can never charge twice.
-    async fn record_turn(
-        &self,
-        caller: &Caller,
-        context: CoachingContext,
-        turn: &Turn<'_>,
-        reservation: &Reservation,
-        reply: &SafeReply,
-        mut response: CoachingChatResponse,
-    ) -> Result<Committed, StoreError> {
-        let now = self.clock.now();
-        let conv_id = response.conversation_id.clone();
-        let spend_delta_micro = reply.cost_micro(&self.config.limits) - reservation.reserved_micro;
-        let mut current = context.today;
-        for attempt in 0..TURN_ATTEMPTS {
-            if attempt > 0 {
-                TURN_BACKOFF.wait(attempt).await;
-            }
-            let new_conversation = current.is_none();
-            let expected_version = current.as_ref().map(|c| c.version.unwrap_or(0));
-            let base = current
-                .take()
-                .unwrap_or_else(|| conversation::start(conv_id.clone(), caller.user.clone(), context.previous_themes.clone(), now));
-            let next = conversation::apply(base, turn, now, self.config.max_recent_messages);
-            response.coaching_themes = next.coaching_themes.clone();
-            let body = serde_json::to_string(&response).map_err(|e| StoreError::Rejected(e.to_string()))?;
-            let write = TurnWrite {
-                conversation: &next,
-                expected_version,
-                keys: &reservation.keys,
-                spend_delta_micro,
-                tokens: i64::try_from(turn.tokens).unwrap_or(0),
-                release_slots: !reply.model_reached(),
-                stored_answer: reservation.claim_key.as_deref().map(|key| StoredAnswer { key, now: now.timestamp(), body: &body }),
-            };
-            let wave = Instant::now();
-            let committed = self.store.commit_turn(write).await;
-            stats::store_wave(wave.elapsed());
-            if committed? {
-                return Ok(Committed { body: response, new_conversation });
-            }
-            let wave = Instant::now();
-            current = self.store.conversation(conv_id.as_str()).await?;
-            stats::store_wave(wave.elapsed());
+    /// Step 4: writes the turn (its settlement and the stored answer ride along) by `by`.
+    /// `false` when it could not be stored in time: the golfer is answered anyway, and the
+    /// same transaction is sent again in the background (it applies once).
+    async fn record_turn(&self, prepared: PreparedTurn, by: Instant) -> bool {
+        let wave = Instant::now();
+        let written = deadline::scope(by, self.store.write_turn(&prepared)).await;
+        stats::store_wave(wave.elapsed());
+        let Err(e) = written else { return true };
+        tracing::warn!(error = %e.error, maybe_applied = e.maybe_applied, "turn not stored in time; storing it in the background");
+        if matches!(e.error, StoreError::Rejected(_)) {
+            return false;
         }
-        Err(StoreError::Contention)
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            for attempt in 0.. {
+                if started.elapsed() >= TURN_RETRY_FOR {
+                    break;
+                }
+                TURN_BACKOFF.wait(attempt).await;
+                match store.write_turn(&prepared).await {
+                    Ok(()) => return tracing::info!("deferred turn stored"),
+                    Err(e) if matches!(e.error, StoreError::Rejected(_)) => break,
+                    Err(_) => {}
+                }
+            }
+            // The reservation stays charged (never under-charged) and the claim expires.
+            tracing::error!("deferred turn gave up");
+        });
+        false
     }
+}
+
+/// The response to a turn, fresh or replayed.
+fn response(turn: &TurnItem, stored: bool) -> CoachingChatResponse {
+    let r = &turn.response;
+    CoachingChatResponse {
+        request_id: r.request_id.clone(),
+        message: turn.reply.clone(),
+        conversation_id: turn.conversation.clone(),
+        coaching_themes: turn.coaching_themes.clone(),
+        usage: r.usage.clone(),
+        quota: r.quota.clone(),
+        source: r.source.clone(),
+        degraded: r.degraded,
+        stored,
+    }
+}
+
+fn conversation_id(user: &UserId, now: DateTime<Utc>) -> Result<ConversationId, ChatError> {
+    ConversationId::try_from(keys::conversation(user, now)).map_err(|e| ChatError::Store(StoreError::Rejected(format!("conversation id: {e}"))))
 }
 
 /// A conversation id names its owner: another golfer's is refused before any read.
@@ -368,7 +413,6 @@ fn new_turn<'a>(
         proposal: reply.payload.as_ref(),
         own_swings,
         latest_score: vars.swings.first().map(|s| s.overall_score),
-        client_message_id: input.request.client_message_id.as_ref().map(|c| c.as_str()),
     }
 }
 
@@ -384,10 +428,9 @@ fn new_message(role: Role, content: String, at: DateTime<Utc>, swing: Option<Str
     }
 }
 
-/// Today's earlier turns for the prompt (a fallback reply is not something the coach said).
-fn history(conv: Option<&ConversationItem>) -> Vec<HistoryTurn> {
-    let Some(c) = conv else { return vec![] };
-    c.recent_messages
+/// Today's earlier messages for the prompt (a fallback reply is not something the coach said).
+fn history(messages: &[ChatMessage]) -> Vec<HistoryTurn> {
+    messages
         .iter()
         .filter(|m| m.degraded != Some(true))
         .map(|m| HistoryTurn {

@@ -2,14 +2,16 @@
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity as Rcc};
 
+use super::deadline::{deadline, within};
 use super::{from_item, keys, s, sdk_error, to_item, Item, Store, StoreError};
 use crate::models::{SwingAnalysis, UserId};
 
 impl Store {
     /// The caller's most recent analyses, newest first.
     pub async fn recent_swings(&self, user: &UserId, limit: i32) -> Result<Vec<SwingAnalysis>, StoreError> {
+        let op = "Query analyses";
         super::stats::call();
-        let out = self
+        let send = self
             .client
             .query()
             .table_name(&self.analyses_table)
@@ -20,9 +22,8 @@ impl Store {
             .scan_index_forward(false)
             .limit(limit)
             .return_consumed_capacity(Rcc::Total)
-            .send()
-            .await
-            .map_err(|e| sdk_error("Query analyses", e))?;
+            .send();
+        let out = within(send).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
         super::stats::consumed(out.consumed_capacity());
         out.items
             .unwrap_or_default()

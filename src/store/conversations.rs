@@ -1,4 +1,5 @@
-//! Conversations and profiles: the coaching context's read wave and the turn's one write.
+//! Conversations, which are turns: the coaching context's read wave (the golfer's newest
+//! turns beside the profile and the swings) and the turn's one write.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -7,77 +8,93 @@ use aws_sdk_dynamodb::types::{KeysAndAttributes, Put, ReturnConsumedCapacity as 
 use chrono::{DateTime, Utc};
 
 use super::counters::CounterKeys;
-use super::idempotency::StoredAnswer;
-use super::transact::Written;
-use super::{from_item, keys, n, s, sdk_error, to_item, Item, Store, StoreError};
+use super::deadline::{deadline, within};
+use super::idempotency::{IN_PROGRESS, STATUS};
+use super::transact::{Failed, Written};
+use super::{from_item, keys, s, sdk_error, to_item, Item, Store, StoreError};
 use crate::backoff::Backoff;
-use crate::models::{CoachingThemes, ConversationItem, GolferProfile, SwingAnalysis, SwingId, UserId};
+use crate::clock::{day_start, next_day, timestamp};
+use crate::models::{ConversationId, ConversationItem, GolferProfile, SwingAnalysis, SwingId, TurnItem, UserId};
 
 /// Keys a batch read left unprocessed (throttling) are asked again after this.
 const UNPROCESSED_BACKOFF: Backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(320)).with_floor(Duration::from_millis(10));
 
+/// The golfer's newest turns read before answering: enough for the prompt's history (it
+/// keeps the newest that fit), the summary of older ones, and the current themes.
+pub const RECENT_TURNS: i32 = 20;
+pub const RECENT_SWINGS: i32 = 3;
+
 /// Everything the coach knows about the golfer before answering, read in one concurrent wave.
 #[derive(Debug, Clone, Default)]
 pub struct CoachingContext {
-    pub today: Option<ConversationItem>,
-    /// Themes of the latest conversation before today, carried into a new day.
-    pub previous_themes: Option<CoachingThemes>,
+    /// The golfer's newest turns, newest first, of any day.
+    pub recent: Vec<TurnItem>,
     pub swings: Vec<SwingAnalysis>,
     /// The swing the app has on screen, present only when it is the caller's.
     pub swing_on_screen: Option<SwingAnalysis>,
     pub profile: Option<GolferProfile>,
 }
 
-pub const RECENT_SWINGS: i32 = 3;
+impl CoachingContext {
+    /// The golfer's newest turn: the current themes.
+    pub fn newest(&self) -> Option<&TurnItem> {
+        self.recent.first()
+    }
 
-/// A turn to write: the conversation's new state (guarded by the version it was built on),
-/// its settlement on the counters, and the answer stored for its clientMessageId.
+    /// The turns of `conversation` (today's), oldest first.
+    pub fn today(&self, conversation: &ConversationId) -> Vec<TurnItem> {
+        self.recent.iter().rev().filter(|t| &t.conversation == conversation).cloned().collect()
+    }
+}
+
+/// A turn to write: the turn item (it replaces the claim on its key, or is new), and its
+/// settlement on the golfer's counters.
 #[derive(Debug, Clone, Copy)]
 pub struct TurnWrite<'a> {
-    pub conversation: &'a ConversationItem,
-    /// `None`: the conversation must not exist yet.
-    pub expected_version: Option<u64>,
+    pub turn: &'a TurnItem,
+    /// This request holds the claim on the turn's key (it sent a clientMessageId).
+    pub claimed: bool,
     pub keys: &'a CounterKeys,
     /// Actual cost minus the reserved worst case (negative: a refund).
     pub spend_delta_micro: i64,
-    pub tokens: i64,
     /// The model was not reached: the request slots are given back too.
     pub release_slots: bool,
-    pub stored_answer: Option<StoredAnswer<'a>>,
+}
+
+/// A turn's transaction, built once so every send of it is the same (one client request
+/// token: DynamoDB applies it at most once however often it is sent within ten minutes).
+#[derive(Debug, Clone)]
+pub struct PreparedTurn {
+    items: Vec<TransactWriteItem>,
+    token: String,
+}
+
+/// A turn's write that failed; `maybe_applied` when no definite answer came.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct TurnWriteError {
+    pub error: StoreError,
+    pub maybe_applied: bool,
 }
 
 impl Store {
-    pub async fn load_context(
-        &self,
-        user: &UserId,
-        now: DateTime<Utc>,
-        swing_on_screen: Option<&SwingId>,
-    ) -> Result<CoachingContext, StoreError> {
-        let conv_key = keys::conversation(user, now);
-        let (keyed, previous_themes, swings) = tokio::try_join!(
-            self.keyed_context(user, &conv_key, swing_on_screen),
-            self.previous_themes(user, now),
+    pub async fn load_context(&self, user: &UserId, swing_on_screen: Option<&SwingId>) -> Result<CoachingContext, StoreError> {
+        let (keyed, recent, swings) = tokio::try_join!(
+            self.keyed_context(user, swing_on_screen),
+            self.recent_turns(user, RECENT_TURNS),
             self.recent_swings(user, RECENT_SWINGS),
         )?;
-        let (today, profile, swing_on_screen) = keyed;
-        Ok(CoachingContext { today, previous_themes, swings, swing_on_screen, profile })
+        let (profile, swing_on_screen) = keyed;
+        Ok(CoachingContext { recent, swings, swing_on_screen, profile })
     }
 
-    /// Today's conversation and the profile (read consistently) and, when the app names one,
-    /// the swing on screen, only if it is the caller's: one BatchGetItem across both tables.
-    async fn keyed_context(
-        &self,
-        user: &UserId,
-        conv_key: &str,
-        swing: Option<&SwingId>,
-    ) -> Result<(Option<ConversationItem>, Option<GolferProfile>, Option<SwingAnalysis>), StoreError> {
+    /// The profile and, when the app names one, the swing on screen, only if it is the
+    /// caller's: one BatchGetItem across both tables.
+    async fn keyed_context(&self, user: &UserId, swing: Option<&SwingId>) -> Result<(Option<GolferProfile>, Option<SwingAnalysis>), StoreError> {
         let profile_key = keys::profile(user);
         let key = |attr: &str, value: &str| HashMap::from([(attr.to_string(), s(value))]);
         let rejected = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Rejected(e.to_string());
-        let mut coaching = KeysAndAttributes::builder()
-            .consistent_read(true)
-            .keys(key(keys::PK, conv_key))
-            .keys(key(keys::PK, &profile_key));
+        let mut coaching = KeysAndAttributes::builder().keys(key(keys::PK, &profile_key));
         let mut request = HashMap::new();
         if let Some(id) = swing {
             let swing_key = key(keys::ANALYSES_PK, id.as_str());
@@ -92,20 +109,15 @@ impl Store {
         let mut found: Vec<Item> = vec![];
         for attempt in 0u32.. {
             super::stats::call();
-            let out = self
-                .client
-                .batch_get_item()
-                .set_request_items(Some(request))
-                .return_consumed_capacity(Rcc::Total)
-                .send()
-                .await
-                .map_err(|e| sdk_error("BatchGetItem context", e))?;
+            let op = "BatchGetItem context";
+            let send = self.client.batch_get_item().set_request_items(Some(request)).return_consumed_capacity(Rcc::Total).send();
+            let out = within(send).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
             super::stats::consumed(out.consumed_capacity());
             found.extend(out.responses.unwrap_or_default().into_values().flatten());
             // Keys DynamoDB did not get to (throttling): ask again for those, with backoff.
             match out.unprocessed_keys.filter(|u| !u.is_empty()) {
                 None => break,
-                Some(_) if attempt >= 4 => return Err(StoreError::Unavailable("BatchGetItem context: keys left unprocessed".into())),
+                Some(_) if attempt >= 4 => return Err(StoreError::Unavailable(format!("{op}: keys left unprocessed"))),
                 Some(left) => {
                     request = left;
                     UNPROCESSED_BACKOFF.wait(attempt).await;
@@ -113,11 +125,10 @@ impl Store {
             }
         }
 
-        let (mut today, mut profile, mut swing_on_screen) = (None, None, None);
+        let (mut profile, mut swing_on_screen) = (None, None);
         for mut item in found {
             let pk = item.get(keys::PK).and_then(|v| v.as_s().ok()).cloned();
             match pk.as_deref() {
-                Some(k) if k == conv_key => today = Some(from_item(k, item)?),
                 Some(k) if k == profile_key => {
                     item.remove(keys::PK);
                     profile = Some(from_item(&profile_key, item)?);
@@ -125,65 +136,78 @@ impl Store {
                 _ => swing_on_screen = super::analyses::own_swing(user, item)?,
             }
         }
-        Ok((today, profile, swing_on_screen))
+        Ok((profile, swing_on_screen))
     }
 
-    /// A conversation by key, read consistently.
-    pub async fn conversation(&self, key: &str) -> Result<Option<ConversationItem>, StoreError> {
+    /// The golfer's newest `limit` turns, newest first (user-index; eventually consistent).
+    pub async fn recent_turns(&self, user: &UserId, limit: i32) -> Result<Vec<TurnItem>, StoreError> {
+        let op = "Query user-index recent turns";
         super::stats::call();
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(keys::PK, s(key))
-            .consistent_read(true)
-            .return_consumed_capacity(Rcc::Total)
-            .send()
-            .await
-            .map_err(|e| sdk_error("GetItem conversation", e))?;
-        super::stats::consumed(out.consumed_capacity());
-        out.item.map(|i| from_item(key, i)).transpose()
-    }
-
-    async fn previous_themes(&self, user: &UserId, now: DateTime<Utc>) -> Result<Option<CoachingThemes>, StoreError> {
-        super::stats::call();
-        let out = self
+        let send = self
             .client
             .query()
             .table_name(&self.table)
             .index_name(keys::USER_INDEX)
-            .key_condition_expression("#u = :u AND #t < :today")
+            .key_condition_expression("#u = :u")
             .expression_attribute_names("#u", keys::USER_INDEX_PK)
-            .expression_attribute_names("#t", keys::USER_INDEX_SK)
             .expression_attribute_values(":u", s(user.as_str()))
-            .expression_attribute_values(":today", s(crate::clock::day_start(now)))
-            .projection_expression("coaching_themes")
             .scan_index_forward(false)
-            .limit(1)
+            .limit(limit)
             .return_consumed_capacity(Rcc::Total)
-            .send()
-            .await
-            .map_err(|e| sdk_error("Query user-index", e))?;
+            .send();
+        let out = within(send).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
         super::stats::consumed(out.consumed_capacity());
-        let Some(mut item) = out.items.and_then(|v| v.into_iter().next()) else { return Ok(None) };
-        let Some(themes) = item.remove("coaching_themes") else { return Ok(None) };
-        serde_dynamo::from_attribute_value(themes)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt { key: "coaching_themes".into(), problem: e.to_string() })
+        turns(out.items.unwrap_or_default())
+    }
+
+    /// The golfer's turns of `at`'s day, oldest first (user-index, every page).
+    pub async fn day_turns(&self, user: &UserId, at: DateTime<Utc>) -> Result<Vec<TurnItem>, StoreError> {
+        let op = "Query user-index day";
+        let (from, to) = (day_start(at), timestamp(next_day(at) - chrono::Duration::milliseconds(1)));
+        let mut items = vec![];
+        let mut start: Option<Item> = None;
+        loop {
+            super::stats::call();
+            let send = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(keys::USER_INDEX)
+                .key_condition_expression("#u = :u AND #t BETWEEN :from AND :to")
+                .expression_attribute_names("#u", keys::USER_INDEX_PK)
+                .expression_attribute_names("#t", keys::USER_INDEX_SK)
+                .expression_attribute_values(":u", s(user.as_str()))
+                .expression_attribute_values(":from", s(from.clone()))
+                .expression_attribute_values(":to", s(to.clone()))
+                .set_exclusive_start_key(start.take())
+                .return_consumed_capacity(Rcc::Total)
+                .send();
+            let page = within(send).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
+            super::stats::consumed(page.consumed_capacity());
+            items.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return turns(items),
+            }
+        }
+    }
+
+    /// A day's conversation assembled from its turns; `id` is `conv_{user}_{yyyymmdd}`.
+    pub async fn conversation(&self, id: &str) -> Result<Option<ConversationItem>, StoreError> {
+        let rejected = || StoreError::Rejected(format!("{id} is not a conversation id"));
+        let id = ConversationId::try_from(id.to_string()).map_err(|_| rejected())?;
+        let (user, day) = keys::conversation_parts(&id).ok_or_else(rejected)?;
+        let user = UserId::try_from(user.to_string()).map_err(|_| rejected())?;
+        let turns = self.day_turns(&user, day).await?;
+        Ok(crate::conversation::assemble(id, user, &turns, self.recent_messages))
     }
 
     pub async fn profile(&self, user: &UserId) -> Result<Option<GolferProfile>, StoreError> {
         let key = keys::profile(user);
+        let op = "GetItem profile";
         super::stats::call();
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(keys::PK, s(&key))
-            .return_consumed_capacity(Rcc::Total)
-            .send()
-            .await
-            .map_err(|e| sdk_error("GetItem profile", e))?;
+        let send = self.client.get_item().table_name(&self.table).key(keys::PK, s(&key)).return_consumed_capacity(Rcc::Total).send();
+        let out = within(send).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
         super::stats::consumed(out.consumed_capacity());
         let Some(mut item) = out.item else { return Ok(None) };
         item.remove(keys::PK);
@@ -193,58 +217,60 @@ impl Store {
     pub async fn put_profile(&self, profile: &GolferProfile) -> Result<(), StoreError> {
         let mut item = to_item(profile)?;
         item.insert(keys::PK.into(), s(keys::profile(&profile.user_id)));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| sdk_error("PutItem profile", e))?;
+        let op = "PutItem profile";
+        let send = self.client.put_item().table_name(&self.table).set_item(Some(item)).send();
+        within(send).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
         Ok(())
     }
 
-    /// Writes a turn in one transaction, guarded by the conversation's version. `Ok(false)`
-    /// when another writer got there first; nothing was written then.
-    pub async fn commit_turn(&self, t: TurnWrite<'_>) -> Result<bool, StoreError> {
-        let mut items = vec![self.conversation_put(t.conversation, t.expected_version)?];
-        items.extend(self.spend_adjustment(t.keys, t.spend_delta_micro, t.tokens)?);
-        if t.release_slots {
-            items.extend(self.slot_release(t.keys)?);
-        }
-        if let Some(answer) = t.stored_answer {
-            items.push(self.stored_answer_item(answer)?);
-        }
-        self.write_conversation("TransactWriteItems turn", &items).await
+    /// The turn's transaction: the turn (replacing this request's claim, or new) and its
+    /// settlement, under one client request token.
+    pub fn prepare_turn(&self, w: TurnWrite<'_>) -> Result<PreparedTurn, StoreError> {
+        let mut items = vec![self.turn_put(w.turn, w.claimed)?];
+        items.extend(self.settlement(w.keys, w.spend_delta_micro, i64::try_from(w.turn.tokens).unwrap_or(i64::MAX), w.release_slots)?);
+        Ok(PreparedTurn { items, token: super::transact::token() })
     }
 
-    /// Writes a conversation that must not exist yet (demo data); `Ok(false)` when it does.
-    pub async fn create_conversation(&self, conversation: &ConversationItem) -> Result<bool, StoreError> {
-        let put = self.conversation_put(conversation, None)?;
-        self.write_conversation("TransactWriteItems conversation", &[put]).await
+    /// Sends a prepared turn (again, if need be: it is applied once).
+    pub async fn write_turn(&self, t: &PreparedTurn) -> Result<(), TurnWriteError> {
+        match self.transact("TransactWriteItems turn", &t.items, Some(&t.token)).await {
+            Ok(Written::Applied) => Ok(()),
+            // The claim is no longer this request's (it expired and was taken, or the golfer's
+            // data was deleted): nothing was written.
+            Ok(Written::ConditionFailed { .. }) => Err(TurnWriteError { error: StoreError::Rejected("the turn's claim is gone".into()), maybe_applied: false }),
+            Err(Failed { error, maybe_applied }) => Err(TurnWriteError { error, maybe_applied }),
+        }
     }
 
-    async fn write_conversation(&self, op: &str, items: &[TransactWriteItem]) -> Result<bool, StoreError> {
-        match self.transact(op, items, None).await.map_err(|f| f.error)? {
+    /// Writes a turn whose key must be new (demo data).
+    pub async fn create_turn(&self, turn: &TurnItem) -> Result<bool, StoreError> {
+        let put = self.turn_put(turn, false)?;
+        match self.transact("TransactWriteItems turn", &[put], None).await.map_err(|f| f.error)? {
             Written::Applied => Ok(true),
-            Written::ConditionFailed { index: 0, .. } => Ok(false),
-            Written::ConditionFailed { index, .. } => Err(StoreError::Rejected(format!("{op}: item {index} failed its condition"))),
+            Written::ConditionFailed { .. } => Ok(false),
         }
     }
 
-    /// The put of a conversation's whole state, guarded by its version.
-    fn conversation_put(&self, conversation: &ConversationItem, expected_version: Option<u64>) -> Result<TransactWriteItem, StoreError> {
-        let item: Item = to_item(conversation)?;
-        let mut put = Put::builder().table_name(&self.table).set_item(Some(item));
-        put = match expected_version {
-            None => put
-                .condition_expression("attribute_not_exists(#pk)")
-                .expression_attribute_names("#pk", keys::PK),
-            Some(v) => put
-                .condition_expression("#v = :v")
-                .expression_attribute_names("#v", "version")
-                .expression_attribute_values(":v", n(v)),
+    fn turn_put(&self, turn: &TurnItem, claimed: bool) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder().table_name(&self.table).set_item(Some(to_item(turn)?));
+        let put = match claimed {
+            true => put
+                .condition_expression("#st = :inprog")
+                .expression_attribute_names("#st", STATUS)
+                .expression_attribute_values(":inprog", s(IN_PROGRESS)),
+            false => put.condition_expression("attribute_not_exists(#pk)").expression_attribute_names("#pk", keys::PK),
         };
         let put = put.build().map_err(|e| StoreError::Rejected(e.to_string()))?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
+}
+
+/// Turn items from user-index (it holds nothing else; an item of another shape is skipped,
+/// so an index shared with older items still reads).
+fn turns(items: Vec<Item>) -> Result<Vec<TurnItem>, StoreError> {
+    items
+        .into_iter()
+        .filter(|i| i.get(keys::PK).and_then(|v| v.as_s().ok()).is_some_and(|k| k.starts_with(keys::TURN_PREFIX)))
+        .map(|i| from_item("turn", i))
+        .collect()
 }

@@ -1,11 +1,14 @@
 //! Quota and spend counters: one transaction of conditional updates admits a request or
 //! refuses it without touching any counter, so limits hold exactly under any concurrency;
-//! settlement and give-back adjust the same items.
+//! settlement and give-back adjust the same items. The golfer's hour counts and day spend
+//! share one item (`quota_{user}_{day}`), so a request writes two counter items, not four;
+//! the global budget is leased in slices (`store/budget.rs`), never written per request.
 
-use aws_sdk_dynamodb::types::{KeysAndAttributes, ReturnConsumedCapacity as Rcc, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
+use aws_sdk_dynamodb::types::{ReturnConsumedCapacity as Rcc, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
 
 use super::idempotency::{Claim, Previous};
 use super::transact::{built, update, Unsure, Written};
+use super::deadline::{deadline, within};
 use super::{keys, n, number, s, sdk_error, Store, StoreError};
 
 pub const COUNT: &str = "request_count";
@@ -33,14 +36,15 @@ impl Counter {
     }
 }
 
-/// The four counter items one request touches; fixed at reservation so release and
-/// settlement hit the same hour and day even across a boundary.
+/// The counter items one request touches; fixed at reservation so release and settlement
+/// hit the same hour and day even across a boundary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterKeys {
-    pub user_hour: String,
+    /// The golfer's quota item of the day (`quota_{user}_{day}`).
+    pub user_quota: String,
+    /// The attribute of the hour's request count on it (`hour_HH`).
+    pub hour_attr: String,
     pub ip_hour: String,
-    pub user_day: String,
-    pub global_day: String,
 }
 
 /// What admitting one request asks of the counters.
@@ -50,9 +54,9 @@ pub struct Admission {
     pub hour_limit: i64,
     pub ip_hour_limit: i64,
     pub user_day_limit_micro: i64,
-    pub global_day_limit_micro: i64,
+    /// The worst case this request can cost, reserved on the golfer's day.
     pub cost_micro: i64,
-    pub hour_expires_at: i64,
+    pub ip_expires_at: i64,
     pub day_expires_at: i64,
 }
 
@@ -60,7 +64,7 @@ pub struct Admission {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AdmitDecision {
     Admitted,
-    /// The idempotency claim failed: an earlier request holds this id.
+    /// The claim failed: an earlier request holds this id.
     Duplicate(Previous),
     /// `current` is the refusing counter's value when it refused.
     Refused { counter: Counter, current: i64 },
@@ -97,20 +101,19 @@ impl GiveBack {
     }
 }
 
-/// The order of the counter items in an admission, after the optional claim.
-const ORDER: [(Counter, &str); 4] = [(Counter::UserHour, COUNT), (Counter::IpHour, COUNT), (Counter::UserDay, SPEND), (Counter::GlobalDay, SPEND)];
+/// The attribute holding the request count of `at`'s hour on a golfer quota item.
+pub fn hour_attr(at: chrono::DateTime<chrono::Utc>) -> String {
+    format!("hour_{}", at.format("%H"))
+}
 
 impl Store {
-    /// Admits a request against all four counters at once, or refuses it touching none.
-    /// `claim` (an idempotency claim) joins the same transaction and is checked first.
-    /// When no answer arrives the error carries an [`Unsure`] to resolve.
+    /// Admits a request against the golfer's hour and day and the IP's hour at once, or
+    /// refuses it touching none. `claim` (the claim on the clientMessageId) joins the same
+    /// transaction and is checked first. When no answer arrives the error carries an
+    /// [`Unsure`] to resolve.
     pub async fn admit(&self, a: &Admission, claim: Option<&Claim>) -> Result<AdmitDecision, AdmitError> {
-        let spend_room = |limit: i64| limit - a.cost_micro;
-        if spend_room(a.user_day_limit_micro) < 0 {
+        if a.user_day_limit_micro < a.cost_micro {
             return Ok(AdmitDecision::Refused { counter: Counter::UserDay, current: 0 });
-        }
-        if spend_room(a.global_day_limit_micro) < 0 {
-            return Ok(AdmitDecision::Refused { counter: Counter::GlobalDay, current: 0 });
         }
         let definite = |error| AdmitError { error, unsure: None };
         let claimed = usize::from(claim.is_some());
@@ -120,53 +123,51 @@ impl Store {
         let written = self.transact_resolvable("TransactWriteItems admit", items).await;
         match written.map_err(|(error, unsure)| AdmitError { error, unsure })? {
             Written::Applied => Ok(AdmitDecision::Admitted),
-            Written::ConditionFailed { index, item } if index < claimed => Ok(AdmitDecision::Duplicate(Previous::from_item(item.as_ref()))),
-            Written::ConditionFailed { index, item } => {
-                let (counter, attr) = ORDER.get(index - claimed).copied().ok_or_else(|| definite(StoreError::Rejected(format!("admission item {index} failed"))))?;
-                Ok(AdmitDecision::Refused { counter, current: number(item.as_ref(), attr) })
+            Written::ConditionFailed { index, item } if index < claimed => Ok(AdmitDecision::Duplicate(Previous::from_item(item))),
+            Written::ConditionFailed { index, item } if index == claimed => {
+                // The golfer's item: the hour's count or the day's spend refused.
+                let count = number(item.as_ref(), &a.keys.hour_attr);
+                Ok(match count >= a.hour_limit {
+                    true => AdmitDecision::Refused { counter: Counter::UserHour, current: count },
+                    false => AdmitDecision::Refused { counter: Counter::UserDay, current: number(item.as_ref(), SPEND) },
+                })
             }
+            Written::ConditionFailed { item, .. } => Ok(AdmitDecision::Refused { counter: Counter::IpHour, current: number(item.as_ref(), COUNT) }),
         }
     }
 
     fn admission_items(&self, a: &Admission) -> Result<Vec<TransactWriteItem>, StoreError> {
-        let count = |key: &str, limit: i64| {
-            built(
-                update(key, "ADD #c :one SET #ttl = if_not_exists(#ttl, :ttl)")
-                    .condition_expression("attribute_not_exists(#c) OR #c < :limit")
-                    .expression_attribute_names("#c", COUNT)
-                    .expression_attribute_names("#ttl", keys::TTL_ATTRIBUTE)
-                    .expression_attribute_values(":one", n(1))
-                    .expression_attribute_values(":limit", n(limit))
-                    .expression_attribute_values(":ttl", n(a.hour_expires_at))
-                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld),
-                &self.table,
-            )
-        };
-        let spend = |key: &str, limit: i64| {
-            built(
-                update(key, "ADD #s :cost SET #ttl = if_not_exists(#ttl, :ttl)")
-                    .condition_expression("attribute_not_exists(#s) OR #s <= :room")
-                    .expression_attribute_names("#s", SPEND)
-                    .expression_attribute_names("#ttl", keys::TTL_ATTRIBUTE)
-                    .expression_attribute_values(":cost", n(a.cost_micro))
-                    .expression_attribute_values(":room", n(limit - a.cost_micro))
-                    .expression_attribute_values(":ttl", n(a.day_expires_at))
-                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld),
-                &self.table,
-            )
-        };
-        Ok(vec![
-            count(&a.keys.user_hour, a.hour_limit)?,
-            count(&a.keys.ip_hour, a.ip_hour_limit)?,
-            spend(&a.keys.user_day, a.user_day_limit_micro)?,
-            spend(&a.keys.global_day, a.global_day_limit_micro)?,
-        ])
+        let golfer = built(
+            update(&a.keys.user_quota, "ADD #h :one, #s :cost SET #ttl = if_not_exists(#ttl, :ttl)")
+                .condition_expression("(attribute_not_exists(#h) OR #h < :hl) AND (attribute_not_exists(#s) OR #s <= :room)")
+                .expression_attribute_names("#h", &a.keys.hour_attr)
+                .expression_attribute_names("#s", SPEND)
+                .expression_attribute_names("#ttl", keys::TTL_ATTRIBUTE)
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":hl", n(a.hour_limit))
+                .expression_attribute_values(":cost", n(a.cost_micro))
+                .expression_attribute_values(":room", n(a.user_day_limit_micro - a.cost_micro))
+                .expression_attribute_values(":ttl", n(a.day_expires_at))
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld),
+            &self.table,
+        )?;
+        let ip = built(
+            update(&a.keys.ip_hour, "ADD #c :one SET #ttl = if_not_exists(#ttl, :ttl)")
+                .condition_expression("attribute_not_exists(#c) OR #c < :limit")
+                .expression_attribute_names("#c", COUNT)
+                .expression_attribute_names("#ttl", keys::TTL_ATTRIBUTE)
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":limit", n(a.ip_hour_limit))
+                .expression_attribute_values(":ttl", n(a.ip_expires_at))
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld),
+            &self.table,
+        )?;
+        Ok(vec![golfer, ip])
     }
 
     /// Gives a reservation back (see [`GiveBack`]).
     pub async fn give_back(&self, g: &GiveBack) -> Result<(), StoreError> {
-        let mut items = self.spend_adjustment(&g.keys, -g.reserved_micro, 0)?;
-        items.extend(self.slot_release(&g.keys)?);
+        let mut items = self.settlement(&g.keys, -g.reserved_micro, 0, true)?;
         if let Some(k) = &g.claim_key {
             items.push(self.claim_release_item(k)?);
         }
@@ -175,66 +176,46 @@ impl Store {
 
     /// Read after the request's own write: what the golfer has used this hour and day.
     pub async fn usage(&self, k: &CounterKeys) -> Result<UsageSnapshot, StoreError> {
-        let mut keys_and_attrs = KeysAndAttributes::builder().consistent_read(true);
-        for key in [&k.user_hour, &k.user_day] {
-            keys_and_attrs = keys_and_attrs.keys(std::collections::HashMap::from([(keys::PK.to_string(), s(key.as_str()))]));
-        }
-        let req = keys_and_attrs.build().map_err(|e| StoreError::Rejected(e.to_string()))?;
         super::stats::call();
-        let out = self
-            .client
-            .batch_get_item()
-            .request_items(&self.table, req)
-            .return_consumed_capacity(Rcc::Total)
-            .send()
-            .await
-            .map_err(|e| sdk_error("BatchGetItem usage", e))?;
+        let out = within(
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .key(keys::PK, s(&k.user_quota))
+                .consistent_read(true)
+                .return_consumed_capacity(Rcc::Total)
+                .send(),
+        )
+        .await
+        .ok_or_else(|| deadline("GetItem usage"))?
+        .map_err(|e| sdk_error("GetItem usage", e))?;
         super::stats::consumed(out.consumed_capacity());
-        let items = out.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default();
-        let find = |key: &str| items.iter().find(|i| i.get(keys::PK) == Some(&s(key)));
         Ok(UsageSnapshot {
-            user_hour_count: number(find(&k.user_hour), COUNT),
-            user_day_spend_micro: number(find(&k.user_day), SPEND),
+            user_hour_count: number(out.item.as_ref(), &k.hour_attr),
+            user_day_spend_micro: number(out.item.as_ref(), SPEND),
         })
     }
 
-    /// Items that change the day's spend by `delta_micro` (negative refunds) and add the
-    /// tokens actually used.
-    pub(crate) fn spend_adjustment(&self, k: &CounterKeys, delta_micro: i64, tokens: i64) -> Result<Vec<TransactWriteItem>, StoreError> {
-        let mut out = vec![];
-        if delta_micro != 0 || tokens != 0 {
-            out.push(built(
-                update(&k.user_day, "ADD #s :d, #t :tok")
-                    .expression_attribute_names("#s", SPEND)
-                    .expression_attribute_names("#t", TOKENS)
-                    .expression_attribute_values(":d", n(delta_micro))
-                    .expression_attribute_values(":tok", n(tokens)),
+    /// Items that settle a request on the golfer's day: `delta_micro` on the spend (negative
+    /// refunds) and the tokens used; with `release_slots`, the hour's request and the IP's
+    /// are given back too.
+    pub(crate) fn settlement(&self, k: &CounterKeys, delta_micro: i64, tokens: i64, release_slots: bool) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let golfer = match release_slots {
+            true => update(&k.user_quota, "ADD #s :d, #t :tok, #h :minus").expression_attribute_names("#h", &k.hour_attr).expression_attribute_values(":minus", n(-1)),
+            false => update(&k.user_quota, "ADD #s :d, #t :tok"),
+        };
+        let golfer = golfer
+            .expression_attribute_names("#s", SPEND)
+            .expression_attribute_names("#t", TOKENS)
+            .expression_attribute_values(":d", n(delta_micro))
+            .expression_attribute_values(":tok", n(tokens));
+        let mut items = vec![built(golfer, &self.table)?];
+        if release_slots {
+            items.push(built(
+                update(&k.ip_hour, "ADD #c :minus").expression_attribute_names("#c", COUNT).expression_attribute_values(":minus", n(-1)),
                 &self.table,
             )?);
         }
-        if delta_micro != 0 {
-            out.push(built(
-                update(&k.global_day, "ADD #s :d")
-                    .expression_attribute_names("#s", SPEND)
-                    .expression_attribute_values(":d", n(delta_micro)),
-                &self.table,
-            )?);
-        }
-        Ok(out)
-    }
-
-    /// Items that give back the request slots (user-hour and ip-hour).
-    pub(crate) fn slot_release(&self, k: &CounterKeys) -> Result<Vec<TransactWriteItem>, StoreError> {
-        [&k.user_hour, &k.ip_hour]
-            .into_iter()
-            .map(|key| {
-                built(
-                    update(key, "ADD #c :minus")
-                        .expression_attribute_names("#c", COUNT)
-                        .expression_attribute_values(":minus", n(-1)),
-                    &self.table,
-                )
-            })
-            .collect()
+        Ok(items)
     }
 }

@@ -1,55 +1,39 @@
-//! The app's read paths and the golfer's deletion, each in as few DynamoDB calls as the
-//! table design allows.
+//! The app's read paths that span a golfer's turns, and the golfer's deletion.
 
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnConsumedCapacity as Rcc, ReturnValue, WriteRequest};
 
-use super::{from_item, keys, s, sdk_error, Item, Store, StoreError};
+use super::deadline::{deadline, within};
+use super::{keys, s, sdk_error, Item, Store, StoreError};
 use crate::backoff::Backoff;
+use crate::models::{TurnItem, UserId};
 
 /// Deletions a batch write left unprocessed (throttling) are sent again after this.
 const UNPROCESSED_BACKOFF: Backoff = Backoff::new(std::time::Duration::from_millis(50), std::time::Duration::from_millis(800)).with_floor(std::time::Duration::from_millis(25));
-use crate::models::{ConversationItem, UserId};
 
 /// What a deletion removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Deleted {
+    /// Days with at least one turn.
     pub conversations: u64,
     pub profile: bool,
-    pub idempotency_records: u64,
+    /// Turns (each is also the stored answer to its clientMessageId).
+    pub turns: u64,
 }
 
 impl Store {
-    /// The golfer's most recent conversation (one Query on user-index).
-    pub async fn latest_conversation(&self, user: &UserId) -> Result<Option<ConversationItem>, StoreError> {
-        super::stats::call();
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(keys::USER_INDEX)
-            .key_condition_expression("#u = :u")
-            .expression_attribute_names("#u", keys::USER_INDEX_PK)
-            .expression_attribute_values(":u", s(user.as_str()))
-            .scan_index_forward(false)
-            .limit(1)
-            .return_consumed_capacity(Rcc::Total)
-            .send()
-            .await
-            .map_err(|e| sdk_error("Query user-index latest", e))?;
-        super::stats::consumed(out.consumed_capacity());
-        out.items
-            .and_then(|v| v.into_iter().next())
-            .map(|item| from_item("latest conversation", item))
-            .transpose()
+    /// The golfer's newest turn: the current themes (one Query on user-index).
+    pub async fn latest_turn(&self, user: &UserId) -> Result<Option<TurnItem>, StoreError> {
+        Ok(self.recent_turns(user, 1).await?.into_iter().next())
     }
 
-    /// Every conversation key of the golfer with its clientMessageIds (pages of user-index).
-    async fn conversation_keys(&self, user: &UserId) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+    /// Every turn key of the golfer with its conversation (pages of user-index).
+    async fn turn_keys(&self, user: &UserId) -> Result<Vec<(String, String)>, StoreError> {
+        let op = "Query user-index all";
         let mut out = vec![];
         let mut start: Option<Item> = None;
         loop {
             super::stats::call();
-            let page = self
+            let send = self
                 .client
                 .query()
                 .table_name(&self.table)
@@ -57,22 +41,18 @@ impl Store {
                 .key_condition_expression("#u = :u")
                 .expression_attribute_names("#u", keys::USER_INDEX_PK)
                 .expression_attribute_names("#pk", keys::PK)
-                .expression_attribute_names("#ids", "client_message_ids")
+                .expression_attribute_names("#c", "conversation")
                 .expression_attribute_values(":u", s(user.as_str()))
-                .projection_expression("#pk, #ids")
+                .projection_expression("#pk, #c")
                 .set_exclusive_start_key(start.take())
                 .return_consumed_capacity(Rcc::Total)
-                .send()
-                .await
-                .map_err(|e| sdk_error("Query user-index all", e))?;
+                .send();
+            let page = within(send).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
             super::stats::consumed(page.consumed_capacity());
             for item in page.items.unwrap_or_default() {
-                let Some(AttributeValue::S(key)) = item.get(keys::PK) else { continue };
-                let ids = match item.get("client_message_ids") {
-                    Some(AttributeValue::L(l)) => l.iter().filter_map(|v| v.as_s().ok().cloned()).collect(),
-                    _ => vec![],
-                };
-                out.push((key.clone(), ids));
+                let (Some(AttributeValue::S(key)), conversation) = (item.get(keys::PK), item.get("conversation")) else { continue };
+                let conversation = conversation.and_then(|c| c.as_s().ok()).cloned().unwrap_or_default();
+                out.push((key.clone(), conversation));
             }
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
@@ -81,60 +61,44 @@ impl Store {
         }
     }
 
-    /// Deletes the golfer's conversations, profile and idempotency records. Counters are left
-    /// to expire (they hold counts, not content).
+    /// Deletes the golfer's turns (their conversations and stored answers) and profile.
+    /// Counters are left to expire (they hold counts, not content), and so are claims still
+    /// in flight (24 hours).
     pub async fn delete_golfer(&self, user: &UserId) -> Result<Deleted, StoreError> {
         let profile_key = keys::profile(user);
-        let profile = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key(keys::PK, s(&profile_key))
-            .return_values(ReturnValue::AllOld)
-            .send();
-        let (conversations, profile) = tokio::join!(self.conversation_keys(user), profile);
-        let conversations = conversations?;
-        let profile = profile.map_err(|e| sdk_error("DeleteItem profile", e))?;
-
-        let mut doomed: Vec<String> = conversations.iter().map(|(k, _)| k.clone()).collect();
-        let mut idempotency_records = 0;
-        for (_, ids) in &conversations {
-            for id in ids {
-                doomed.push(keys::idempotency_raw(user, id));
-                idempotency_records += 1;
-            }
+        let profile = within(self.client.delete_item().table_name(&self.table).key(keys::PK, s(&profile_key)).return_values(ReturnValue::AllOld).send());
+        let (turns, profile) = tokio::join!(self.turn_keys(user), profile);
+        let turns = turns?;
+        let profile = profile.ok_or_else(|| deadline("DeleteItem profile"))?.map_err(|e| sdk_error("DeleteItem profile", e))?;
+        for chunk in turns.chunks(25) {
+            self.delete_batch(chunk.iter().map(|(k, _)| k.as_str())).await?;
         }
-        for chunk in doomed.chunks(25) {
-            let mut requests: Vec<WriteRequest> = chunk
-                .iter()
-                .filter_map(|k| DeleteRequest::builder().key(keys::PK, s(k)).build().ok())
-                .map(|d| WriteRequest::builder().delete_request(d).build())
-                .collect();
-            for attempt in 0..8 {
-                super::stats::call();
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, requests.clone())
-                    .return_consumed_capacity(Rcc::Total)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("BatchWriteItem delete", e))?;
-                super::stats::consumed_write(out.consumed_capacity());
-                requests = out.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
-                if requests.is_empty() {
-                    break;
-                }
-                UNPROCESSED_BACKOFF.wait(attempt).await;
-            }
-            if !requests.is_empty() {
-                return Err(StoreError::Unavailable("BatchWriteItem kept leaving items unprocessed".into()));
-            }
-        }
+        let conversations: std::collections::HashSet<&str> = turns.iter().map(|(_, c)| c.as_str()).collect();
         Ok(Deleted {
             conversations: conversations.len() as u64,
             profile: profile.attributes.is_some_and(|a| !a.is_empty()),
-            idempotency_records,
+            turns: turns.len() as u64,
         })
+    }
+
+    /// Deletes up to 25 items, sending again what DynamoDB left unprocessed.
+    async fn delete_batch<'a>(&self, keys_: impl Iterator<Item = &'a str>) -> Result<(), StoreError> {
+        let op = "BatchWriteItem delete";
+        let mut requests: Vec<WriteRequest> = keys_
+            .filter_map(|k| DeleteRequest::builder().key(keys::PK, s(k)).build().ok())
+            .map(|d| WriteRequest::builder().delete_request(d).build())
+            .collect();
+        for attempt in 0..8 {
+            super::stats::call();
+            let send = self.client.batch_write_item().request_items(&self.table, requests.clone()).return_consumed_capacity(Rcc::Total).send();
+            let out = within(send).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
+            super::stats::consumed_write(out.consumed_capacity());
+            requests = out.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
+            if requests.is_empty() {
+                return Ok(());
+            }
+            UNPROCESSED_BACKOFF.wait(attempt).await;
+        }
+        Err(StoreError::Unavailable(format!("{op}: items kept being left unprocessed")))
     }
 }

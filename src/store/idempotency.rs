@@ -1,15 +1,16 @@
-//! Idempotency records (`idem_{user}_{clientMessageId}`), after Powertools for AWS Lambda's
-//! idempotency utility: a conditional put claims the id as in-progress (it joins the
-//! admission transaction), the turn's transaction stores the response, and a failure before
-//! anything was stored deletes the claim so the app can retry.
+//! Claims on clientMessageIds, after Powertools for AWS Lambda's idempotency utility: a
+//! conditional put claims `msg_{user}_{clientMessageId}` as in-progress (it joins the
+//! admission transaction); the turn's transaction replaces the claim with the turn, which is
+//! the stored answer; a failure before anything was stored deletes the claim so the app can
+//! retry.
 
 use aws_sdk_dynamodb::types::{Delete, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
 
 use super::{keys, n, s, Item, Store, StoreError};
+use crate::models::TurnItem;
 
 pub const STATUS: &str = "status";
 pub const LOCKED_UNTIL: &str = "locked_until";
-pub const RESPONSE: &str = "response";
 pub const IN_PROGRESS: &str = "in_progress";
 pub const COMPLETED: &str = "completed";
 
@@ -21,30 +22,28 @@ pub struct Claim {
     pub locked_until: i64,
 }
 
-/// The answer stored under a claim when its turn is written.
-#[derive(Debug, Clone, Copy)]
-pub struct StoredAnswer<'a> {
-    pub key: &'a str,
-    pub now: i64,
-    pub body: &'a str,
-}
-
 /// What an earlier request with the same id left behind.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Previous {
     /// Still being answered (within its lock).
     InProgress,
-    /// Answered: the stored response body.
-    Completed(String),
+    /// Answered: the stored turn.
+    Completed(Box<TurnItem>),
 }
 
 impl Previous {
-    pub(crate) fn from_item(item: Option<&Item>) -> Self {
-        let status = item.and_then(|i| i.get(STATUS)).and_then(|v| v.as_s().ok());
-        let response = item.and_then(|i| i.get(RESPONSE)).and_then(|v| v.as_s().ok());
-        match (status.map(String::as_str), response) {
-            (Some(COMPLETED), Some(body)) => Self::Completed(body.clone()),
-            _ => Self::InProgress,
+    pub(crate) fn from_item(item: Option<Item>) -> Self {
+        let Some(item) = item else { return Self::InProgress };
+        if item.get(STATUS).and_then(|v| v.as_s().ok()).map(String::as_str) != Some(COMPLETED) {
+            return Self::InProgress;
+        }
+        // A completed turn that does not read as one is answered as in progress (409), never replayed wrong.
+        match serde_dynamo::from_item::<_, TurnItem>(item) {
+            Ok(turn) => Self::Completed(Box::new(turn)),
+            Err(e) => {
+                tracing::error!(error = %e, "a stored turn does not match its schema");
+                Self::InProgress
+            }
         }
     }
 }
@@ -57,28 +56,14 @@ impl Store {
             .item(keys::PK, s(&c.key))
             .item(STATUS, s(IN_PROGRESS))
             .item(LOCKED_UNTIL, n(c.locked_until))
-            .item(keys::TTL_ATTRIBUTE, n(c.now + keys::IDEMPOTENCY_TTL_SECS))
-            .condition_expression("attribute_not_exists(#pk) OR #exp <= :now OR (#st = :inprog AND #lock <= :now)")
+            .item(keys::TTL_ATTRIBUTE, n(c.now + keys::CLAIM_TTL_SECS))
+            .condition_expression("attribute_not_exists(#pk) OR (#st = :inprog AND #lock <= :now)")
             .expression_attribute_names("#pk", keys::PK)
-            .expression_attribute_names("#exp", keys::TTL_ATTRIBUTE)
             .expression_attribute_names("#st", STATUS)
             .expression_attribute_names("#lock", LOCKED_UNTIL)
             .expression_attribute_values(":now", n(c.now))
             .expression_attribute_values(":inprog", s(IN_PROGRESS))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .map_err(|e| StoreError::Rejected(e.to_string()))?;
-        Ok(TransactWriteItem::builder().put(put).build())
-    }
-
-    /// Stores the answer for 24 hours from `now`.
-    pub(crate) fn stored_answer_item(&self, a: StoredAnswer<'_>) -> Result<TransactWriteItem, StoreError> {
-        let put = Put::builder()
-            .table_name(&self.table)
-            .item(keys::PK, s(a.key))
-            .item(STATUS, s(COMPLETED))
-            .item(RESPONSE, s(a.body))
-            .item(keys::TTL_ATTRIBUTE, n(a.now + keys::IDEMPOTENCY_TTL_SECS))
             .build()
             .map_err(|e| StoreError::Rejected(e.to_string()))?;
         Ok(TransactWriteItem::builder().put(put).build())

@@ -3,25 +3,32 @@
 //! Table `coaching-conversations`: partition key `conversation_id` (S); GSI `user-index`
 //! (`user_id` hash, `last_updated` range, projection ALL); TTL attribute `expires_at`.
 //!
-//! | entity            | `conversation_id`                     | in user-index | TTL  |
-//! |-------------------|---------------------------------------|---------------|------|
-//! | conversation      | `conv_{user}_{yyyymmdd}`              | yes           | none |
-//! | profile           | `profile_{user}`                      | no            | none |
-//! | user-hour quota   | `quota_{user}_{yyyymmddhh}`           | no            | 2 h  |
-//! | ip-hour quota     | `ipquota_{sha256(ip)[..16]}_{yyyymmddhh}` | no        | 2 h  |
-//! | user-day spend    | `spend_{user}_{yyyymmdd}`             | no            | 3 d  |
-//! | global-day spend  | `spendall_{yyyymmdd}`                 | no            | 3 d  |
-//! | idempotency       | `idem_{user}_{clientMessageId}`       | no            | 24 h |
+//! | entity            | `conversation_id`                         | in user-index | TTL  |
+//! |-------------------|-------------------------------------------|---------------|------|
+//! | turn              | `msg_{user}_{clientMessageId}`            | yes           | none |
+//! | claim (in flight) | `msg_{user}_{clientMessageId}`            | no            | 24 h |
+//! | profile           | `profile_{user}`                          | no            | none |
+//! | golfer quota      | `quota_{user}_{yyyymmdd}`                 | no            | 3 d  |
+//! | ip-hour quota     | `ipquota_{sha256(ip)[..16]}_{yyyymmddhh}` | no            | 2 h  |
+//! | global budget     | `spendall_{yyyymmdd}`                     | no            | 3 d  |
 //!
-//! Access patterns: today's conversation (GetItem); the latest earlier conversation of a
-//! golfer (Query user-index, `last_updated < today`, newest first, limit 1); a golfer's
-//! conversations (Query user-index); quota and spend (conditional UpdateItem in one
-//! transaction); the profile (GetItem).
+//! A day's conversation (`conv_{user}_{yyyymmdd}`, its id in the API) is not an item: it is
+//! the golfer's turns of that day. Each turn is one item written once, so a turn's write
+//! cost does not grow with the day (design notes: `store/README.md`). The claim a request
+//! takes on its clientMessageId at admission becomes its turn when the turn is written, so
+//! the stored turn is also the stored answer; a message without an id gets one of ours.
+//!
+//! Access patterns: a golfer's newest turns, today's history and the latest themes at once
+//! (Query user-index, newest first); a day's turns (Query user-index between the day's
+//! bounds); a golfer's everything, for deletion (Query user-index); admission (one
+//! transaction of conditional updates on the golfer quota, the ip-hour quota and the
+//! claim); the global budget (a conditional update now and then, when a process leases a
+//! slice); the profile and the swing on screen (BatchGetItem across both tables).
 //!
 //! User ids match `^[A-Za-z0-9][A-Za-z0-9-]{0,63}$` (schema/common.json), so no id holds an
 //! underscore and every key splits unambiguously into prefix, user and period. The global
-//! spend key is `spendall_` rather than design.md's `spend_all_`: with `spend_all_`, a golfer
-//! whose id is `all` would have shared the global counter.
+//! budget key is `spendall_` rather than design.md's `spend_all_`: with `spend_all_`, a
+//! golfer whose id is `all` would have shared it.
 //!
 //! Table `golf-coach-analyses` (read-only, owned by the analysis system): partition key
 //! `analysis_id`; GSI `user-created-index` (`user_id`, `created_at`).
@@ -31,7 +38,7 @@ use chrono::{DateTime, Utc};
 use crate::clock::{day_key as day, hour_key as hour};
 use sha2::{Digest, Sha256};
 
-use crate::models::{ClientMessageId, ConversationId, UserId};
+use crate::models::{ConversationId, UserId};
 
 pub const PK: &str = "conversation_id";
 pub const USER_INDEX: &str = "user-index";
@@ -44,12 +51,21 @@ pub const ANALYSES_USER_INDEX: &str = "user-created-index";
 pub const ANALYSES_USER_INDEX_PK: &str = "user_id";
 pub const ANALYSES_USER_INDEX_SK: &str = "created_at";
 
-pub const QUOTA_TTL_SECS: i64 = 2 * 3600;
-pub const SPEND_TTL_SECS: i64 = 3 * 86_400;
-pub const IDEMPOTENCY_TTL_SECS: i64 = 86_400;
+pub const IP_QUOTA_TTL_SECS: i64 = 2 * 3600;
+pub const DAY_TTL_SECS: i64 = 3 * 86_400;
+pub const CLAIM_TTL_SECS: i64 = 86_400;
 
+/// The id of a golfer's conversation of `at`'s day (not an item: the day's turns).
 pub fn conversation(user: &UserId, at: DateTime<Utc>) -> String {
     format!("conv_{}_{}", user.as_str(), day(at))
+}
+
+/// The golfer and the day a conversation id names.
+pub fn conversation_parts(id: &ConversationId) -> Option<(&str, DateTime<Utc>)> {
+    let user = conversation_owner(id)?;
+    let day = id.as_str().rsplit_once('_')?.1;
+    let date = chrono::NaiveDate::parse_from_str(day, "%Y%m%d").ok()?;
+    Some((user, date.and_hms_opt(12, 0, 0)?.and_utc()))
 }
 
 /// The owner encoded in a conversation id; `None` when it is not one of ours.
@@ -63,29 +79,31 @@ pub fn profile(user: &UserId) -> String {
     format!("profile_{}", user.as_str())
 }
 
-pub fn user_hour_quota(user: &UserId, at: DateTime<Utc>) -> String {
-    format!("quota_{}_{}", user.as_str(), hour(at))
+/// A golfer's requests per hour (attributes `hour_HH`) and spend of `at`'s day, in one item.
+pub fn user_quota(user: &UserId, at: DateTime<Utc>) -> String {
+    format!("quota_{}_{}", user.as_str(), day(at))
 }
 
 pub fn ip_hour_quota(ip_hash: &IpHash, at: DateTime<Utc>) -> String {
     format!("ipquota_{}_{}", ip_hash.0, hour(at))
 }
 
-pub fn user_day_spend(user: &UserId, at: DateTime<Utc>) -> String {
-    format!("spend_{}_{}", user.as_str(), day(at))
-}
-
 pub fn global_day_spend(at: DateTime<Utc>) -> String {
     format!("spendall_{}", day(at))
 }
 
-pub fn idempotency(user: &UserId, client_message_id: &ClientMessageId) -> String {
-    idempotency_raw(user, client_message_id.as_str())
+pub const TURN_PREFIX: &str = "msg_";
+
+/// A turn (and, while it is being answered, the claim on its id): `id` is a validated
+/// clientMessageId or one of [`server_message_id`]'s.
+pub fn turn(user: &UserId, id: &str) -> String {
+    format!("{TURN_PREFIX}{}_{}", user.as_str(), id)
 }
 
-/// The same key from an id already stored on a conversation (validated when it arrived).
-pub fn idempotency_raw(user: &UserId, client_message_id: &str) -> String {
-    format!("idem_{}_{}", user.as_str(), client_message_id)
+/// The id a message without a clientMessageId is stored under: the app's ids match
+/// `^[A-Za-z0-9][A-Za-z0-9-]{7,63}$`, and so does this one, in the caller's own key space.
+pub fn server_message_id() -> String {
+    format!("srv-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// A client IP reduced to a 16-hex-digit SHA-256 prefix: counters and logs never hold the IP.
@@ -123,8 +141,9 @@ mod tests {
         let Some(u) = user("golfer-1") else { panic!("valid id refused") };
         assert_eq!(conversation(&u, at()), "conv_golfer-1_20261125");
         assert_eq!(profile(&u), "profile_golfer-1");
-        assert_eq!(user_hour_quota(&u, at()), "quota_golfer-1_2026112507");
-        assert_eq!(user_day_spend(&u, at()), "spend_golfer-1_20261125");
+        assert_eq!(user_quota(&u, at()), "quota_golfer-1_20261125");
+        assert_eq!(turn(&u, "msg-0001-abcd"), "msg_golfer-1_msg-0001-abcd");
+        assert!(server_message_id().starts_with("srv-"));
         assert_eq!(global_day_spend(at()), "spendall_20261125");
         assert_eq!(IpHash::of("203.0.113.9").as_str().len(), 16);
     }
@@ -155,7 +174,7 @@ mod tests {
     proptest! {
         // Keys of different entities, users and periods never collide.
         #[test]
-        fn keys_never_collide(a in "[A-Za-z0-9][A-Za-z0-9-]{0,20}", b in "[A-Za-z0-9][A-Za-z0-9-]{0,20}", h in 0u32..48) {
+        fn keys_never_collide(a in "[A-Za-z0-9][A-Za-z0-9-]{0,20}", b in "[A-Za-z0-9][A-Za-z0-9-]{0,20}", h in 0u32..48, m in "[A-Za-z0-9][A-Za-z0-9-]{7,30}") {
             prop_assume!(a != b);
             let (Some(ua), Some(ub)) = (user(&a), user(&b)) else { panic!("generated ids are valid") };
             let t1 = at();
@@ -165,11 +184,13 @@ mod tests {
             if day(t1) != day(t2) { all.push(global_day_spend(t2)); }
             for u in [&ua, &ub] {
                 all.push(profile(u));
+                all.push(turn(u, &m));
+                all.push(turn(u, &server_message_id()));
                 for t in [t1, t2] {
-                    all.push(user_hour_quota(u, t));
+                    all.push(ip_hour_quota(&IpHash::of(u.as_str()), t));
                     if day(t1) != day(t2) || t == t1 {
                         all.push(conversation(u, t));
-                        all.push(user_day_spend(u, t));
+                        all.push(user_quota(u, t));
                     }
                 }
             }

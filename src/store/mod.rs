@@ -1,8 +1,10 @@
 //! The only code that speaks DynamoDB. Items map to the generated types through serde_dynamo.
 
 pub mod analyses;
+pub mod budget;
 pub mod conversations;
 pub mod counters;
+pub mod deadline;
 pub mod golfer;
 pub mod idempotency;
 pub mod keys;
@@ -102,18 +104,16 @@ pub struct Store {
     pub(crate) client: Client,
     pub(crate) table: String,
     pub(crate) analyses_table: String,
+    /// Messages a day's conversation shows before older ones fold into its summary.
+    pub(crate) recent_messages: usize,
 }
 
 impl Store {
     pub async fn connect(config: &Config) -> Self {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .operation_attempt_timeout(config.store_attempt_timeout)
-                    .operation_timeout(config.store_operation_timeout)
-                    .connect_timeout(Duration::from_secs(1))
-                    .build(),
-            )
+            // No attempt or operation timeout: every call waits until the request's deadline
+            // (store/deadline.rs), so a slow store shortens waits instead of multiplying them.
+            .timeout_config(aws_config::timeout::TimeoutConfig::builder().connect_timeout(Duration::from_secs(1)).build())
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3));
         // Lambda always sets these: naming them skips building the default provider chains
         // (its web-identity provider alone builds an STS client and loads the system
@@ -141,6 +141,7 @@ impl Store {
             client: Client::new(&shared),
             table: config.table_coaching.clone(),
             analyses_table: config.table_analyses.clone(),
+            recent_messages: config.max_recent_messages,
         }
     }
 

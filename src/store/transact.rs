@@ -8,12 +8,13 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{ReturnConsumedCapacity as Rcc, TransactWriteItem, Update};
 
+use super::deadline::{deadline, within};
 use super::{keys, s, sdk_error, Item, Store, StoreError};
 use crate::backoff::Backoff;
 
 /// Conflicting transactions on one item: spread the retries (5 ms up to 320 ms).
 const CONFLICT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(320)).with_floor(Duration::from_millis(5));
-const MAX_CONFLICT_RETRIES: u32 = 12;
+const MAX_RETRIES: u32 = 12;
 
 /// How a transaction ended when it was answered.
 #[derive(Debug)]
@@ -57,47 +58,58 @@ pub(crate) fn built(u: aws_sdk_dynamodb::types::builders::UpdateBuilder, table: 
 
 impl Store {
     /// One TransactWriteItems call, counted for the request's I/O statistics.
-    async fn send_transaction(&self, items: Vec<TransactWriteItem>, token: Option<&str>) -> Result<(), SdkError<TransactWriteItemsError>> {
+    /// `None` when the request's deadline came first (the transaction may still apply).
+    async fn send_transaction(&self, items: Vec<TransactWriteItem>, token: Option<&str>) -> Option<Result<(), SdkError<TransactWriteItemsError>>> {
         super::stats::call();
-        let out = self
+        let send = self
             .client
             .transact_write_items()
             .set_transact_items(Some(items))
             .set_client_request_token(token.map(str::to_string))
             .return_consumed_capacity(Rcc::Total)
-            .send()
-            .await?;
+            .send();
+        let out = match within(send).await? {
+            Ok(out) => out,
+            Err(e) => return Some(Err(e)),
+        };
         super::stats::consumed_write(out.consumed_capacity());
-        Ok(())
+        Some(Ok(()))
     }
 
-    /// Runs a transaction, retrying only cancellations for conflicts. With a `token`, DynamoDB
-    /// applies it at most once for ten minutes however often it is sent.
+    /// Runs a transaction, retrying cancellations for conflicts and throttling. With a `token`
+    /// DynamoDB applies it at most once for ten minutes however often it is sent, and every
+    /// failure but a failed condition or a refused request is `maybe_applied`: the SDK's own
+    /// retries hide their attempts, and an earlier one may have applied before a later one was
+    /// throttled. Resolving such a transaction is always safe (see [`Store::resolve`]).
     pub(crate) async fn transact(&self, op: &str, items: &[TransactWriteItem], token: Option<&str>) -> Result<Written, Failed> {
         if items.is_empty() {
             return Ok(Written::Applied);
         }
-        for attempt in 0..=MAX_CONFLICT_RETRIES {
+        let mut last = StoreError::Contention;
+        for attempt in 0..=MAX_RETRIES {
+            if attempt > 0 {
+                CONFLICT_BACKOFF.wait(attempt - 1).await;
+            }
             let err = match self.send_transaction(items.to_vec(), token).await {
-                Ok(()) => return Ok(Written::Applied),
-                Err(e) => e,
+                Some(Ok(())) => return Ok(Written::Applied),
+                Some(Err(e)) => e,
+                None => return Err(Failed { error: deadline(op), maybe_applied: true }),
             };
-            let Some(reasons) = cancellation_reasons(&err) else {
-                let error = sdk_error(op, err);
-                let maybe_applied = matches!(error, StoreError::Unavailable(_));
-                return Err(Failed { error, maybe_applied });
-            };
-            if let Some(index) = reasons.iter().position(|(code, _)| code == "ConditionalCheckFailed") {
-                let item = reasons.into_iter().nth(index).and_then(|(_, item)| item);
-                return Ok(Written::ConditionFailed { index, item });
+            if let Some(reasons) = cancellation_reasons(&err) {
+                if let Some(index) = reasons.iter().position(|(code, _)| code == "ConditionalCheckFailed") {
+                    let item = reasons.into_iter().nth(index).and_then(|(_, item)| item);
+                    return Ok(Written::ConditionFailed { index, item });
+                }
+                last = sdk_error(op, err);
+                if reasons.iter().any(|(code, _)| code == "TransactionConflict" || code == "ThrottlingError") {
+                    continue;
+                }
+                return Err(Failed { error: last, maybe_applied: token.is_some() });
             }
-            if !reasons.iter().any(|(code, _)| code == "TransactionConflict") {
-                // Cancelled for another reason (e.g. throttling): nothing was applied.
-                return Err(Failed { error: sdk_error(op, err), maybe_applied: false });
-            }
-            CONFLICT_BACKOFF.wait(attempt).await;
+            let refused = matches!(&err, SdkError::ServiceError(se) if se.raw().status().is_client_error() && !is_throttling(se.err().meta().code()));
+            return Err(Failed { error: sdk_error(op, err), maybe_applied: !refused });
         }
-        Err(Failed { error: StoreError::Contention, maybe_applied: false })
+        Err(Failed { error: last, maybe_applied: token.is_some() })
     }
 
     /// Runs a transaction under a fresh token; on no definite answer, hands back an [`Unsure`]
@@ -120,6 +132,11 @@ impl Store {
             Err(f) => Err(f.error),
         }
     }
+}
+
+/// DynamoDB's capacity refusals: nothing was done, the request may be sent again.
+fn is_throttling(code: Option<&str>) -> bool {
+    matches!(code, Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded"))
 }
 
 /// The per-item cancellation codes of a cancelled transaction, with the old item when the

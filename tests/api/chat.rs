@@ -48,11 +48,12 @@ async fn a_demo_golfer_gets_a_reply_built_on_the_latest_swing_and_theme() {
     assert_eq!(emf["TokensUsed"], 820);
     assert_eq!(emf["UserActiveConversations"], 1, "the day's first message starts a conversation");
     assert_eq!(emf["Outcome"], "model");
-    // Two sequential DynamoDB waves: the admission beside 3 context reads (today's conversation
-    // and the profile in one BatchGetItem, the earlier themes, the swings), then the turn; the
-    // usage read runs beside the model call. Six calls in all.
+    // Two sequential DynamoDB waves: the admission beside 3 context reads (the profile in a
+    // BatchGetItem, the newest turns, the swings), then the turn; the usage read runs beside
+    // the model call. Six calls a message, and on a process's first message of the day a
+    // seventh in the first wave: the lease of its first slice of the global budget.
     assert_eq!(emf["DynamoWaves"], 2, "{emf}");
-    assert_eq!(emf["DynamoCalls"], 6, "{emf}");
+    assert_eq!(emf["DynamoCalls"], 7, "{emf}");
     assert!(emf["DynamoWriteUnits"].as_f64().unwrap_or(0.0) > 0.0, "consumed capacity is reported: {emf}");
     assert!(emf["InProcessMs"].as_f64().is_some());
     assert!(!lines[0].contains("demo-alice"), "no user id in metrics");
@@ -127,10 +128,14 @@ async fn a_stored_item_read_raw_from_dynamodb_validates_against_the_schema() {
     let app = spawn_app().await;
     let (status, _) = app.chat_json("golfer-raw-1", &json!({ "message": "First time here, hello coach!" })).await;
     assert_eq!(status, 200);
-    let item = app.raw_item(&today_conversation("golfer-raw-1")).await.unwrap_or_else(|| panic!("not stored"));
+    let user = crate::helpers::uid("golfer-raw-1");
+    let turns = app.store.day_turns(&user, chrono::Utc::now()).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(turns.len(), 1);
+    let item = app.raw_item(&turns[0].conversation_id).await.unwrap_or_else(|| panic!("not stored"));
     let value: serde_json::Value = serde_dynamo::from_item(item).unwrap_or_else(|e| panic!("{e}"));
-    assert_valid(&schemas().conversation, &value);
+    assert_valid(&schemas().turn, &value);
     assert_eq!(value["user_id"], "golfer-raw-1");
+    assert_eq!(value["conversation"], today_conversation("golfer-raw-1"));
     assert_eq!(value["coaching_themes"]["session_count"], 1);
 }
 

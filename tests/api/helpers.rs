@@ -80,10 +80,6 @@ pub async fn spawn_full(adjust: impl FnOnce(&mut Config), breaker: BreakerConfig
     config.request_budget = std::time::Duration::from_secs(10);
     config.deadline_margin = std::time::Duration::from_millis(500);
     config.limits.ip_requests_per_hour = 10_000;
-    // DynamoDB Local runs transactions one at a time: a 100-request burst on one golfer's
-    // counters queues for a second or more on two cores, far past DynamoDB's 2 s default.
-    config.store_attempt_timeout = std::time::Duration::from_secs(10);
-    config.store_operation_timeout = std::time::Duration::from_secs(20);
     config.breaker = breaker;
     config.log_hash_key = "test-key".to_string().into();
     adjust(&mut config);
@@ -175,6 +171,28 @@ impl TestApp {
             .item
     }
 
+    /// The golfer's request count of the current hour (their quota item).
+    pub async fn hour_count(&self, user: &str) -> i64 {
+        let now = chrono::Utc::now();
+        self.number(&coach_api::store::keys::user_quota(&uid(user), now), &coach_api::store::counters::hour_attr(now)).await
+    }
+
+    /// The golfer's spend of the day in micro-dollars (their quota item).
+    pub async fn day_spend(&self, user: &str) -> i64 {
+        self.number(&coach_api::store::keys::user_quota(&uid(user), chrono::Utc::now()), "spend_micro").await
+    }
+
+    /// The golfer's tokens of the day (their quota item).
+    pub async fn day_tokens(&self, user: &str) -> i64 {
+        self.number(&coach_api::store::keys::user_quota(&uid(user), chrono::Utc::now()), "tokens").await
+    }
+
+    /// What this process holds of today's global budget: reserved by requests in flight plus
+    /// spent by the settled ones (what it leased, less what is left of its slices).
+    pub async fn global_held(&self) -> i64 {
+        self.state.budget.held(&coach_api::clock::day_key(chrono::Utc::now())).await
+    }
+
     /// An integer attribute of a stored item (0 when absent).
     pub async fn number(&self, key: &str, attr: &str) -> i64 {
         self.raw_item(key)
@@ -252,4 +270,42 @@ impl TestApp {
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
+}
+
+/// An app at the shipped defaults (timeouts, limits, deadline), only pointed at DynamoDB Local
+/// and the mock model: for burst, load and fault tests.
+pub async fn spawn_shipped() -> TestApp {
+    spawn_shipped_with(|_| {}).await
+}
+
+/// As [`spawn_shipped`], then `adjust` (a test's own subject: a smaller budget, an endpoint).
+pub async fn spawn_shipped_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let shipped = Config::default();
+    spawn_with(move |c| {
+        c.model.attempt_timeout = shipped.model.attempt_timeout;
+        c.request_budget = shipped.request_budget;
+        c.deadline_margin = shipped.deadline_margin;
+        c.limits = shipped.limits.clone();
+        c.breaker = shipped.breaker.clone();
+        c.admission_wait = shipped.admission_wait;
+        adjust(c);
+    })
+    .await
+}
+
+impl TestApp {
+    /// A client whose connections come from `127.0.0.x`: a golfer with an address of its own,
+    /// so per-IP limits apply at their shipped values.
+    pub fn client_from(&self, x: u8) -> reqwest::Client {
+        let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, x));
+        reqwest::Client::builder()
+            .local_address(ip)
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .unwrap_or_else(|e| panic!("client: {e}"))
+    }
+}
+
+pub fn uid(user: &str) -> coach_api::models::UserId {
+    coach_api::models::UserId::try_from(user.to_string()).unwrap_or_else(|e| panic!("{user}: {e}"))
 }

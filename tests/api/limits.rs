@@ -10,12 +10,7 @@ use wiremock::{Mock, ResponseTemplate};
 
 use crate::helpers::{assert_valid, completion, payload, schemas, spawn_with, TestApp, MODEL_PATH};
 use coach_api::limits;
-use coach_api::models::UserId;
 use coach_api::store::keys::{self, IpHash};
-
-fn uid(s: &str) -> UserId {
-    UserId::try_from(s.to_string()).unwrap()
-}
 
 /// Sends `n` messages at once, from `user(i)`; returns the statuses and bodies.
 async fn burst(app: &TestApp, n: usize, user: impl Fn(usize) -> String) -> Vec<(u16, Value)> {
@@ -53,8 +48,7 @@ async fn a_hundred_concurrent_messages_from_one_golfer_admit_exactly_fifteen() {
             let validator = if *status == 200 { &schemas().chat_response } else { &schemas().error };
             assert_valid(validator, body);
         }
-        let hour_key = keys::user_hour_quota(&uid(&user), chrono::Utc::now());
-        assert_eq!(app.number(&hour_key, "request_count").await, 15);
+        assert_eq!(app.hour_count(&user).await, 15);
     }
 }
 
@@ -82,9 +76,7 @@ async fn a_refusal_at_one_counter_consumes_no_other() {
     }
     let now = chrono::Utc::now();
     let ip_key = keys::ip_hour_quota(&IpHash::of("127.0.0.1"), now);
-    let spend_key = keys::user_day_spend(&uid(user), now);
-    let global_key = keys::global_day_spend(now);
-    let before = (app.number(&ip_key, "request_count").await, app.number(&spend_key, "spend_micro").await, app.number(&global_key, "spend_micro").await);
+    let before = (app.number(&ip_key, "request_count").await, app.day_spend(user).await, app.global_held().await);
 
     let r = app.chat(user, &json!({ "message": "One more swing question" })).await;
     assert_eq!(r.status().as_u16(), 429);
@@ -99,7 +91,7 @@ async fn a_refusal_at_one_counter_consumes_no_other() {
     let message = body["message"].as_str().unwrap_or_default();
     assert!(message.contains("all 2 coaching messages") && message.contains("Premium"), "{message}");
 
-    let after = (app.number(&ip_key, "request_count").await, app.number(&spend_key, "spend_micro").await, app.number(&global_key, "spend_micro").await);
+    let after = (app.number(&ip_key, "request_count").await, app.day_spend(user).await, app.global_held().await);
     assert_eq!(before, after, "the refused request changed no counter");
     assert_eq!(app.model_requests().await.len(), 2);
 }
@@ -124,9 +116,8 @@ async fn a_budget_for_k_worst_case_requests_admits_at_most_k_and_settles_to_actu
     assert_eq!(count(&results, 429) as u64, 50 - K);
 
     let actual = limits::cost(&app.config.limits, 700, 120);
-    let spend_key = keys::user_day_spend(&uid(user), chrono::Utc::now());
-    assert_eq!(app.number(&spend_key, "spend_micro").await, actual * K as i64, "settled to the sum of actual costs");
-    assert_eq!(app.number(&spend_key, "tokens").await, 820 * K as i64);
+    assert_eq!(app.day_spend(user).await, actual * K as i64, "settled to the sum of actual costs");
+    assert_eq!(app.day_tokens(user).await, 820 * K as i64);
     let reported: i64 = results.iter().filter(|(s, _)| *s == 200).map(|(_, b)| b["usage"]["cost_micro_usd"].as_i64().unwrap_or(0)).sum();
     assert_eq!(reported, actual * K as i64);
 }
@@ -144,8 +135,10 @@ async fn the_global_daily_cap_holds_across_golfers_with_503_at_capacity() {
     assert_valid(&schemas().error, &refused);
     assert_eq!(refused["code"], "at_capacity");
     assert!(refused["message"].as_str().unwrap_or_default().contains("capacity"));
-    let global_key = keys::global_day_spend(chrono::Utc::now());
-    assert_eq!(app.number(&global_key, "spend_micro").await, limits::cost(&app.config.limits, 700, 120) * K as i64);
+    // The process's slices hold exactly the settled spend; the day's leases stay within the cap.
+    assert_eq!(app.global_held().await, limits::cost(&app.config.limits, 700, 120) * K as i64);
+    let leased = app.number(&keys::global_day_spend(chrono::Utc::now()), "leased_micro").await;
+    assert!(leased <= (K * worst) as i64, "leased {leased}");
 }
 
 #[tokio::test]
@@ -173,9 +166,9 @@ async fn a_failed_model_call_leaves_spend_and_the_hour_count_as_they_were() {
     assert_eq!(app.model_requests().await.len(), 2, "two attempts");
 
     let now = chrono::Utc::now();
-    assert_eq!(app.number(&keys::user_hour_quota(&uid(user), now), "request_count").await, 0);
-    assert_eq!(app.number(&keys::user_day_spend(&uid(user), now), "spend_micro").await, 0);
-    assert_eq!(app.number(&keys::global_day_spend(now), "spend_micro").await, 0);
+    assert_eq!(app.hour_count(user).await, 0);
+    assert_eq!(app.day_spend(user).await, 0);
+    assert_eq!(app.global_held().await, 0);
     assert_eq!(app.number(&keys::ip_hour_quota(&IpHash::of("127.0.0.1"), now), "request_count").await, 0);
 }
 

@@ -3,8 +3,12 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, reason = "a test crate: a panic is how a test fails")]
 
 mod chat;
+#[allow(dead_code, reason = "shared by tests/api and tests/load; each uses part of it")]
+mod dynamo_proxy;
 mod generated;
+#[allow(dead_code, reason = "shared by tests/api and tests/load; each uses part of it")]
 mod helpers;
+mod iam;
 mod lambda;
 mod limits;
 mod logs;

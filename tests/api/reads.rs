@@ -146,10 +146,10 @@ async fn delete_me_leaves_nothing_of_the_golfer_but_expiring_counters() {
     let (s, report) = app.read(Method::DELETE, user, "/api/chat/coaching/me").await;
     assert_eq!(s, 200, "{report}");
     assert_valid(&schemas().deletion_report, &report);
-    // Yesterday's seeded conversation, day 1 and day 2.
+    // Yesterday's seeded conversation, day 1 and day 2: a turn each (each its stored answer).
     assert_eq!(report["conversations_deleted"], 3);
     assert_eq!(report["profile_deleted"], true);
-    assert_eq!(report["idempotency_records_deleted"], 2);
+    assert_eq!(report["turns_deleted"], 3);
 
     // Everything left in the table for Chloe is a counter with a TTL.
     let scan = app.store.client().scan().table_name(app.store.table()).send().await.unwrap();
@@ -162,7 +162,7 @@ async fn delete_me_leaves_nothing_of_the_golfer_but_expiring_counters() {
     assert!(!mine.is_empty(), "her counters are still there");
     for item in &mine {
         let key = item["conversation_id"].as_s().unwrap();
-        assert!(key.starts_with("quota_") || key.starts_with("spend_"), "{key} survived the deletion");
+        assert!(key.starts_with("quota_"), "{key} survived the deletion");
         assert!(item.contains_key(keys::TTL_ATTRIBUTE), "{key} has no expiry");
     }
     let alice = UserId::try_from("demo-alice".to_string()).unwrap();

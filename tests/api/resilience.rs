@@ -9,9 +9,8 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
-use crate::helpers::{assert_valid, completion, ok_reply, payload, schemas, spawn_full, spawn_with, TestApp, MODEL_PATH};
+use crate::helpers::{assert_valid, completion, ok_reply, payload, schemas, spawn_full, spawn_with, uid, TestApp, MODEL_PATH};
 use coach_api::llm::breaker::BreakerConfig;
-use coach_api::models::UserId;
 use coach_api::store::keys::{self, IpHash};
 
 /// Answers from a script (the last entry repeats) and records when each request arrived.
@@ -46,9 +45,6 @@ async fn script(app: &TestApp, responses: Vec<ResponseTemplate>) -> Scripted {
     s
 }
 
-fn uid(s: &str) -> UserId {
-    UserId::try_from(s.to_string()).unwrap()
-}
 
 fn fast_retries(c: &mut coach_api::config::Config) {
     c.model.max_attempts = 4;
@@ -150,7 +146,7 @@ async fn malformed_json_empty_choices_and_off_schema_replies_fall_back() {
         let conv = app.store.conversation(&keys::conversation(&uid(&user), chrono::Utc::now())).await.unwrap().unwrap();
         assert_eq!(conv.recent_messages.len(), 2);
         assert_eq!(conv.recent_messages[1].degraded, Some(true));
-        assert_eq!(app.number(&keys::user_day_spend(&uid(&user), chrono::Utc::now()), "spend_micro").await, 0);
+        assert_eq!(app.day_spend(&user).await, 0);
     }
 }
 
@@ -253,7 +249,7 @@ async fn five_hundred_requests_at_a_thirty_percent_fault_rate_lose_nothing_and_c
     for u in &users {
         let conv = app.store.conversation(&keys::conversation(&uid(u), now)).await.unwrap().unwrap();
         stored += conv.recent_messages.len();
-        spend += app.number(&keys::user_day_spend(&uid(u), now), "spend_micro").await;
+        spend += app.day_spend(u).await;
         for wave in 0..10 {
             let n = conv.recent_messages.iter().filter(|m| m.content.starts_with(&format!("Wave {wave} from"))).count();
             assert_eq!(n, 1, "{u}'s wave {wave} message stored exactly once");
@@ -261,7 +257,7 @@ async fn five_hundred_requests_at_a_thirty_percent_fault_rate_lose_nothing_and_c
     }
     assert_eq!(stored, 1000, "every accepted message with its reply or fallback");
     assert_eq!(spend, charged, "stored spend is the sum of the successful calls' costs");
-    assert_eq!(app.number(&keys::global_day_spend(now), "spend_micro").await, charged);
+    assert_eq!(app.global_held().await, charged, "the global budget holds exactly what was spent");
 }
 
 #[tokio::test]
@@ -274,7 +270,7 @@ async fn a_duplicate_client_message_id_gets_the_identical_answer_with_one_model_
     assert_eq!(app.model_requests().await.len(), 1);
     let conv = app.store.conversation(&keys::conversation(&uid("golfer-idem-1"), chrono::Utc::now())).await.unwrap().unwrap();
     assert_eq!(conv.recent_messages.len(), 2, "stored once");
-    assert_eq!(app.number(&keys::user_hour_quota(&uid("golfer-idem-1"), chrono::Utc::now()), "request_count").await, 1, "charged once");
+    assert_eq!(app.hour_count("golfer-idem-1").await, 1, "charged once");
     // Another golfer's same id is a different message.
     assert_eq!(app.chat_json("golfer-idem-2", &body).await.0, 200);
     assert_eq!(app.model_requests().await.len(), 2);
@@ -322,16 +318,15 @@ async fn twenty_concurrent_messages_to_one_conversation_all_survive() {
         let here = conv.recent_messages.iter().any(|m| m.content == note) || summary.contains(&note);
         assert!(here, "{note} lost");
     }
-    assert_eq!(conv.version, Some(20));
+    assert_eq!(app.store.day_turns(&uid(user), chrono::Utc::now()).await.unwrap().len(), 20, "twenty turns, each written once");
 }
 
 #[tokio::test]
-async fn ten_thousand_messages_keep_the_item_under_40_kb() {
+async fn a_long_day_of_the_largest_turns_keeps_every_item_small() {
     let app = spawn_with(|_| {}).await;
     let user = uid("golfer-marathon");
     let now = chrono::Utc::now();
-    let id = keys::conversation(&user, now);
-    let mut c = coach_api::conversation::start(id.clone().try_into().unwrap(), user.clone(), None, now);
+    let conversation: coach_api::models::ConversationId = keys::conversation(&user, now).try_into().unwrap();
     // The largest turns the service can store: a 1,000-character message and a capped reply.
     let msg = |role, text: String| coach_api::models::ChatMessage {
         content: text,
@@ -342,7 +337,16 @@ async fn ten_thousand_messages_keep_the_item_under_40_kb() {
         timestamp: coach_api::clock::timestamp(now),
         tokens_used: 400,
     };
-    for i in 0..5000 {
+    let stored = serde_json::from_value::<coach_api::models::StoredResponse>(json!({
+        "request_id": uuid::Uuid::new_v4().to_string(), "source": "gpt-4o", "degraded": false,
+        "usage": { "prompt_tokens": 1100, "completion_tokens": 400, "total_tokens": 1500, "token_limit": 1500, "cost_micro_usd": 6750 },
+        "quota": { "requests_limit_hour": 15, "requests_remaining_hour": 0, "hour_resets_at": "2026-11-25T08:00:00.000Z",
+                   "spend_limit_micro_usd_day": 5000000, "spend_remaining_micro_usd_day": 0, "day_resets_at": "2026-11-26T00:00:00.000Z" }
+    }))
+    .unwrap();
+    let mut newest: Option<coach_api::models::TurnItem> = None;
+    let mut largest = 0;
+    for i in 0..300 {
         let turn = coach_api::conversation::Turn {
             user_message: msg(coach_api::models::Role::User, format!("{i} {}", "q".repeat(995))),
             reply: msg(coach_api::models::Role::Assistant, format!("{i} {}", "a".repeat(coach_api::safety::MAX_REPLY_CHARS - 6))),
@@ -350,28 +354,32 @@ async fn ten_thousand_messages_keep_the_item_under_40_kb() {
             proposal: None,
             own_swings: &[],
             latest_score: Some(70),
-            client_message_id: Some(&"c".repeat(64)),
         };
-        c = coach_api::conversation::apply(c, &turn, now, app.config.max_recent_messages);
+        let key = keys::turn(&user, &format!("{i:04}-{}", "c".repeat(59)));
+        let item = coach_api::conversation::record(key.clone(), user.clone(), conversation.clone(), now, newest.as_ref(), &turn, stored.clone());
+        assert!(app.store.create_turn(&item).await.unwrap(), "DynamoDB accepts it");
+        let raw = app.raw_item(&key).await.unwrap();
+        largest = largest.max(raw.iter().map(|(k, v)| k.len() + size(v)).sum::<usize>());
+        newest = Some(item);
     }
-    assert!(app.store.create_conversation(&c).await.unwrap(), "DynamoDB accepts it");
-    let item = app.raw_item(&id).await.unwrap();
-    // DynamoDB's item size: attribute names plus values, as UTF-8 (numbers count ~their digits).
-    fn size(v: &aws_sdk_dynamodb::types::AttributeValue) -> usize {
-        use aws_sdk_dynamodb::types::AttributeValue as A;
-        match v {
-            A::S(s) | A::N(s) => s.len(),
-            A::L(l) => 3 + l.iter().map(|x| 1 + size(x)).sum::<usize>(),
-            A::M(m) => 3 + m.iter().map(|(k, x)| 1 + k.len() + size(x)).sum::<usize>(),
-            A::Bool(_) | A::Null(_) => 1,
-            _ => 0,
-        }
-    }
-    let bytes: usize = item.iter().map(|(k, v)| k.len() + size(v)).sum();
-    assert!(bytes < 40 * 1024, "item is {bytes} bytes");
-    let back = app.store.conversation(&id).await.unwrap().unwrap();
+    // A turn is written once and never grows: the day's length does not change its size.
+    assert!(largest < 6 * 1024, "the largest turn is {largest} bytes");
+    let back = app.store.conversation(conversation.as_str()).await.unwrap().unwrap();
     assert_eq!(back.recent_messages.len(), app.config.max_recent_messages);
-    assert_eq!(back.total_tokens_used, 4_000_000);
+    assert_eq!(back.total_tokens_used, 300 * 800);
+    assert!(back.summary.unwrap_or_default().chars().count() <= coach_api::conversation::MAX_SUMMARY_CHARS);
+}
+
+/// DynamoDB's item size: attribute names plus values, as UTF-8 (numbers count ~their digits).
+fn size(v: &aws_sdk_dynamodb::types::AttributeValue) -> usize {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    match v {
+        A::S(s) | A::N(s) => s.len(),
+        A::L(l) => 3 + l.iter().map(|x| 1 + size(x)).sum::<usize>(),
+        A::M(m) => 3 + m.iter().map(|(k, x)| 1 + k.len() + size(x)).sum::<usize>(),
+        A::Bool(_) | A::Null(_) => 1,
+        _ => 0,
+    }
 }
 
 /// A DynamoDB Local of this test's own, on a file so it keeps its data across a restart.
@@ -456,30 +464,33 @@ async fn a_storage_outage_gives_503s_in_the_coachs_voice_and_leaves_nothing_behi
         ddb.stop();
     };
     let ((status, body), ()) = tokio::join!(in_flight, killer);
-    assert_eq!(status, 503, "{body}");
-    assert_valid(&schemas().error, &body);
-    assert_eq!(body["code"], "unavailable");
-    assert!(body["message"].as_str().unwrap_or_default().contains("coaching notes"));
+    // The model answered: the golfer gets the answer, marked as not stored yet.
+    assert_eq!(status, 200, "{body}");
+    assert_valid(&schemas().chat_response, &body);
+    assert_eq!((body["stored"].clone(), body["message"]["content"].clone()), (json!(false), json!("Good question.")));
 
-    // While it is down, requests fail fast with the same answer.
+    // While it is down, requests are refused before the model, in the coach's voice.
+    let calls = app.model_requests().await.len();
     let (status, body) = app.chat_json(user, &json!({ "message": "Still down?" })).await;
     assert_eq!((status, body["code"].clone()), (503, json!("unavailable")));
+    assert!(body["message"].as_str().unwrap_or_default().contains("coaching notes"));
+    assert_eq!(app.model_requests().await.len(), calls, "not sent to the model");
 
-    // It comes back: the deferred release runs; nothing is left half-done.
+    // It comes back: the deferred turn lands (once), the deferred release runs.
     let mut ddb = tokio::task::spawn_blocking(move || { ddb.restart(); ddb }).await.unwrap();
     let now = chrono::Utc::now();
-    let hour = keys::user_hour_quota(&uid(user), now);
     let waited = Instant::now();
-    while app.number(&hour, "request_count").await != 1 {
-        assert!(waited.elapsed() < Duration::from_secs(20), "the reservation was never released");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    while app.store.conversation(&keys::conversation(&uid(user), now)).await.ok().flatten().map(|c| c.recent_messages.len()) != Some(4)
+        || app.hour_count(user).await != 2
+    {
+        assert!(waited.elapsed() < Duration::from_secs(40), "the deferred turn or release never landed");
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let conv = app.store.conversation(&keys::conversation(&uid(user), now)).await.unwrap().unwrap();
-    assert_eq!(conv.recent_messages.len(), 2, "only the first exchange; no half-written turn");
+    assert_eq!(conv.recent_messages[2].content, "During the outage", "the answered turn is stored");
     let cost = coach_api::limits::cost(&app.config.limits, 700, 120);
-    assert_eq!(app.number(&keys::user_day_spend(&uid(user), now), "spend_micro").await, cost);
-    assert_eq!(app.number(&keys::global_day_spend(now), "spend_micro").await, cost);
-    assert_eq!(app.number(&keys::ip_hour_quota(&IpHash::of("127.0.0.1"), now), "request_count").await, 1);
+    assert_eq!(app.day_spend(user).await, 2 * cost, "both answered turns settled, once each");
+    assert_eq!(app.number(&keys::ip_hour_quota(&IpHash::of("127.0.0.1"), now), "request_count").await, 2);
     assert_eq!(app.chat_json(user, &json!({ "message": "After the outage" })).await.0, 200);
     ddb.stop();
 }
@@ -537,10 +548,10 @@ async fn an_admission_that_gets_no_answer_is_resolved_and_given_back() {
     let upstream = crate::helpers::dynamodb_endpoint().trim_start_matches("http://").to_string();
     let proxy = SlowAnswers::start(upstream, Duration::from_secs(3)).await;
     let endpoint = proxy.endpoint.clone();
+    // A test of the admission's wait itself: it gives up sooner than the shipped 3 s.
     let app = spawn_with(|c| {
         c.dynamodb_endpoint = Some(endpoint);
-        c.store_attempt_timeout = Duration::from_millis(400);
-        c.store_operation_timeout = Duration::from_millis(1200);
+        c.admission_wait = Duration::from_millis(1200);
     })
     .await;
     let user = "golfer-unanswered-1";
@@ -558,20 +569,20 @@ async fn an_admission_that_gets_no_answer_is_resolved_and_given_back() {
 
     // The admission stood in DynamoDB; the service resolves it and gives everything back.
     let now = chrono::Utc::now();
-    let hour = keys::user_hour_quota(&uid(user), now);
-    let idem = keys::idempotency(&uid(user), &coach_api::models::ClientMessageId::try_from("unanswered-0001".to_string()).unwrap());
+    let quota = keys::user_quota(&uid(user), now);
+    let claim = keys::turn(&uid(user), "unanswered-0001");
     let waited = Instant::now();
-    while app.number(&hour, "request_count").await != 0 || app.raw_item(&idem).await.is_some() {
+    while app.hour_count(user).await != 0 || app.raw_item(&claim).await.is_some() {
         assert!(waited.elapsed() < Duration::from_secs(30), "the unanswered admission was never given back");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(app.raw_item(&hour).await.is_some(), "the admission had been applied, then released");
-    assert_eq!(app.number(&keys::user_day_spend(&uid(user), now), "spend_micro").await, 0);
-    assert_eq!(app.number(&keys::global_day_spend(now), "spend_micro").await, 0);
+    assert!(app.raw_item(&quota).await.is_some(), "the admission had been applied, then released");
+    assert_eq!(app.day_spend(user).await, 0);
+    assert_eq!(app.global_held().await, 0);
     assert_eq!(app.number(&keys::ip_hour_quota(&IpHash::of("127.0.0.1"), now), "request_count").await, 0);
 
     // The app's retry with the same id is answered as a first request.
     let (status, answer) = app.chat_json(user, &body).await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(app.number(&hour, "request_count").await, 1);
+    assert_eq!(app.hour_count(user).await, 1);
 }

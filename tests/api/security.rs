@@ -85,9 +85,9 @@ async fn no_user_id_can_reach_another_entitys_key() {
     assert_eq!(app.chat_json("all", &json!({ "message": "I am a golfer called all" })).await.0, 200);
     let all = UserId::try_from("all".to_string()).unwrap();
     let cost = coach_api::limits::cost(&app.config.limits, 700, 120);
-    assert_eq!(app.number(&keys::user_day_spend(&all, now), "spend_micro").await, cost);
-    assert_eq!(app.number(&keys::global_day_spend(now), "spend_micro").await, cost);
-    assert_ne!(keys::user_day_spend(&all, now), keys::global_day_spend(now));
+    assert_eq!(app.day_spend("all").await, cost);
+    assert_eq!(app.global_held().await, cost);
+    assert_ne!(keys::user_quota(&all, now), keys::global_day_spend(now));
 }
 
 /// Attempts at steering the coach through the message (OWASP LLM01, LLM07).

@@ -1,0 +1,52 @@
+//! The global daily budget, leased in slices, at the shipped defaults but a small total.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_shipped_with, TestApp};
+
+const GOLFERS: usize = 60;
+
+/// One message from each golfer at once (each from its own address); the statuses.
+async fn round(app: &TestApp, round: usize) -> Vec<(u16, Value)> {
+    let sends = (0..GOLFERS).map(|g| {
+        let client = app.client_from(u8::try_from(2 + g).unwrap());
+        let url = format!("{}{}", app.url, coach_api::api::CHAT_PATH);
+        async move {
+            let body = json!({ "message": format!("Round {round}: what next for my short game?") });
+            let r = client.post(url).header("x-user-id", format!("golfer-cap-{g:02}")).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    });
+    futures::future::join_all(sends).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_golfers_never_exceed_the_global_budget_and_use_at_least_95_percent_of_it() {
+    const BUDGET_MICRO: i64 = 500_000; // $0.50: about 170 answers at 2,950 micro-dollars each
+    let app = spawn_shipped_with(|c| c.limits.spend_total_day_micro = BUDGET_MICRO as u64).await;
+    let (mut answered, mut at_capacity, mut quiet_rounds) = (0, 0, 0);
+    for r in 0..14 {
+        let results = round(&app, r).await;
+        let ok = results.iter().filter(|(s, _)| *s == 200).count();
+        let refused: Vec<&Value> = results.iter().filter(|(s, _)| *s == 503).map(|(_, b)| b).collect();
+        assert!(refused.iter().all(|b| b["code"] == "at_capacity"), "{refused:?}");
+        assert_eq!(ok + refused.len(), GOLFERS, "only answers and at-capacity refusals");
+        answered += ok;
+        at_capacity += refused.len();
+        quiet_rounds = if ok == 0 { quiet_rounds + 1 } else { 0 };
+        if quiet_rounds == 2 {
+            break;
+        }
+    }
+    let mut spent = 0;
+    for g in 0..GOLFERS {
+        spent += app.day_spend(&format!("golfer-cap-{g:02}")).await;
+    }
+    let leased = app.number(&coach_api::store::keys::global_day_spend(chrono::Utc::now()), "leased_micro").await;
+    println!("budget: {answered} answered, {at_capacity} at capacity; spent {spent} of {BUDGET_MICRO} micro-dollars ({:.1} %), leased {leased}", spent as f64 * 100.0 / BUDGET_MICRO as f64);
+    assert!(spent <= BUDGET_MICRO, "spent {spent} of {BUDGET_MICRO}");
+    assert!(leased <= BUDGET_MICRO, "leased {leased} of {BUDGET_MICRO}");
+    assert!(spent * 100 >= BUDGET_MICRO * 95, "only {spent} of {BUDGET_MICRO} admitted");
+    assert!(at_capacity > 0, "the budget ran out");
+}

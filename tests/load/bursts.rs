@@ -1,0 +1,102 @@
+//! The seed's load at the shipped defaults (no raised timeouts or limits): bursts of distinct
+//! golfers and of one golfer against DynamoDB Local, with a model that takes 150 ms.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::{completion, payload, prompt_text, spawn_shipped, TestApp, MODEL_PATH};
+
+async fn slow_model(app: &TestApp, delay: Duration) {
+    Mock::given(method("POST"))
+        .and(path(MODEL_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(&payload("Smooth tempo: count one-two."), 700, 120)).set_delay(delay))
+        .with_priority(1)
+        .mount(&app.model)
+        .await;
+}
+
+/// One message from each of `golfers` at once (each from its own loopback address); returns
+/// (status, body, marker, latency) per request.
+async fn wave(app: &TestApp, wave: usize, golfers: usize) -> Vec<(u16, Value, String, Duration)> {
+    let tasks = (0..golfers).map(|i| {
+        let client = app.client_from(u8::try_from(2 + i).unwrap());
+        let url = format!("{}{}", app.url, coach_api::api::CHAT_PATH);
+        let user = format!("golfer-load-{i:03}");
+        let marker = format!("load-marker-w{wave}-g{i:03}");
+        crate::logs::sensitive(&user);
+        crate::logs::sensitive(&marker);
+        async move {
+            let started = Instant::now();
+            let body = json!({ "message": format!("How is my tempo? {marker}"), "clientMessageId": format!("msg-{marker}") });
+            let r = client.post(url).header("x-user-id", &user).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            let v = r.json::<Value>().await.unwrap_or(Value::Null);
+            (status, v, marker, started.elapsed())
+        }
+    });
+    futures::future::join_all(tasks).await
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1).min(sorted.len() - 1);
+    sorted[i]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_waves_of_a_hundred_golfers_are_served_at_the_shipped_defaults() {
+    let app = spawn_shipped().await;
+    slow_model(&app, Duration::from_millis(150)).await;
+    let mut all = vec![];
+    for w in 0..3 {
+        all.extend(wave(&app, w, 100).await);
+    }
+    let reached: HashSet<String> = app
+        .model_requests()
+        .await
+        .iter()
+        .map(prompt_text)
+        .filter_map(|t| t.split_whitespace().find(|w| w.starts_with("load-marker-")).map(str::to_string))
+        .collect();
+    let ok = all.iter().filter(|(s, ..)| *s == 200).count();
+    let mut latencies: Vec<Duration> = all.iter().map(|(.., d)| *d).collect();
+    latencies.sort();
+    let (p50, p99) = (percentile(&latencies, 0.50), percentile(&latencies, 0.99));
+    let errors_after_model: Vec<_> = all.iter().filter(|(s, _, m, _)| *s != 200 && reached.contains(m)).map(|(s, v, ..)| (*s, v["code"].clone())).collect();
+    let statuses: std::collections::BTreeMap<u16, usize> = all.iter().fold(Default::default(), |mut m, (s, ..)| {
+        *m.entry(*s).or_default() += 1;
+        m
+    });
+    println!("load: {ok}/300 answered 200 {statuses:?}; p50 {p50:?}, p99 {p99:?}; {} reached the model", reached.len());
+    assert!(errors_after_model.is_empty(), "requests that reached the model were answered with errors: {errors_after_model:?}");
+    assert!(ok >= 294, "at least 98% answered 200: {ok}/300 {statuses:?}");
+    assert!(p99 < Duration::from_secs(5), "p99 {p99:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_golfer_sending_a_hundred_at_once_gets_exactly_fifteen_answers_five_times_over() {
+    let app = spawn_shipped().await;
+    slow_model(&app, Duration::from_millis(150)).await;
+    for burst in 0..5 {
+        let user = format!("golfer-burst-{burst}");
+        let tasks = (0..100).map(|i| {
+            let client = app.client_from(u8::try_from(2 + i).unwrap());
+            let url = format!("{}{}", app.url, coach_api::api::CHAT_PATH);
+            let user = user.clone();
+            async move {
+                let body = json!({ "message": format!("Burst {burst} message {i}") });
+                let r = client.post(url).header("x-user-id", &user).json(&body).send().await.unwrap();
+                r.status().as_u16()
+            }
+        });
+        let before = app.model_requests().await.len();
+        let statuses = futures::future::join_all(tasks).await;
+        let calls = app.model_requests().await.len() - before;
+        let ok = statuses.iter().filter(|s| **s == 200).count();
+        let limited = statuses.iter().filter(|s| **s == 429).count();
+        assert_eq!((ok, limited, calls), (15, 85, 15), "burst {burst}: {statuses:?}");
+    }
+}

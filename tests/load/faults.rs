@@ -1,0 +1,89 @@
+//! DynamoDB's real failures, injected by the proxy, at the shipped defaults.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::dynamo_proxy::{DynamoProxy, Faults};
+use crate::helpers::{dynamodb_endpoint, spawn_shipped_with, uid, TestApp};
+
+/// Sends one message until it is answered, as the app does: the same clientMessageId every
+/// time, after the Retry-After it was given (or a second). Returns the answer and the tries.
+async fn send_until_answered(app: &TestApp, client: &reqwest::Client, user: &str, body: &Value) -> (Value, u32) {
+    let url = format!("{}{}", app.url, coach_api::api::CHAT_PATH);
+    for attempt in 1..=30 {
+        let r = client.post(&url).header("x-user-id", user).json(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        let wait = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(1u64).min(2);
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if status == 200 {
+            return (v, attempt);
+        }
+        assert!(matches!(status, 409 | 503), "{user}: {status} {v}");
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
+    panic!("{user}: {body} never answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn throttling_conflicts_and_lost_answers_lose_nothing_and_store_each_turn_once() {
+    let proxy = DynamoProxy::start(&dynamodb_endpoint(), 12).await;
+    let endpoint = proxy.endpoint.clone();
+    let app = spawn_shipped_with(move |c| c.dynamodb_endpoint = Some(endpoint)).await;
+    proxy.set_faults(Faults { throttle: 0.05, conflict: 0.10, lost_answer: 0.04, latency: Duration::ZERO });
+
+    let golfers: Vec<String> = (0..16).map(|g| format!("golfer-fault-{g:02}")).collect();
+    let runs = golfers.iter().enumerate().map(|(g, user)| {
+        let app = &app;
+        let client = app.client_from(u8::try_from(2 + g).unwrap());
+        async move {
+            let mut tries = 0;
+            for m in 0..6 {
+                crate::logs::sensitive(user);
+                let body = json!({ "message": format!("{user} message {m}"), "clientMessageId": format!("fault-{user}-{m}") });
+                let (answer, t) = send_until_answered(app, &client, user, &body).await;
+                assert!(answer["message"]["content"].is_string(), "{answer}");
+                tries += t;
+            }
+            tries
+        }
+    });
+    let tries: u32 = futures::future::join_all(runs).await.into_iter().sum();
+    let injected: Vec<_> = proxy.calls().into_iter().filter_map(|c| c.fault).collect();
+    println!("faults: 96 messages answered in {tries} sends; {} faults injected of {} calls", injected.len(), proxy.calls().len());
+    assert!(injected.len() > 20, "the proxy injected faults: {}", injected.len());
+
+    // Each turn stored exactly once (deferred writes included: wait for them).
+    proxy.set_faults(Faults::default());
+    let now = chrono::Utc::now();
+    let started = Instant::now();
+    for user in &golfers {
+        loop {
+            let turns = app.store.day_turns(&uid(user), now).await.unwrap();
+            let mut messages: Vec<String> = turns.iter().map(|t| t.user_message.content.clone()).collect();
+            messages.sort();
+            let expected: Vec<String> = (0..6).map(|m| format!("{user} message {m}")).collect();
+            if messages == expected {
+                break;
+            }
+            assert!(messages.len() <= 6 && messages.iter().all(|m| expected.contains(m)), "{user}: {messages:?}");
+            assert!(started.elapsed() < Duration::from_secs(60), "{user}'s turns never all landed: {messages:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    // Settled once: every golfer's recorded spend is what the model billed them, exactly
+    // (every answer here is usable), and each answered message holds one slot of the hour.
+    let cost = coach_api::limits::cost(&app.config.limits, 700, 120);
+    let sent = app.model_requests().await;
+    for user in &golfers {
+        let billed = sent.iter().filter(|r| crate::helpers::prompt_text(r).contains(&format!("{user} message"))).count() as i64;
+        let latest = sent.iter().filter(|r| {
+            let last = r["messages"].as_array().and_then(|m| m.last()).map(|m| m["content"].as_str().unwrap_or_default().to_string()).unwrap_or_default();
+            last.contains(&format!("{user} message"))
+        });
+        let calls = latest.count() as i64;
+        assert_eq!(calls, 6, "{user}: each message reached the model once ({billed} prompts mention them)");
+        assert_eq!(app.day_spend(user).await, calls * cost, "{user}: recorded spend is the billed spend");
+        assert_eq!(app.hour_count(user).await, 6, "{user}: one slot per message");
+    }
+}
