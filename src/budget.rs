@@ -47,7 +47,10 @@ impl GlobalBudget {
         if lease.day != day {
             *lease = Lease { day, ..Lease::default() };
         }
-        if lease.left_micro < cost_micro {
+        // Leases are never returned to the day's item: once it had too little left for a
+        // request, it has for the rest of the day, and nobody is asked again.
+        let exhausted = lease.global_left_micro.is_some_and(|left| left < cost_micro);
+        if lease.left_micro < cost_micro && !exhausted {
             let global_left = lease.global_left_micro.unwrap_or(self.limit_micro);
             let want = (global_left / 64).clamp(cost_micro, SLICE_CAP_MICRO.max(cost_micro));
             let key = keys::global_day_spend(now);

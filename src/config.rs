@@ -7,6 +7,18 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::llm::models::{ModelSpec, OutputLimit, Prices};
+
+/// The default model's row, so a default Config needs no table (a test keeps it equal to
+/// the table's row).
+const GPT_4O: ModelSpec = ModelSpec {
+    name: String::new(),
+    prices: Prices { input_micro: 2_500_000, cached_input_micro: 1_250_000, output_micro: 10_000_000 },
+    output_limit: OutputLimit::MaxTokens,
+    temperature: true,
+    reasoning_effort: None,
+};
+
 /// Prices and limits in integer micro-dollars; counts as integers.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -16,9 +28,8 @@ pub struct Limits {
     pub ip_requests_per_hour: u32,
     pub spend_per_user_day_micro: u64,
     pub spend_total_day_micro: u64,
-    /// Micro-dollars per one million tokens ($2.50 → 2_500_000).
-    pub input_price_per_mtok_micro: u64,
-    pub output_price_per_mtok_micro: u64,
+    /// The model's prices (its row of `prompts/models.json`).
+    pub prices: Prices,
     pub max_body_bytes: usize,
 }
 
@@ -31,8 +42,7 @@ impl Default for Limits {
             ip_requests_per_hour: 60,
             spend_per_user_day_micro: 5_000_000,
             spend_total_day_micro: 100_000_000,
-            input_price_per_mtok_micro: 2_500_000,
-            output_price_per_mtok_micro: 10_000_000,
+            prices: GPT_4O.prices,
             max_body_bytes: 10 * 1024,
         }
     }
@@ -60,6 +70,8 @@ pub struct ModelConfig {
     pub api_key: Option<SecretString>,
     pub base_url: Option<String>,
     pub model: String,
+    /// The model's row of the model table: the parameters it takes.
+    pub spec: ModelSpec,
     pub temperature: f32,
     /// Upper bound for one HTTP attempt.
     pub attempt_timeout: Duration,
@@ -74,6 +86,7 @@ impl Default for ModelConfig {
             api_key: None,
             base_url: None,
             model: "gpt-4o".into(),
+            spec: GPT_4O,
             temperature: 0.7,
             attempt_timeout: Duration::from_secs(12),
             max_attempts: 3,
@@ -210,7 +223,7 @@ pub static VARS: &[EnvVar] = &[
         set: |c, _, v| { c.model.api_key = Some(SecretString::from(v)); Ok(()) } },
     EnvVar { name: "OPENAI_BASE_URL", default: "OpenAI", meaning: "any OpenAI-compatible endpoint, e.g. `http://host/v1`",
         set: |c, _, v| { c.model.base_url = Some(v.into()); Ok(()) } },
-    EnvVar { name: "OPENAI_MODEL", default: "`gpt-4o`", meaning: "model name, reported as `source`",
+    EnvVar { name: "OPENAI_MODEL", default: "`gpt-4o`", meaning: "a row of `prompts/models.json` (prices and parameters); reported as `source`; a model not listed refuses to start",
         set: |c, _, v| { c.model.model = v.into(); Ok(()) } },
     EnvVar { name: "DYNAMODB_TABLE_COACHING", default: "`coaching-conversations`", meaning: "the single table",
         set: |c, _, v| { c.table_coaching = v.into(); Ok(()) } },
@@ -232,10 +245,6 @@ pub static VARS: &[EnvVar] = &[
         set: |c, n, v| { c.limits.spend_per_user_day_micro = parse_dollars(n, v)?; Ok(()) } },
     EnvVar { name: "COST_LIMIT_TOTAL", default: "`100`", meaning: "dollars for everyone per UTC day",
         set: |c, n, v| { c.limits.spend_total_day_micro = parse_dollars(n, v)?; Ok(()) } },
-    EnvVar { name: "PRICE_INPUT_PER_MTOK", default: "`2.50`", meaning: "dollars per million prompt tokens",
-        set: |c, n, v| { c.limits.input_price_per_mtok_micro = parse_dollars(n, v)?; Ok(()) } },
-    EnvVar { name: "PRICE_OUTPUT_PER_MTOK", default: "`10.00`", meaning: "dollars per million reply tokens",
-        set: |c, n, v| { c.limits.output_price_per_mtok_micro = parse_dollars(n, v)?; Ok(()) } },
     EnvVar { name: "AUTH_MODE", default: "`cognito`", meaning: "`cognito` (claims.sub) or `local` (`X-User-Id`; refused inside Lambda)",
         set: |c, n, v| {
             c.auth_mode = match v {
@@ -312,6 +321,8 @@ impl Config {
                 (var.set)(&mut c, var.name, &v)?;
             }
         }
+        c.model.spec = crate::llm::models::spec(&c.model.model)?;
+        c.limits.prices = c.model.spec.prices;
         c.check(non_empty("ALLOW_LOCAL_AUTH_IN_LAMBDA").as_deref() == Some("true"))?;
         Ok(c)
     }
@@ -441,6 +452,17 @@ mod tests {
         assert_eq!(c.log_filter, "debug");
         let both = cfg(&[("AWS_REGION", "us-west-2"), ("AWS_DEFAULT_REGION", "eu-west-1")])?;
         assert_eq!(both.aws.region.as_deref(), Some("us-west-2"), "AWS_REGION wins");
+        Ok(())
+    }
+
+    #[test]
+    fn the_default_model_row_is_the_tables_and_switching_is_one_variable() -> Result<(), ConfigError> {
+        let table = crate::llm::models::spec("gpt-4o")?;
+        assert_eq!(ModelSpec { name: table.name.clone(), ..GPT_4O }, table);
+        assert_eq!(cfg(&[])?.model.spec, table);
+        let c = cfg(&[("OPENAI_MODEL", "gpt-5-mini")])?;
+        assert_eq!((c.model.spec.output_limit, c.limits.prices.output_micro), (OutputLimit::MaxCompletionTokens, 2_000_000));
+        assert!(cfg(&[("OPENAI_MODEL", "gpt-unknown")]).is_err(), "a model not in the table refuses to start");
         Ok(())
     }
 

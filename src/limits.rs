@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::{next_day, next_hour, timestamp};
 use crate::config::Limits;
+use crate::llm::Billed;
 use crate::models::{Quota, UserId};
 use crate::store::counters::{hour_attr, Admission, Counter, CounterKeys, UsageSnapshot};
 use crate::store::keys::{self, IpHash};
@@ -21,14 +22,33 @@ pub fn price(tokens: u64, per_mtok_micro: u64) -> i64 {
     i64::try_from(micro).unwrap_or(i64::MAX)
 }
 
+/// What `prompt_tokens` (none cached) and `completion_tokens` cost.
 pub fn cost(l: &Limits, prompt_tokens: u64, completion_tokens: u64) -> i64 {
-    price(prompt_tokens, l.input_price_per_mtok_micro) + price(completion_tokens, l.output_price_per_mtok_micro)
+    billed_cost(l, &Billed { prompt_tokens, completion_tokens, ..Billed::default() })
 }
 
-/// The most any admitted request can cost.
-pub fn worst_case_cost(l: &Limits) -> i64 {
+/// What one model call billed: uncached input, cached input and output (reasoning included)
+/// at the model's prices.
+pub fn billed_cost(l: &Limits, b: &Billed) -> i64 {
+    let p = &l.prices;
+    let cached = b.cached_tokens.min(b.prompt_tokens);
+    price(b.prompt_tokens - cached, p.input_micro) + price(cached, p.cached_input_micro) + price(b.completion_tokens, p.output_micro)
+}
+
+/// Model calls of one request that may be billed: the first, and one more (an answer cut at
+/// the token limit asked for again, shorter; or an answer off the schema, or a call that
+/// timed out, tried again). Free failures (429, 5xx, a refused connection) do not count.
+pub const BILLABLE_CALLS: i64 = 2;
+
+/// The most one model call can cost: a full prompt and a full reply.
+pub fn call_worst_case(l: &Limits) -> i64 {
     let prompt = u64::from(l.token_limit_per_request.saturating_sub(l.max_reply_tokens));
     cost(l, prompt, u64::from(l.max_reply_tokens))
+}
+
+/// The most any admitted request can cost: what admission reserves.
+pub fn worst_case_cost(l: &Limits) -> i64 {
+    call_worst_case(l) * BILLABLE_CALLS
 }
 
 /// The prompt's share of the per-request budget.
@@ -105,8 +125,12 @@ mod tests {
         // 1,000 prompt tokens at $2.50/M = $0.0025; 100 completion tokens at $10/M = $0.001.
         assert_eq!(cost(&l, 1000, 100), 2_500 + 1_000);
         assert_eq!(price(1, 2_500_000), 3, "fractions of a micro-dollar round up");
-        // Budget 1,500 with 400 for the reply: 1,100 × 2.5 + 400 × 10.
-        assert_eq!(worst_case_cost(&l), 2_750 + 4_000);
+        // Budget 1,500 with 400 for the reply: 1,100 × 2.5 + 400 × 10, for each of two billable calls.
+        assert_eq!(call_worst_case(&l), 2_750 + 4_000);
+        assert_eq!(worst_case_cost(&l), 2 * (2_750 + 4_000));
+        // Cached input at its price, reasoning as output.
+        let b = Billed { prompt_tokens: 1000, cached_tokens: 400, completion_tokens: 300, reasoning_tokens: 200, ..Billed::default() };
+        assert_eq!(billed_cost(&l, &b), 1_500 + 500 + 3_000);
         assert_eq!(prompt_budget(&l), 1100);
     }
 

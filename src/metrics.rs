@@ -17,6 +17,9 @@ pub const COST_PER_DAY: &str = "CostPerDay";
 pub const USER_ACTIVE_CONVERSATIONS: &str = "UserActiveConversations";
 pub const DEGRADED_REPLIES: &str = "DegradedReplies";
 pub const CONTENT_FILTERED: &str = "ContentFiltered";
+pub const BILLED_UNUSABLE: &str = "BilledUnusable";
+pub const MODEL_REFUSALS: &str = "ModelRefusals";
+pub const BREAKER_OPEN: &str = "BreakerOpen";
 
 /// How a request ended, as metrics and the security line name it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,6 +70,13 @@ pub struct Outcome {
     pub limit: Option<crate::store::counters::Counter>,
     /// Why the model could not answer (a fallback).
     pub model_error: Option<&'static str>,
+    /// Model calls billed whose answer the golfer did not get (cut off, refused, off schema,
+    /// timed out).
+    pub billed_unusable: u32,
+    /// The model declined to answer.
+    pub refusal: bool,
+    /// The circuit breaker was open when the request ended.
+    pub breaker_open: bool,
 }
 
 impl Outcome {
@@ -104,6 +114,9 @@ impl RequestMetrics {
                         metric(USER_ACTIVE_CONVERSATIONS, "Count"),
                         metric(DEGRADED_REPLIES, "Count"),
                         metric(CONTENT_FILTERED, "Count"),
+                        metric(BILLED_UNUSABLE, "Count"),
+                        metric(MODEL_REFUSALS, "Count"),
+                        metric(BREAKER_OPEN, "Count"),
                     ]
                 }]
             },
@@ -126,6 +139,9 @@ impl RequestMetrics {
             USER_ACTIVE_CONVERSATIONS: u8::from(self.outcome.new_conversation),
             DEGRADED_REPLIES: u8::from(self.outcome.degraded),
             CONTENT_FILTERED: u8::from(self.outcome.filtered),
+            BILLED_UNUSABLE: self.outcome.billed_unusable,
+            MODEL_REFUSALS: u8::from(self.outcome.refusal),
+            BREAKER_OPEN: u8::from(self.outcome.breaker_open),
         })
     }
 
@@ -163,7 +179,7 @@ mod tests {
         let m = RequestMetrics { outcome, response_ms: 61.5, ..Default::default() };
         let v = m.to_emf(1_764_000_000_000);
         let declared = v["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().cloned().unwrap_or_default();
-        assert_eq!(declared.len(), 8);
+        assert_eq!(declared.len(), 11);
         for d in declared {
             let name = d["Name"].as_str().unwrap_or_default();
             assert!(v[name].is_number(), "{name} has no value");

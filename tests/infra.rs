@@ -77,6 +77,7 @@ fn alarms_and_dashboard_use_the_metrics_the_service_emits() {
     let emitted = [
         metrics::CONVERSATION_REQUESTS, metrics::TOKENS_USED, metrics::RESPONSE_TIME, metrics::ERROR_RATE,
         metrics::COST_PER_DAY, metrics::USER_ACTIVE_CONVERSATIONS, metrics::DEGRADED_REPLIES, metrics::CONTENT_FILTERED,
+        metrics::BILLED_UNUSABLE, metrics::MODEL_REFUSALS, metrics::BREAKER_OPEN,
     ];
     let alarms: Vec<(&str, &Value)> = ["HighTokenUsageAlarm", "HighErrorRateAlarm", "SlowResponsesAlarm", "DailyCostLimitAlarm"]
         .iter()
@@ -212,4 +213,18 @@ fn the_readme_configuration_table_is_the_one_config_parses() {
         return;
     }
     assert_eq!(&readme[start..end], table, "README's configuration table is stale: run EXPECTORATE=overwrite cargo test --test infra");
+}
+
+/// Degraded replies are answered with 200s, so only their share shows a revoked key or an
+/// unreachable model: an alarm watches it, at a share the deployer sets.
+#[test]
+fn an_alarm_fires_when_degraded_replies_exceed_their_share() {
+    let t = template();
+    let alarm = resource(&t, "DegradedRepliesAlarm");
+    assert_eq!(alarm["MetricName"], metrics::DEGRADED_REPLIES);
+    assert_eq!(alarm["Statistic"], "Average", "0 or 1 per request: the average is the share");
+    assert_eq!(alarm["Threshold"]["Ref"], "DegradedReplyShare");
+    assert_eq!(t["Parameters"]["DegradedReplyShare"]["Default"].as_f64(), Some(0.2));
+    let dashboard = json_file("infra/cloudwatch-dashboard.json");
+    assert!(dashboard.to_string().contains("-DegradedReplies"), "the dashboard shows the alarm");
 }

@@ -23,16 +23,17 @@ use crate::backoff::Backoff;
 use crate::clock;
 use crate::conversation::{self, Turn};
 use crate::limits::{self, Refusal};
-use crate::llm::{CoachReply, CoachRequest, LlmError};
+use crate::llm::{CoachAnswer, CoachRequest};
 use crate::metrics::{Outcome, OutcomeKind};
 use crate::models::{
     AppContext, ChatMessage, CoachingChatRequest, CoachingChatResponse, ConversationId, GolferProfilePlan, Role, StoredResponse, SwingId,
     TurnItem, Usage, UserId,
 };
-use crate::prompts::{pack, HistoryTurn, PackError, Packed, PromptError, PromptRole, PromptVars, LIMIT};
+use crate::prompts::{pack, HistoryTurn, PackError, Packed, PromptError, PromptMessage, PromptRole, PromptVars, LIMIT, SHORTER};
+use crate::safety;
 use crate::state::AppState;
 use crate::store::conversations::{CoachingContext, PreparedTurn, TurnWrite};
-use crate::store::counters::{AdmitDecision, AdmitError, Counter, CounterKeys, UsageSnapshot};
+use crate::store::counters::{AdmitDecision, AdmitError, Counter, UsageSnapshot};
 use crate::store::idempotency::{Claim, Previous};
 use crate::store::keys::{self, IpHash};
 use crate::store::{deadline, stats, StoreError};
@@ -143,21 +144,21 @@ impl AppState {
         let conversation = conversation_id(&caller.user, now)?;
         let vars = self.prompt_vars(input, &caller.user, &context, &conversation, now);
         let packed = self.compose_prompt(&vars)?;
-        let (reply, usage) = deadline::scope(caller.deadline, self.ask_coach(&packed, &vars, caller.deadline, &reservation.keys)).await;
-        let reply = SafeReply::from_coach(&self.prompts, reply, &vars)?;
+        let (answer, usage) = deadline::scope(caller.deadline, self.ask_coach(caller, &packed, &vars, reservation)).await?;
+        let reply = SafeReply::from_coach(&self.prompts, answer, &vars, &self.config.limits, &self.config.model.model)?;
         let own_swings = own_swings(&context);
         let turn = new_turn(input, now, self.clock.now(), &reply, &own_swings, &vars);
         let stored = self.stored_response(caller, now, &reply, usage, reservation);
         let item = conversation::record(turn_key, caller.user.clone(), conversation, now, context.newest(), &turn, stored);
         // From here the golfer is answered whatever the store does.
-        let cost = reply.cost_micro(&self.config.limits);
+        let cost = reply.cost_micro;
         let settled = reservation.global.as_ref().map(|(day, reserved)| (day.clone(), reserved - cost));
         let write = TurnWrite {
             turn: &item,
             claimed: reservation.claim_key.is_some(),
             keys: &reservation.keys,
             spend_delta_micro: cost - reservation.reserved_micro,
-            release_slots: !reply.model_reached(),
+            release_slots: !reply.billed_anything(),
         };
         let stored = match self.store.prepare_turn(write) {
             Ok(prepared) => self.record_turn(prepared, caller.deadline + self.config.deadline_margin).await,
@@ -167,7 +168,7 @@ impl AppState {
             }
         };
         let new_conversation = context.newest().is_none_or(|t| t.conversation != item.conversation);
-        let outcome = reply.outcome(&self.config.limits, new_conversation);
+        let outcome = reply.outcome(new_conversation, self.coach.breaker_open());
         Ok((Answered { answer: Answer::Fresh(Box::new(response(&item, stored))), outcome }, settled))
     }
 
@@ -283,17 +284,30 @@ impl AppState {
         })
     }
 
-    /// Step 3: the coach, with the usage counters read meanwhile (they already hold this request).
-    async fn ask_coach(&self, packed: &Packed, vars: &PromptVars, deadline: Instant, keys: &CounterKeys) -> (Result<CoachReply, LlmError>, UsageSnapshot) {
+    /// Step 3: the coach, with the usage counters read meanwhile (they already hold this
+    /// request). The coach may bill up to the reservation; the golfer's keyed hash goes with
+    /// each call as OpenAI's `safety_identifier`.
+    async fn ask_coach(&self, caller: &Caller, packed: &Packed, vars: &PromptVars, reservation: &Reservation) -> Result<(CoachAnswer, UsageSnapshot), ChatError> {
+        let shorter = PromptMessage { role: PromptRole::System, content: self.prompts.render(SHORTER, vars)? };
+        let safety_identifier = safety::log_hash(self.log_key(), caller.user.as_str());
+        let request = CoachRequest {
+            messages: &packed.messages,
+            max_tokens: self.config.limits.max_reply_tokens,
+            deadline: caller.deadline,
+            vars,
+            shorter: &shorter,
+            safety_identifier: &safety_identifier,
+            budget_micro: reservation.reserved_micro,
+            limits: &self.config.limits,
+        };
         let started = Instant::now();
-        let request = CoachRequest { messages: &packed.messages, max_tokens: self.config.limits.max_reply_tokens, deadline, vars };
-        let (reply, usage) = tokio::join!(self.coach.reply(request), self.store.usage(keys));
+        let (answer, usage) = tokio::join!(self.coach.reply(request), self.store.usage(&reservation.keys));
         stats::model_wait(started.elapsed());
         let usage = usage.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "usage read failed; quota shown as before this request");
             UsageSnapshot::default()
         });
-        (reply, usage)
+        Ok((answer, usage))
     }
 
     /// The response's fields that the turn does not hold already.
@@ -301,8 +315,8 @@ impl AppState {
         let l = &self.config.limits;
         // Remaining quota: the counters read beside the model include this request's reservation.
         let mut used = usage;
-        used.user_day_spend_micro = used.user_day_spend_micro - reservation.reserved_micro + reply.cost_micro(l);
-        if !reply.model_reached() {
+        used.user_day_spend_micro = used.user_day_spend_micro - reservation.reserved_micro + reply.cost_micro;
+        if !reply.billed_anything() {
             used.user_hour_count -= 1;
         }
         StoredResponse {
@@ -312,7 +326,7 @@ impl AppState {
                 completion_tokens: reply.completion_tokens,
                 total_tokens: reply.tokens(),
                 token_limit: u64::from(l.token_limit_per_request),
-                cost_micro_usd: u64::try_from(reply.cost_micro(l)).unwrap_or(0),
+                cost_micro_usd: u64::try_from(reply.cost_micro).unwrap_or(0),
             },
             quota: limits::quota(l, used, now),
             source: reply.source.clone(),

@@ -1,87 +1,96 @@
-//! The coach's reply as the golfer will see it: the model's (or offline coach's) answer after
-//! output safety, the filtered-reply template when safety blocks it, or the fallback in the
-//! coach's voice when the coach could not answer.
+//! The coach's reply as the golfer will see it, with what it cost: the model's (or offline
+//! coach's) answer after output safety; the filtered-reply template when safety blocks it;
+//! the refusal template when the model declined; the fallback in the coach's voice when the
+//! coach could not answer. Every model call the coach made is kept with what it billed.
 
 use crate::config::Limits;
 use crate::limits;
-use crate::llm::{CoachReply, LlmError};
+use crate::llm::{Billed, CoachAnswer, LlmError};
 use crate::metrics::{Outcome, OutcomeKind};
 use crate::models::CoachReplyPayload;
-use crate::prompts::{PromptError, PromptVars, Prompts, ReplyVars, FALLBACK, FILTERED};
+use crate::prompts::{PromptError, PromptVars, Prompts, ReplyVars, FALLBACK, FILTERED, REFUSAL};
 use crate::safety;
 
-/// The reply after output safety, with what it cost.
+/// The reply after output safety, with what its model calls billed.
 #[derive(Debug, Clone)]
 pub struct SafeReply {
     pub text: String,
-    /// Theme proposals; `None` for a fallback.
+    /// Theme proposals; `None` when the model's answer is not what the golfer gets.
     pub payload: Option<CoachReplyPayload>,
+    /// Every model call this reply took, with what it billed.
+    pub billed: Vec<Billed>,
+    /// The billed calls' tokens, summed.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// What the billed calls cost at the model's prices (micro-dollars).
+    pub cost_micro: i64,
     /// The model's name, "offline" or "fallback".
     pub source: String,
-    /// The fallback: the model was not reached.
+    /// The fallback: the coach could not answer.
     pub degraded: bool,
     /// Output safety replaced the reply.
     pub filtered: bool,
-    /// Why the model could not answer.
+    /// The model declined to answer.
+    pub refusal: bool,
+    /// Why the coach could not answer.
     pub model_error: Option<&'static str>,
 }
 
 impl SafeReply {
-    /// Applies output safety to the coach's reply, or renders the fallback when there is none.
-    pub fn from_coach(prompts: &Prompts, reply: Result<CoachReply, LlmError>, vars: &PromptVars) -> Result<Self, PromptError> {
-        let reply = match reply {
-            Ok(r) => r,
-            Err(e) => {
-                return Ok(Self {
-                    text: prompts.render(FALLBACK, &ReplyVars::from(vars))?,
-                    payload: None,
-                    prompt_tokens: 0,
-                    completion_tokens: 0,
-                    source: "fallback".into(),
-                    degraded: true,
-                    filtered: false,
-                    model_error: Some(e.label()),
-                })
-            }
-        };
-        let clean = safety::clean_output(&reply.payload.reply);
-        let (text, filtered) = if clean.blocked || clean.text.trim().is_empty() {
-            (prompts.render(FILTERED, &ReplyVars::from(vars))?, true)
-        } else {
-            (clean.text, false)
-        };
-        Ok(Self {
-            text,
-            payload: Some(reply.payload),
-            prompt_tokens: reply.prompt_tokens,
-            completion_tokens: reply.completion_tokens,
-            source: reply.source,
+    /// The golfer's reply from the coach's answer; `model` is the configured model's name.
+    pub fn from_coach(prompts: &Prompts, answer: CoachAnswer, vars: &PromptVars, l: &Limits, model: &str) -> Result<Self, PromptError> {
+        let billed = answer.billed;
+        let mut reply = Self {
+            text: String::new(),
+            payload: None,
+            prompt_tokens: billed.iter().map(|b| b.prompt_tokens).sum(),
+            completion_tokens: billed.iter().map(|b| b.completion_tokens).sum(),
+            cost_micro: billed.iter().map(|b| limits::billed_cost(l, b)).sum(),
+            billed,
+            source: model.to_string(),
             degraded: false,
-            filtered,
+            filtered: false,
+            refusal: false,
             model_error: None,
-        })
+        };
+        match answer.reply {
+            Ok(r) => {
+                let clean = safety::clean_output(&r.payload.reply);
+                reply.source = r.source;
+                if clean.blocked || clean.text.trim().is_empty() {
+                    reply.text = prompts.render(FILTERED, &ReplyVars::from(vars))?;
+                    reply.filtered = true;
+                } else {
+                    reply.text = clean.text;
+                }
+                reply.payload = Some(r.payload);
+            }
+            Err(LlmError::Refusal) => {
+                reply.text = prompts.render(REFUSAL, &ReplyVars::from(vars))?;
+                reply.refusal = true;
+                reply.model_error = Some(LlmError::Refusal.label());
+            }
+            Err(e) => {
+                reply.text = prompts.render(FALLBACK, &ReplyVars::from(vars))?;
+                reply.source = "fallback".into();
+                reply.degraded = true;
+                reply.model_error = Some(e.label());
+            }
+        }
+        Ok(reply)
     }
 
-    pub fn model_reached(&self) -> bool {
-        !self.degraded
+    /// Some call may have been billed: the request's slot of the hour is kept.
+    pub fn billed_anything(&self) -> bool {
+        !self.billed.is_empty()
     }
 
     pub fn tokens(&self) -> u64 {
         self.prompt_tokens + self.completion_tokens
     }
 
-    /// What the reply cost: the model's usage at its prices; nothing offline or without a model.
-    pub fn cost_micro(&self, l: &Limits) -> i64 {
-        if self.source == "offline" || !self.model_reached() {
-            return 0;
-        }
-        limits::cost(l, self.prompt_tokens, self.completion_tokens)
-    }
-
     /// What this reply contributes to the request's metrics and security line.
-    pub fn outcome(&self, l: &Limits, new_conversation: bool) -> Outcome {
+    pub fn outcome(&self, new_conversation: bool, breaker_open: bool) -> Outcome {
         let kind = match (self.degraded, self.source.as_str()) {
             (true, _) => OutcomeKind::Fallback,
             (false, "offline") => OutcomeKind::Offline,
@@ -90,12 +99,15 @@ impl SafeReply {
         Outcome {
             kind,
             tokens: self.tokens(),
-            cost_micro: self.cost_micro(l),
+            cost_micro: self.cost_micro,
             new_conversation,
             degraded: self.degraded,
             filtered: self.filtered,
             limit: None,
             model_error: self.model_error,
+            billed_unusable: self.billed.iter().filter(|b| !b.used).count() as u32,
+            refusal: self.refusal,
+            breaker_open,
         }
     }
 }

@@ -1,7 +1,10 @@
-//! A per-instance circuit breaker for the model. Opens after `consecutive` failures in a row
-//! or when at least `ratio` of the calls in the last `window` failed (with `min_calls` seen);
-//! after `open_for` it lets one probe through (half-open); the probe's success closes it,
-//! its failure opens it again. Time is tokio's, so tests can pause it.
+//! A per-instance circuit breaker for the model. It counts provider outages only (timeouts,
+//! 429s, 5xx, lost connections): an answer of any kind, usable or not, even a 401, is the
+//! provider answering. Opens after `consecutive` outages in a row or when at least `ratio` of
+//! the calls in the last `window` were outages (with `min_calls` seen); after `open_for` it
+//! lets one probe through (half-open). The probe always resolves: an answer closes the
+//! breaker, an outage opens it again, and a probe dropped unanswered (its request went away)
+//! counts as an outage. Time is tokio's, so tests can pause it.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -64,6 +67,18 @@ impl Breaker {
         self.lock().state
     }
 
+    /// A permit for one call, or `None` while the breaker is open.
+    pub fn permit(&self) -> Option<Permit<'_>> {
+        match self.admit() {
+            Admit::Reject => None,
+            admit => Some(Permit { breaker: self, probe: admit == Admit::Probe, settled: false }),
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.lock().state == BreakerState::Open
+    }
+
     pub fn admit(&self) -> Admit {
         let mut g = self.lock();
         match g.state {
@@ -106,6 +121,36 @@ impl Breaker {
             g.state = BreakerState::Open;
             g.opened_at = now;
             g.probe_in_flight = false;
+        }
+    }
+}
+
+/// One call's place in the breaker; say how it went with [`Permit::answered`] or
+/// [`Permit::outage`]. Dropped without either, a probe counts as an outage.
+pub struct Permit<'a> {
+    breaker: &'a Breaker,
+    probe: bool,
+    settled: bool,
+}
+
+impl Permit<'_> {
+    /// The provider answered (any status, usable or not).
+    pub fn answered(mut self) {
+        self.settled = true;
+        self.breaker.record(true);
+    }
+
+    /// The provider did not answer: a timeout, a 429, a 5xx, a lost connection.
+    pub fn outage(mut self) {
+        self.settled = true;
+        self.breaker.record(false);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.settled {
+            self.breaker.record(false);
         }
     }
 }
@@ -162,6 +207,29 @@ mod tests {
             b.record(ok);
         }
         assert_eq!(b.state(), BreakerState::Open, "3 of 6 failed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_always_resolves_whatever_its_answer() {
+        let b = breaker();
+        for _ in 0..3 {
+            b.record(false);
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        // A probe answered with a 401 (or anything but an outage) closes the breaker.
+        let probe = b.permit().unwrap_or_else(|| panic!("half-open lets a probe through"));
+        assert!(b.permit().is_none(), "one probe at a time");
+        probe.answered();
+        assert_eq!(b.state(), BreakerState::Closed);
+        // A probe whose request was dropped reopens it, and a later probe is let through.
+        for _ in 0..3 {
+            b.record(false);
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        drop(b.permit());
+        assert_eq!(b.state(), BreakerState::Open);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(b.permit().is_some(), "not stuck half-open");
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,12 +2,14 @@
 //! `OfflineCoach` answers from `prompts/offline.tera` when no model is configured.
 
 pub mod breaker;
+pub mod models;
 pub mod offline;
 pub mod openai;
 
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
+use crate::config::Limits;
 use crate::prompts::{PromptMessage, PromptVars};
 use crate::models::CoachReplyPayload;
 
@@ -15,21 +17,50 @@ use crate::models::CoachReplyPayload;
 #[derive(Debug, Clone, Copy)]
 pub struct CoachRequest<'a> {
     pub messages: &'a [PromptMessage],
+    /// The reply's token budget (`max_tokens`, or `max_completion_tokens` with reasoning).
     pub max_tokens: u32,
     /// After this instant no attempt may still be running.
     pub deadline: Instant,
     /// The variables the prompt was rendered from (the offline coach renders from them).
     pub vars: &'a PromptVars,
+    /// The instruction added when an answer was cut at the token limit (prompts/shorter.tera).
+    pub shorter: &'a PromptMessage,
+    /// A keyed hash of the caller, sent as OpenAI's `safety_identifier`.
+    pub safety_identifier: &'a str,
+    /// What this request's calls may cost together (its reservation, micro-dollars): no
+    /// attempt is started that could take the total past it.
+    pub budget_micro: i64,
+    pub limits: &'a Limits,
 }
 
-/// A validated reply: the structured payload and the usage the model reported.
+/// A validated reply: the structured payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CoachReply {
     pub payload: CoachReplyPayload,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
     /// The model's name, or "offline".
     pub source: String,
+}
+
+/// What one model call billed, or may have: its usage, or (`estimated`) the worst case of a
+/// call that was sent and never answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Billed {
+    pub prompt_tokens: u64,
+    /// Of the prompt tokens, those billed at the cached-input price.
+    pub cached_tokens: u64,
+    /// Output tokens, reasoning included (billed as output).
+    pub completion_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub estimated: bool,
+    /// This call's answer is the reply the golfer gets.
+    pub used: bool,
+}
+
+/// The coach's answer: the reply (or why there is none) and every call it billed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoachAnswer {
+    pub reply: Result<CoachReply, LlmError>,
+    pub billed: Vec<Billed>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +77,10 @@ pub enum LlmError {
     Transport,
     #[error("the model's answer was malformed")]
     Malformed,
+    #[error("the model declined to answer")]
+    Refusal,
+    #[error("the model's answer was cut at the token limit")]
+    CutOff,
     #[error("the circuit breaker is open")]
     CircuitOpen,
     #[error("the offline coach could not render: {0}")]
@@ -62,6 +97,8 @@ impl LlmError {
             Self::Refused(_) => "refused",
             Self::Transport => "transport",
             Self::Malformed => "malformed",
+            Self::Refusal => "refusal",
+            Self::CutOff => "cut_off",
             Self::CircuitOpen => "circuit_open",
             Self::Offline(_) => "offline",
         }
@@ -69,7 +106,11 @@ impl LlmError {
 }
 
 pub trait Coach: Send + Sync {
-    fn reply<'a>(&'a self, req: CoachRequest<'a>) -> BoxFuture<'a, Result<CoachReply, LlmError>>;
+    fn reply<'a>(&'a self, req: CoachRequest<'a>) -> BoxFuture<'a, CoachAnswer>;
+    /// The circuit breaker is open: the model is not being called (for metrics).
+    fn breaker_open(&self) -> bool {
+        false
+    }
 }
 
 /// Parses and validates a model's content against `schema/coach-reply.json`.

@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use super::{Coach, CoachReply, CoachRequest, LlmError};
+use super::{Coach, CoachAnswer, CoachReply, CoachRequest, LlmError};
 use crate::prompts::ReplyVars;
 use crate::models::CoachReplyPayload;
 use crate::prompts::{Prompts, OFFLINE};
-use crate::tokens;
 
 pub struct OfflineCoach {
     prompts: Arc<Prompts>,
@@ -22,16 +21,15 @@ impl OfflineCoach {
 }
 
 impl Coach for OfflineCoach {
-    fn reply<'a>(&'a self, req: CoachRequest<'a>) -> BoxFuture<'a, Result<CoachReply, LlmError>> {
+    fn reply<'a>(&'a self, req: CoachRequest<'a>) -> BoxFuture<'a, CoachAnswer> {
         Box::pin(async move {
-            let text = self.prompts.render(OFFLINE, &ReplyVars::from(req.vars)).map_err(|e| LlmError::Offline(e.to_string()))?;
-            let payload = offline_payload(req.vars, text);
-            Ok(CoachReply {
-                completion_tokens: tokens::count(&payload.reply) as u64,
-                prompt_tokens: 0,
-                payload,
-                source: "offline".into(),
-            })
+            // Nothing is billed: the offline coach renders a template.
+            let reply = self
+                .prompts
+                .render(OFFLINE, &ReplyVars::from(req.vars))
+                .map(|text| CoachReply { payload: offline_payload(req.vars, text), source: "offline".into() })
+                .map_err(|e| LlmError::Offline(e.to_string()));
+            CoachAnswer { reply, billed: vec![] }
         })
     }
 }

@@ -1,10 +1,18 @@
 //! Any OpenAI-compatible chat endpoint through async-openai.
 //!
 //! async-openai's own retry layer waits out `Retry-After` without bound, so the client here
-//! runs on a plain reqwest service and retries itself: only on 429 (not
-//! `insufficient_quota`), 5xx, timeouts, connection failures and malformed answers; with
-//! exponential backoff and full jitter; honouring `Retry-After` only when the wait still
-//! fits before the deadline; every attempt bounded by the attempt timeout and the deadline.
+//! runs on a plain reqwest service and retries itself, counting what every attempt billed:
+//!
+//! - an answer with `usage` is billed at it, usable or not; a call sent and never answered
+//!   (a timeout) at its worst case; a refused connection, a 429 or a 5xx without usage at
+//!   nothing;
+//! - outages (timeouts, 429 but `insufficient_quota`, 5xx, lost connections) are retried with
+//!   exponential backoff and full jitter, `Retry-After` honoured when it fits before the
+//!   deadline (and capped), and counted by the circuit breaker;
+//! - answers the golfer cannot use are outcomes: a refusal is not retried; an answer cut at
+//!   the token limit is asked for once more, shorter, within the same token budget; an answer
+//!   off the schema is tried once more; none counts against the breaker;
+//! - no attempt starts that could take the request's calls past its reservation.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,24 +21,28 @@ use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
 use async_openai::middleware::HttpRequestFactory;
 use async_openai::types::chat::{
-    ChatCompletionRequestAssistantMessage, ChatCompletionRequestAssistantMessageContent,
-    ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
-    CreateChatCompletionRequest, ResponseFormat, ResponseFormatJsonSchema,
+    ChatCompletionRequestAssistantMessage, ChatCompletionRequestAssistantMessageContent, ChatCompletionRequestMessage,
+    ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage, CompletionUsage, CreateChatCompletionRequest,
+    CreateChatCompletionResponse, FinishReason, ReasoningEffort, ResponseFormat, ResponseFormatJsonSchema,
 };
 use async_openai::Client;
 use futures::future::BoxFuture;
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
-use super::breaker::{Admit, Breaker};
-use super::{parse_reply, Coach, CoachReply, CoachRequest, LlmError};
+use super::breaker::{Breaker, Permit};
+use super::models::{Effort, OutputLimit};
+use super::{parse_reply, Billed, Coach, CoachAnswer, CoachReply, CoachRequest, LlmError};
 use crate::backoff::Backoff;
 use crate::config::{BreakerConfig, ModelConfig};
-use crate::prompts::PromptRole;
+use crate::limits;
+use crate::prompts::{PromptMessage, PromptRole};
 use crate::tokens;
 
 /// Below this much time left, another attempt cannot succeed.
 const MIN_ATTEMPT: Duration = Duration::from_millis(100);
+/// The longest `Retry-After` taken from the provider (a larger one is this).
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 
 pub struct OpenAiCoach {
     cfg: ModelConfig,
@@ -42,9 +54,13 @@ pub struct OpenAiCoach {
 
 /// How one attempt ended.
 enum Attempt {
-    Done(CoachReply),
-    Retry { error: LlmError, retry_after: Option<Duration> },
-    Fail(LlmError),
+    Done(CoachReply, Billed),
+    /// The provider answered, and billed, but the golfer cannot use the answer.
+    Unusable(LlmError, Billed),
+    /// The provider did not answer usefully; a timeout may still have been billed.
+    Outage { error: LlmError, billed: Option<Billed>, retry_after: Option<Duration> },
+    /// The request was refused (a 4xx but 429): nothing was billed.
+    Refused(LlmError),
 }
 
 impl OpenAiCoach {
@@ -62,16 +78,13 @@ impl OpenAiCoach {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|_| LlmError::Transport)?;
-        let reply_schema = crate::schemas::get()
-            .map_err(|_| LlmError::Malformed)?
-            .coach_reply_for_model
-            .clone();
+        let reply_schema = crate::schemas::get().map_err(|_| LlmError::Malformed)?.coach_reply_for_model.clone();
         Ok(Self { cfg, api, http, breaker: Breaker::new(breaker), reply_schema })
     }
 
-    fn request(&self, req: &CoachRequest<'_>) -> CreateChatCompletionRequest {
-        let messages = req
-            .messages
+    /// The request for `messages`, with the reply's budget in the parameter the model takes.
+    fn request(&self, messages: &[PromptMessage], max_tokens: u32, safety_identifier: &str) -> CreateChatCompletionRequest {
+        let messages = messages
             .iter()
             .map(|m| match m.role {
                 PromptRole::System => ChatCompletionRequestMessage::System(ChatCompletionRequestSystemMessage::from(m.content.as_str())),
@@ -82,12 +95,21 @@ impl OpenAiCoach {
                 }),
             })
             .collect();
-        #[expect(deprecated, reason = "max_tokens is what every OpenAI-compatible server accepts; the budget contract names it")]
+        let spec = &self.cfg.spec;
+        #[expect(deprecated, reason = "max_tokens is what non-reasoning OpenAI-compatible servers accept; the model table says which")]
         CreateChatCompletionRequest {
             model: self.cfg.model.clone(),
             messages,
-            max_tokens: Some(req.max_tokens),
-            temperature: Some(self.cfg.temperature),
+            max_tokens: (spec.output_limit == OutputLimit::MaxTokens).then_some(max_tokens),
+            max_completion_tokens: (spec.output_limit == OutputLimit::MaxCompletionTokens).then_some(max_tokens),
+            temperature: spec.temperature.then_some(self.cfg.temperature),
+            reasoning_effort: spec.reasoning_effort.map(|e| match e {
+                Effort::Minimal => ReasoningEffort::Minimal,
+                Effort::Low => ReasoningEffort::Low,
+                Effort::Medium => ReasoningEffort::Medium,
+                Effort::High => ReasoningEffort::High,
+            }),
+            safety_identifier: Some(safety_identifier.to_string()),
             response_format: Some(ResponseFormat::JsonSchema {
                 json_schema: ResponseFormatJsonSchema {
                     name: "coach_reply".into(),
@@ -100,7 +122,7 @@ impl OpenAiCoach {
         }
     }
 
-    async fn attempt(&self, request: CreateChatCompletionRequest, timeout: Duration, req: &CoachRequest<'_>) -> Attempt {
+    async fn attempt(&self, request: CreateChatCompletionRequest, timeout: Duration, worst: Billed) -> Attempt {
         // The Retry-After of this attempt's response, captured below async-openai.
         let retry_after: Arc<Mutex<Option<Duration>>> = Arc::new(Mutex::new(None));
         let slot = retry_after.clone();
@@ -111,14 +133,8 @@ impl OpenAiCoach {
             async move {
                 let request = factory.build().await?;
                 let response = http.execute(request).await.map_err(OpenAIError::Reqwest)?;
-                let after = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
                 if let Ok(mut s) = slot.lock() {
-                    *s = after;
+                    *s = retry_after_header(response.headers());
                 }
                 Ok::<_, OpenAIError>(response)
             }
@@ -128,42 +144,50 @@ impl OpenAiCoach {
         let client = Client::build(self.http.clone(), self.api.clone()).with_http_service(service);
         let result = tokio::time::timeout(timeout, client.chat().create(request)).await;
         let after = retry_after.lock().ok().and_then(|s| *s);
-        let retry = |error| Attempt::Retry { error, retry_after: after };
+        let outage = |error, billed| Attempt::Outage { error, billed, retry_after: after };
         match result {
-            Err(_) => retry(LlmError::Timeout),
-            Ok(Ok(resp)) => {
-                let Some(content) = resp.choices.into_iter().next().and_then(|c| c.message.content) else {
-                    return retry(LlmError::Malformed);
-                };
-                let Ok(payload) = parse_reply(&content) else {
-                    return retry(LlmError::Malformed);
-                };
-                let (prompt_tokens, completion_tokens) = match resp.usage {
-                    Some(u) => (u64::from(u.prompt_tokens), u64::from(u.completion_tokens)),
-                    None => (
-                        tokens::count_chat(req.messages.iter().map(|m| (m.role.as_str(), m.content.as_str()))) as u64,
-                        tokens::count(&content) as u64,
-                    ),
-                };
-                Attempt::Done(CoachReply {
-                    payload,
-                    prompt_tokens,
-                    completion_tokens,
-                    source: self.cfg.model.clone(),
-                })
-            }
+            // Sent and never answered: it may have been billed, at most its worst case.
+            Err(_) => outage(LlmError::Timeout, Some(worst)),
+            Ok(Ok(resp)) => self.answered(resp, worst),
             Ok(Err(OpenAIError::ApiError(api))) => {
                 let status = api.status_code.as_u16();
                 match status {
-                    429 if api.api_error.code.as_deref() == Some("insufficient_quota") => Attempt::Fail(LlmError::Refused(429)),
-                    429 => retry(LlmError::RateLimited),
-                    500..=599 => retry(LlmError::Upstream(status)),
-                    _ => Attempt::Fail(LlmError::Refused(status)),
+                    429 if api.api_error.code.as_deref() == Some("insufficient_quota") => Attempt::Refused(LlmError::Refused(429)),
+                    429 => outage(LlmError::RateLimited, None),
+                    500..=599 => outage(LlmError::Upstream(status), None),
+                    _ => Attempt::Refused(LlmError::Refused(status)),
                 }
             }
-            Ok(Err(OpenAIError::JSONDeserialize(..))) => retry(LlmError::Malformed),
-            Ok(Err(OpenAIError::Reqwest(e))) if e.is_timeout() => retry(LlmError::Timeout),
-            Ok(Err(_)) => retry(LlmError::Transport),
+            // A success status whose body does not read: billed, at what no one can say.
+            Ok(Err(OpenAIError::JSONDeserialize(..))) => Attempt::Unusable(LlmError::Malformed, worst),
+            Ok(Err(OpenAIError::Reqwest(e))) if e.is_timeout() => outage(LlmError::Timeout, Some(worst)),
+            Ok(Err(OpenAIError::Reqwest(e))) if e.is_connect() => outage(LlmError::Transport, None),
+            // The connection failed after the request went out: it may have been billed.
+            Ok(Err(_)) => outage(LlmError::Transport, Some(worst)),
+        }
+    }
+
+    /// A response: billed at its usage (or, without one, at the tokens counted here).
+    fn answered(&self, resp: CreateChatCompletionResponse, worst: Billed) -> Attempt {
+        let Some(choice) = resp.choices.into_iter().next() else {
+            return Attempt::Unusable(LlmError::Malformed, usage(resp.usage.as_ref()).unwrap_or(worst));
+        };
+        let content = choice.message.content.unwrap_or_default();
+        let billed = usage(resp.usage.as_ref()).unwrap_or(Billed {
+            prompt_tokens: worst.prompt_tokens,
+            completion_tokens: tokens::count(&content) as u64,
+            estimated: true,
+            ..Billed::default()
+        });
+        if choice.message.refusal.is_some() || choice.finish_reason == Some(FinishReason::ContentFilter) {
+            return Attempt::Unusable(LlmError::Refusal, billed);
+        }
+        if choice.finish_reason == Some(FinishReason::Length) {
+            return Attempt::Unusable(LlmError::CutOff, billed);
+        }
+        match parse_reply(&content) {
+            Ok(payload) => Attempt::Done(CoachReply { payload, source: self.cfg.model.clone() }, Billed { used: true, ..billed }),
+            Err(e) => Attempt::Unusable(e, billed),
         }
     }
 
@@ -172,47 +196,106 @@ impl OpenAiCoach {
     }
 }
 
+/// What a response's usage says was billed.
+fn usage(u: Option<&CompletionUsage>) -> Option<Billed> {
+    let u = u?;
+    Some(Billed {
+        prompt_tokens: u64::from(u.prompt_tokens),
+        cached_tokens: u.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens).map(u64::from).unwrap_or(0),
+        completion_tokens: u64::from(u.completion_tokens),
+        reasoning_tokens: u.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens).map(u64::from).unwrap_or(0),
+        estimated: false,
+        used: false,
+    })
+}
+
+/// `Retry-After` in seconds, capped: a provider's absurd value must not overflow an Instant.
+fn retry_after_header(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let secs = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(secs).min(RETRY_AFTER_CAP))
+}
+
+/// The messages of the attempt after an answer was cut at the token limit: the instruction
+/// to answer shorter, just before the golfer's message, and a reply budget that leaves room
+/// for it, so prompt and reply stay within the same limit.
+fn shorter(req: &CoachRequest<'_>) -> (Vec<PromptMessage>, u32) {
+    let mut messages = req.messages.to_vec();
+    let at = messages.len().saturating_sub(1);
+    messages.insert(at, req.shorter.clone());
+    let extra = u32::try_from(tokens::count_message(req.shorter.role.as_str(), &req.shorter.content)).unwrap_or(u32::MAX);
+    (messages, req.max_tokens.saturating_sub(extra))
+}
+
 impl Coach for OpenAiCoach {
-    fn reply<'a>(&'a self, req: CoachRequest<'a>) -> BoxFuture<'a, Result<CoachReply, LlmError>> {
+    fn reply<'a>(&'a self, req: CoachRequest<'a>) -> BoxFuture<'a, CoachAnswer> {
         Box::pin(async move {
-            let request = self.request(&req);
-            let mut attempts = 0u32;
-            let mut last = LlmError::Timeout;
-            while attempts < self.cfg.max_attempts {
-                let left = req.deadline.saturating_duration_since(Instant::now());
-                if left < MIN_ATTEMPT {
-                    break;
-                }
-                if self.breaker.admit() == Admit::Reject {
-                    return Err(if attempts == 0 { LlmError::CircuitOpen } else { last });
-                }
-                attempts += 1;
-                let outcome = self.attempt(request.clone(), self.cfg.attempt_timeout.min(left), &req).await;
-                match outcome {
-                    Attempt::Done(reply) => {
-                        self.breaker.record(true);
-                        return Ok(reply);
-                    }
-                    Attempt::Fail(e) => {
-                        // The request was refused, not the service failing: the breaker is not told.
-                        return Err(e);
-                    }
-                    Attempt::Retry { error, retry_after } => {
-                        self.breaker.record(false);
-                        tracing::warn!(attempt = attempts, error = error.label(), "model attempt failed");
-                        last = error;
-                        if attempts >= self.cfg.max_attempts {
-                            break;
-                        }
-                        let wait = retry_after.unwrap_or_default().max(self.backoff().delay(attempts - 1));
-                        if Instant::now() + wait + MIN_ATTEMPT > req.deadline {
-                            break;
-                        }
-                        tokio::time::sleep(wait).await;
-                    }
-                }
-            }
-            Err(last)
+            let mut billed: Vec<Billed> = vec![];
+            let reply = self.attempts(&req, &mut billed).await;
+            CoachAnswer { reply, billed }
         })
+    }
+
+    fn breaker_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+}
+
+impl OpenAiCoach {
+    async fn attempts(&self, req: &CoachRequest<'_>, billed: &mut Vec<Billed>) -> Result<CoachReply, LlmError> {
+        let prompt_tokens = tokens::count_chat(req.messages.iter().map(|m| (m.role.as_str(), m.content.as_str()))) as u64;
+        let worst = Billed { prompt_tokens, completion_tokens: u64::from(req.max_tokens), estimated: true, ..Billed::default() };
+        let (mut messages, mut max_tokens) = (req.messages.to_vec(), req.max_tokens);
+        let (mut attempts, mut cut, mut malformed) = (0u32, false, false);
+        let mut last = LlmError::Timeout;
+        while attempts < self.cfg.max_attempts {
+            let left = req.deadline.saturating_duration_since(Instant::now());
+            let spent: i64 = billed.iter().map(|b| limits::billed_cost(req.limits, b)).sum();
+            if left < MIN_ATTEMPT || spent + limits::billed_cost(req.limits, &worst) > req.budget_micro {
+                break;
+            }
+            let Some(permit) = self.breaker.permit() else {
+                return Err(if attempts == 0 { LlmError::CircuitOpen } else { last });
+            };
+            attempts += 1;
+            let request = self.request(&messages, max_tokens, req.safety_identifier);
+            let (error, wait) = match self.attempt(request, self.cfg.attempt_timeout.min(left), worst).await {
+                Attempt::Done(reply, b) => {
+                    permit.answered();
+                    billed.push(b);
+                    return Ok(reply);
+                }
+                Attempt::Refused(e) => {
+                    permit.answered();
+                    return Err(e);
+                }
+                Attempt::Unusable(error, b) => {
+                    permit.answered();
+                    billed.push(b);
+                    tracing::warn!(attempt = attempts, error = error.label(), "the model's answer cannot be used");
+                    match error {
+                        LlmError::CutOff if !cut => {
+                            cut = true;
+                            (messages, max_tokens) = shorter(req);
+                        }
+                        LlmError::Malformed if !malformed => malformed = true,
+                        e => return Err(e),
+                    }
+                    (error, Duration::ZERO)
+                }
+                Attempt::Outage { error, billed: b, retry_after } => {
+                    Permit::outage(permit);
+                    billed.extend(b);
+                    tracing::warn!(attempt = attempts, error = error.label(), "model attempt failed");
+                    let wait = retry_after.unwrap_or_default().max(self.backoff().delay(attempts - 1));
+                    (error, wait)
+                }
+            };
+            last = error;
+            if Instant::now() + wait + MIN_ATTEMPT > req.deadline {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+        }
+        Err(last)
     }
 }

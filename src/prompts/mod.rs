@@ -26,7 +26,9 @@ pub const OFFLINE: &str = "offline.tera";
 pub const FALLBACK: &str = "fallback.tera";
 pub const LIMIT: &str = "limit.tera";
 pub const FILTERED: &str = "filtered.tera";
-const REQUIRED: [&str; 7] = [SYSTEM, CONTEXT, MESSAGE, OFFLINE, FALLBACK, LIMIT, FILTERED];
+pub const REFUSAL: &str = "refusal.tera";
+pub const SHORTER: &str = "shorter.tera";
+const REQUIRED: [&str; 9] = [SYSTEM, CONTEXT, MESSAGE, OFFLINE, FALLBACK, LIMIT, FILTERED, REFUSAL, SHORTER];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {

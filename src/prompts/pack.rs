@@ -142,10 +142,12 @@ pub(crate) mod tests {
             let out = p.render(t, &vars)?;
             assert!(!out.trim().is_empty(), "{t} rendered empty");
         }
-        for t in [crate::prompts::OFFLINE, crate::prompts::FALLBACK, crate::prompts::FILTERED] {
+        for t in [crate::prompts::OFFLINE, crate::prompts::FALLBACK, crate::prompts::FILTERED, crate::prompts::REFUSAL] {
             let out = p.render(t, &ReplyVars::from(&vars))?;
             assert!(out.contains("Tempo and rhythm"), "{t} names the theme: {out}");
         }
+        let shorter = p.render(crate::prompts::SHORTER, &vars)?;
+        assert!(shorter.contains(&format!("at most {} words", vars.reply_word_limit / 2)), "{shorter}");
         let offline = p.render(crate::prompts::OFFLINE, &ReplyVars::from(&vars))?;
         assert!(offline.contains("71/100"), "offline names the latest swing: {offline}");
         let limit = serde_json::json!({"limit": "user_hour", "limit_value": 15, "reset_phrase": "at 08:00 UTC", "premium": false});

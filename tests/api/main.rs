@@ -12,6 +12,7 @@ mod iam;
 mod lambda;
 mod limits;
 mod logs;
+mod money;
 mod reads;
 mod resilience;
 mod security;

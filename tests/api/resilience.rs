@@ -127,7 +127,7 @@ async fn slow_replies_time_out_per_attempt_and_the_deadline_bounds_the_request()
 }
 
 #[tokio::test]
-async fn malformed_json_empty_choices_and_off_schema_replies_fall_back() {
+async fn unusable_answers_are_billed_tried_once_more_then_fall_back() {
     for (i, bad) in [
         ResponseTemplate::new(200).set_body_string("{\"choices\": [ not json secret-json-text"),
         ResponseTemplate::new(200).set_body_json(json!({"id": "x", "object": "chat.completion", "created": 1, "model": "gpt-4o", "choices": []})),
@@ -140,13 +140,22 @@ async fn malformed_json_empty_choices_and_off_schema_replies_fall_back() {
         let app = spawn_with(fast_retries).await;
         let s = script(&app, vec![bad]).await;
         let user = format!("golfer-bad-{i}");
-        assert_fallback(&app, &user, "secret-").await;
-        assert_eq!(s.arrivals().len(), 4, "case {i}: a malformed answer is a model fault and is retried");
-        // The golfer's message is stored with the fallback; nothing is charged.
+        let body = assert_fallback(&app, &user, "secret-").await;
+        assert_eq!(s.arrivals().len(), 2, "case {i}: an unusable answer is tried once more, not blindly again and again");
+        // The golfer's message is stored with the fallback, and what the provider billed is
+        // charged: the answers with usage at it, the unreadable ones at their worst case.
         let conv = app.store.conversation(&keys::conversation(&uid(&user), chrono::Utc::now())).await.unwrap().unwrap();
         assert_eq!(conv.recent_messages.len(), 2);
         assert_eq!(conv.recent_messages[1].degraded, Some(true));
-        assert_eq!(app.day_spend(&user).await, 0);
+        let spend = app.day_spend(&user).await;
+        assert_eq!(body["usage"]["cost_micro_usd"], spend, "the answer reports what was charged");
+        if i >= 2 {
+            assert_eq!(spend, 2 * coach_api::limits::cost(&app.config.limits, 10, 10), "case {i}: billed at its usage");
+        } else {
+            let worst = coach_api::limits::call_worst_case(&app.config.limits);
+            assert!(spend > 0 && spend <= 2 * worst, "case {i}: billed at most at its worst case: {spend}");
+        }
+        assert_eq!(app.hour_count(&user).await, 1, "case {i}: a billed request keeps its slot");
     }
 }
 
@@ -173,16 +182,16 @@ async fn the_breaker_opens_serves_fallbacks_without_calling_then_half_opens_and_
     struct Provider(Arc<std::sync::atomic::AtomicBool>);
     impl Respond for Provider {
         fn respond(&self, _: &Request) -> ResponseTemplate {
-            if self.0.load(std::sync::atomic::Ordering::SeqCst) { ok_reply("Back to full coaching.") } else { ResponseTemplate::new(503) }
+            if self.0.load(std::sync::atomic::Ordering::SeqCst) { ok_reply("Back to full coaching.") } else { ResponseTemplate::new(503).set_body_string("provider-outage-7781") }
         }
     }
     let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
     Mock::given(method("POST")).and(path(MODEL_PATH)).respond_with(Provider(healthy.clone())).with_priority(1).mount(&app.model).await;
-    assert_fallback(&app, "golfer-breaker-1", "503").await; // 3 failed attempts: the breaker opens
+    assert_fallback(&app, "golfer-breaker-1", "provider-outage").await; // 3 failed attempts: the breaker opens
     assert_eq!(app.model_requests().await.len(), 3);
 
     let started = Instant::now();
-    assert_fallback(&app, "golfer-breaker-1", "503").await;
+    assert_fallback(&app, "golfer-breaker-1", "provider-outage").await;
     assert_eq!(app.model_requests().await.len(), 3, "open: the model is not called");
     assert!(started.elapsed() < Duration::from_millis(500), "served at once");
 
@@ -448,7 +457,7 @@ impl Drop for OwnDynamo {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_storage_outage_gives_503s_in_the_coachs_voice_and_leaves_nothing_behind() {
+async fn a_storage_outage_answers_what_the_model_answered_refuses_the_rest_early_and_stores_the_turn_when_it_returns() {
     let mut ddb = tokio::task::spawn_blocking(OwnDynamo::start).await.unwrap();
     let endpoint = format!("http://127.0.0.1:{}", ddb.port);
     let app = spawn_with(|c| c.dynamodb_endpoint = Some(endpoint.clone())).await;

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{completion, payload, prompt_text, spawn_shipped, TestApp, MODEL_PATH};
+use crate::helpers::{assert_valid, completion, payload, prompt_text, schemas, spawn_shipped, TestApp, MODEL_PATH};
 
 async fn slow_model(app: &TestApp, delay: Duration) {
     Mock::given(method("POST"))
@@ -89,14 +89,21 @@ async fn one_golfer_sending_a_hundred_at_once_gets_exactly_fifteen_answers_five_
             async move {
                 let body = json!({ "message": format!("Burst {burst} message {i}") });
                 let r = client.post(url).header("x-user-id", &user).json(&body).send().await.unwrap();
-                r.status().as_u16()
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().await.unwrap_or(Value::Null))
             }
         });
         let before = app.model_requests().await.len();
-        let statuses = futures::future::join_all(tasks).await;
+        let results = futures::future::join_all(tasks).await;
         let calls = app.model_requests().await.len() - before;
+        let statuses: Vec<u16> = results.iter().map(|(s, _)| *s).collect();
         let ok = statuses.iter().filter(|s| **s == 200).count();
         let limited = statuses.iter().filter(|s| **s == 429).count();
         assert_eq!((ok, limited, calls), (15, 85, 15), "burst {burst}: {statuses:?}");
+        for (status, body) in &results {
+            let validator = if *status == 200 { &schemas().chat_response } else { &schemas().error };
+            assert_valid(validator, body);
+        }
+        assert_eq!(app.hour_count(&user).await, 15, "burst {burst}: the counter holds exactly the admitted");
     }
 }
