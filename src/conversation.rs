@@ -63,7 +63,17 @@ pub struct Turn<'a> {
 
 /// The turn item for an exchange: `key` is its place in the table (the claim's key), `newest`
 /// the golfer's newest turn before it (today's, or an earlier day's).
-pub fn record(key: String, user: UserId, conversation: ConversationId, now: DateTime<Utc>, newest: Option<&TurnItem>, turn: &Turn<'_>, response: StoredResponse) -> TurnItem {
+#[expect(clippy::too_many_arguments, reason = "each is a fact of the turn from its own step")]
+pub fn record(
+    key: String,
+    user: UserId,
+    conversation: ConversationId,
+    now: DateTime<Utc>,
+    newest: Option<&TurnItem>,
+    turn: &Turn<'_>,
+    response: StoredResponse,
+    request_hash: String,
+) -> TurnItem {
     let today = newest.filter(|t| t.conversation == conversation);
     let mut themes = themes_before(newest, now);
     let mut referenced_swings = today.map(|t| t.referenced_swings.clone()).unwrap_or_default();
@@ -88,6 +98,7 @@ pub fn record(key: String, user: UserId, conversation: ConversationId, now: Date
         referenced_swings,
         tokens: turn.tokens,
         response,
+        request_hash,
     }
 }
 
@@ -133,8 +144,15 @@ fn clip(s: &str, max: usize) -> String {
 }
 
 /// Focus changes only when proposed with content; improvements stay short and distinct.
+/// Theme text is model output shown in every later prompt, reply template and GET /themes:
+/// it passes the same sanitizing and content filter as replies, and a proposal from which
+/// anything had to be removed (markup, a link, an address, a number) is not taken at all.
 pub fn merge_themes(t: &mut CoachingThemes, p: &CoachReplyPayload) {
-    let proposed = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(|s| clip(s, MAX_FOCUS_CHARS));
+    let safe = |s: &str| {
+        let clean = crate::safety::clean_output(s);
+        (!clean.blocked && clean.redactions == 0).then_some(clean.text)
+    };
+    let proposed = |v: &Option<String>| v.as_deref().and_then(safe).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).map(|s| clip(&s, MAX_FOCUS_CHARS));
     if let Some(f) = proposed(&p.primary_focus) {
         t.primary_focus = f;
     }
@@ -234,11 +252,11 @@ mod tests {
     #[test]
     fn a_new_day_is_a_new_session_with_themes_carried() {
         let p = payload(Some("Tempo"), None, None);
-        let monday = record("k1".into(), user(), conv_id("20261123"), at(23, 9), None, &turn("hi", Some(&p), &[]), response());
+        let monday = record("k1".into(), user(), conv_id("20261123"), at(23, 9), None, &turn("hi", Some(&p), &[]), response(), "h".into());
         assert_eq!(monday.coaching_themes.session_count, 1, "a golfer's first turn is session 1");
-        let later = record("k2".into(), user(), conv_id("20261123"), at(23, 10), Some(&monday), &turn("again", None, &[]), response());
+        let later = record("k2".into(), user(), conv_id("20261123"), at(23, 10), Some(&monday), &turn("again", None, &[]), response(), "h".into());
         assert_eq!(later.coaching_themes.session_count, 1, "the same day is the same session");
-        let tuesday = record("k3".into(), user(), conv_id("20261124"), at(24, 8), Some(&later), &turn("next day", None, &[]), response());
+        let tuesday = record("k3".into(), user(), conv_id("20261124"), at(24, 8), Some(&later), &turn("next day", None, &[]), response(), "h".into());
         assert_eq!(tuesday.coaching_themes.session_count, 2);
         assert_eq!(tuesday.coaching_themes.primary_focus, "Tempo", "carried");
     }
@@ -255,6 +273,16 @@ mod tests {
     }
 
     #[test]
+    fn themes_pass_output_safety_and_unsafe_proposals_change_nothing() {
+        let mut t = default_themes();
+        let evil = "Beta blockers, see http://evil.example or call +1 415 555 0132 <img src=x onerror=alert(1)>";
+        merge_themes(&mut t, &CoachReplyPayload { secondary_focus: Some(evil.into()), ..payload(Some("<b>Tempo</b> and <i>rhythm</i>"), Some(evil), None) });
+        assert_eq!(t.primary_focus, "Tempo and rhythm", "markup removed");
+        assert_eq!(t.secondary_focus, default_themes().secondary_focus, "a proposal with a link and a phone number is not taken");
+        assert!(t.recent_improvements.is_empty());
+    }
+
+    #[test]
     fn blank_proposals_change_nothing() {
         let mut t = default_themes();
         merge_themes(&mut t, &payload(Some("   "), None, None));
@@ -266,13 +294,13 @@ mod tests {
         let own = [SwingId::try_from("swing-mine".to_string()).unwrap_or_else(|e| panic!("{e}"))];
         let mut t = turn("hi", None, &own);
         t.reply.swing_reference = Some("swing-theirs".into());
-        let first = record("k1".into(), user(), conv_id("20261125"), at(25, 9), None, &t, response());
+        let first = record("k1".into(), user(), conv_id("20261125"), at(25, 9), None, &t, response(), "h".into());
         assert!(first.referenced_swings.is_empty());
         t.reply.swing_reference = Some("swing-mine".into());
-        let second = record("k2".into(), user(), conv_id("20261125"), at(25, 9), Some(&first), &t, response());
+        let second = record("k2".into(), user(), conv_id("20261125"), at(25, 9), Some(&first), &t, response(), "h".into());
         assert_eq!(second.referenced_swings, own.to_vec());
         t.reply.swing_reference = None;
-        let third = record("k3".into(), user(), conv_id("20261125"), at(25, 10), Some(&second), &t, response());
+        let third = record("k3".into(), user(), conv_id("20261125"), at(25, 10), Some(&second), &t, response(), "h".into());
         assert_eq!(third.referenced_swings, own.to_vec(), "the day's references carry to its later turns");
     }
 
@@ -282,7 +310,7 @@ mod tests {
         for i in 0..5000 {
             let mut t = turn(&format!("question {i} {}", "x".repeat(900)), None, &[]);
             t.reply.content = format!("answer {i} {}", "y".repeat(1400));
-            turns.push(record(format!("k{i}"), user(), conv_id("20261125"), at(25, 9), turns.last(), &t, response()));
+            turns.push(record(format!("k{i}"), user(), conv_id("20261125"), at(25, 9), turns.last(), &t, response(), "h".into()));
         }
         let day = assemble(conv_id("20261125"), user(), &turns, 20).unwrap_or_else(|| panic!("a day with turns"));
         assert_eq!(day.recent_messages.len(), 20);

@@ -84,13 +84,15 @@ impl Refusal {
             Counter::UserHour | Counter::IpHour => next_hour(now),
             Counter::UserDay | Counter::GlobalDay => next_day(now),
         };
+        // What is really left for the counter that fired: nothing.
+        let hour_used = i64::from(l.requests_per_hour);
+        let day_used = i64::try_from(l.spend_per_user_day_micro).unwrap_or(i64::MAX);
         let snapshot = match counter {
-            Counter::UserHour => UsageSnapshot { user_hour_count: current, user_day_spend_micro: 0 },
-            Counter::UserDay => UsageSnapshot {
-                user_hour_count: 0,
-                user_day_spend_micro: i64::try_from(l.spend_per_user_day_micro).unwrap_or(i64::MAX),
-            },
-            _ => UsageSnapshot::default(),
+            Counter::UserHour => UsageSnapshot { user_hour_count: current.max(hour_used), user_day_spend_micro: 0 },
+            // The golfer's own hour may have room, but this request cannot be sent from here.
+            Counter::IpHour => UsageSnapshot { user_hour_count: hour_used, user_day_spend_micro: 0 },
+            // Today's budget is spent, the golfer's or everyone's.
+            Counter::UserDay | Counter::GlobalDay => UsageSnapshot { user_hour_count: 0, user_day_spend_micro: day_used },
         };
         Self {
             counter,
@@ -143,5 +145,8 @@ mod tests {
         assert_eq!(r.quota.requests_remaining_hour, 0);
         let d = Refusal::new(&l, Counter::GlobalDay, 0, now);
         assert_eq!(timestamp(d.resets_at), "2026-11-26T00:00:00.000Z");
+        assert_eq!(d.quota.spend_remaining_micro_usd_day, 0, "the global budget is spent: nothing is left today");
+        let ip = Refusal::new(&l, Counter::IpHour, 60, now);
+        assert_eq!(ip.quota.requests_remaining_hour, 0, "the IP's hour is used up: no request is left this hour");
     }
 }

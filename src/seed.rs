@@ -159,6 +159,7 @@ async fn seed_golfer(store: &Store, user: &str, name: &str, d: &Demo, now: DateT
             source: "offline".into(),
             degraded: false,
         },
+        request_hash: "seed".into(),
     };
     store.create_turn(&turn).await?;
     Ok(())

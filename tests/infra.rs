@@ -88,7 +88,11 @@ fn alarms_and_dashboard_use_the_metrics_the_service_emits() {
         assert_eq!(*name, ename);
         assert_eq!(alarm["Namespace"], metrics::NAMESPACE);
         assert_eq!(alarm["MetricName"], metric);
-        assert_eq!(alarm["Threshold"].as_f64(), Some(threshold), "{name}");
+        let threshold_value = match &alarm["Threshold"] {
+            Value::Object(r) => t["Parameters"][r["Ref"].as_str().unwrap()]["Default"].as_f64(),
+            v => v.as_f64(),
+        };
+        assert_eq!(threshold_value, Some(threshold), "{name}");
         assert_eq!(alarm["Dimensions"][0]["Value"], metrics::SERVICE);
         assert!(emitted.contains(&metric));
     }
@@ -227,4 +231,36 @@ fn an_alarm_fires_when_degraded_replies_exceed_their_share() {
     assert_eq!(t["Parameters"]["DegradedReplyShare"]["Default"].as_f64(), Some(0.2));
     let dashboard = json_file("infra/cloudwatch-dashboard.json");
     assert!(dashboard.to_string().contains("-DegradedReplies"), "the dashboard shows the alarm");
+}
+
+/// In production API Gateway answers every schema-invalid body itself, from these templates:
+/// each must give a body the app can parse and that matches schema/error.json, whatever API
+/// Gateway substitutes (its messages hold quotes and brackets; nothing is escaped).
+#[test]
+fn every_gateway_response_template_yields_a_valid_error_body() {
+    let t = template();
+    let responses = t["Resources"]["CoachApi"]["Properties"]["GatewayResponses"].as_object().unwrap().clone();
+    assert!(responses.len() >= 7);
+    let values = [
+        ("$context.requestId", "6f1e9c1a-0b5e-4a8e-9d3c-2b7f0e5a4c11"),
+        ("$context.error.validationErrorString", r#"[instance type (integer) does not match any allowed primitive type (allowed: ["string"])]"#),
+        ("$context.error.messageString", r#""Invalid request body""#),
+        ("$context.error.message", r#"Invalid "request" body [x]"#),
+        ("$context.error.responseType", "BAD_REQUEST_BODY"),
+    ];
+    let validator = {
+        let raw: Value = serde_json::from_str(coach_api::schemas::ERROR).unwrap();
+        jsonschema::draft4::new(&raw).unwrap()
+    };
+    for (name, response) in responses {
+        let template = response["ResponseTemplates"]["application/json"].as_str().unwrap_or_else(|| panic!("{name} has no JSON template"));
+        let mut body = template.to_string();
+        for (var, value) in values {
+            body = body.replace(var, value);
+        }
+        assert!(!body.contains('$'), "{name} substitutes a variable this test does not know: {body}");
+        let parsed: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{name}'s body does not parse ({e}): {body}"));
+        let errors: Vec<String> = validator.iter_errors(&parsed).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{name}: {errors:?} in {body}");
+    }
 }

@@ -28,7 +28,7 @@ impl FromRequestParts<AppState> for Caller {
         let ip = client_ip(parts).or_else(|| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()));
         let caller = Caller {
             user,
-            ip: IpHash::of(ip.as_deref().unwrap_or("unknown")),
+            ip: IpHash::keyed(state.log_key(), ip.as_deref().unwrap_or("unknown")),
             deadline: deadline(&state.config, parts),
             request_id: current_request_id(),
         };

@@ -54,6 +54,7 @@ impl ApiError {
                 ChatError::ForeignConversation => StatusCode::FORBIDDEN,
                 ChatError::SwingNotFound => StatusCode::NOT_FOUND,
                 ChatError::InProgress => StatusCode::CONFLICT,
+                ChatError::IdReused => StatusCode::UNPROCESSABLE_ENTITY,
                 ChatError::Limited { refusal, .. } if refusal.counter == Counter::GlobalDay => StatusCode::SERVICE_UNAVAILABLE,
                 ChatError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 ChatError::TooLong(_) => StatusCode::BAD_REQUEST,
@@ -67,7 +68,7 @@ impl ApiError {
 
     fn code(&self) -> ErrorBodyCode {
         match self.status_code() {
-            StatusCode::BAD_REQUEST => ErrorBodyCode::InvalidRequest,
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => ErrorBodyCode::InvalidRequest,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorBodyCode::UnsupportedMediaType,
             StatusCode::PAYLOAD_TOO_LARGE => ErrorBodyCode::PayloadTooLarge,
             StatusCode::UNAUTHORIZED => ErrorBodyCode::Unauthorized,
@@ -95,6 +96,7 @@ impl ApiError {
             Self::MethodNotAllowed => s("That method isn't supported here."),
             Self::Chat(ChatError::SwingNotFound) => s("I couldn't find that swing in your analyses. Pick one from your list and ask me again."),
             Self::Chat(ChatError::InProgress) => s("I'm still answering that message. Give me a moment and I'll have it for you."),
+            Self::Chat(ChatError::IdReused) => s("That message id was already used for a different message. Send this one with a new id."),
             Self::Chat(ChatError::Limited { message, .. }) => message.clone(),
             Self::Chat(ChatError::TooLong(_)) => s("That message is too long for me to answer well in one go. Could you ask it in a shorter way?"),
             Self::Chat(ChatError::Store(_)) | Self::Store(_) => s("I can't reach your coaching notes right now. Nothing was charged: please try again in a minute."),
@@ -120,6 +122,7 @@ impl ApiError {
         let fields = match self {
             Self::Invalid(v) => v.iter().map(|v| FieldError { field: v.field.clone(), problem: v.problem.clone() }).collect(),
             Self::Chat(ChatError::TooLong(e)) => vec![FieldError { field: "/message".into(), problem: e.to_string() }],
+            Self::Chat(ChatError::IdReused) => vec![FieldError { field: "/clientMessageId".into(), problem: "was already used for a different message".into() }],
             _ => vec![],
         };
         let retry_after_seconds = match (self.refusal(), self.status_code()) {

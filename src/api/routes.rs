@@ -62,6 +62,7 @@ pub const ROUTES: &[Route] = &[
             (404, "No such route"),
             (405, "Method not allowed"),
             (409, "The same clientMessageId is being answered"),
+            (422, "The clientMessageId was already used for a different message"),
             (413, "Body over 10 KB"),
             (415, "Body is not JSON"),
             (429, "A rate or spend limit was reached"),

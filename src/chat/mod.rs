@@ -72,6 +72,8 @@ pub enum ChatError {
     SwingNotFound,
     #[error("the same clientMessageId is being answered")]
     InProgress,
+    #[error("the clientMessageId was used for a different message")]
+    IdReused,
     #[error("limit {} reached", .refusal.counter.label())]
     Limited { refusal: Box<Refusal>, message: String },
     #[error(transparent)]
@@ -98,7 +100,7 @@ pub struct Answered {
 
 /// What step 1 found.
 enum Admitted {
-    Fresh { reservation: Reservation, context: Box<Result<CoachingContext, StoreError>>, turn_key: String },
+    Fresh { reservation: Reservation, context: Box<Result<CoachingContext, StoreError>>, turn_key: String, request_hash: String },
     Replay(Box<TurnItem>),
 }
 
@@ -108,11 +110,11 @@ impl AppState {
         ensure_own_conversation(caller, &input.request)?;
         let admit_by = caller.deadline.min(Instant::now() + self.config.admission_wait);
         let admitted = deadline::scope(admit_by, self.admit_and_load_context(caller, &input.request, now)).await?;
-        let (reservation, context, turn_key) = match admitted {
+        let (reservation, context, key) = match admitted {
             Admitted::Replay(turn) => return Ok(Answered { answer: Answer::Replay(Box::new(response(&turn, true))), outcome: Outcome::of(OutcomeKind::Replay) }),
-            Admitted::Fresh { reservation, context, turn_key } => (reservation, context, turn_key),
+            Admitted::Fresh { reservation, context, turn_key, request_hash } => (reservation, context, (turn_key, request_hash)),
         };
-        let answered = self.answer_admitted(caller, input, now, &reservation, *context, turn_key).await;
+        let answered = self.answer_admitted(caller, input, now, &reservation, *context, key).await;
         match answered {
             Ok((answered, settled)) => {
                 if let Some((day, amount)) = settled {
@@ -135,7 +137,7 @@ impl AppState {
         now: DateTime<Utc>,
         reservation: &Reservation,
         context: Result<CoachingContext, StoreError>,
-        turn_key: String,
+        (turn_key, request_hash): (String, String),
     ) -> Result<(Answered, Option<(String, i64)>), ChatError> {
         let context = context?;
         if input.request.swing_id.is_some() && context.swing_on_screen.is_none() {
@@ -149,13 +151,16 @@ impl AppState {
         let own_swings = own_swings(&context);
         let turn = new_turn(input, now, self.clock.now(), &reply, &own_swings, &vars);
         let stored = self.stored_response(caller, now, &reply, usage, reservation);
-        let item = conversation::record(turn_key, caller.user.clone(), conversation, now, context.newest(), &turn, stored);
+        // A fallback is not the answer to keep for the app's id: it is stored under one of ours,
+        // and the claim is given up, so the app's retry with the same id is answered anew.
+        let turn_key = if reply.degraded { keys::turn(&caller.user, &keys::server_message_id()) } else { turn_key };
+        let item = conversation::record(turn_key, caller.user.clone(), conversation, now, context.newest(), &turn, stored, request_hash);
         // From here the golfer is answered whatever the store does.
         let cost = reply.cost_micro;
         let settled = reservation.global.as_ref().map(|(day, reserved)| (day.clone(), reserved - cost));
         let write = TurnWrite {
             turn: &item,
-            claimed: reservation.claim_key.is_some(),
+            claim: reservation.claim_key.as_deref(),
             keys: &reservation.keys,
             spend_delta_micro: cost - reservation.reserved_micro,
             release_slots: !reply.billed_anything(),
@@ -179,7 +184,13 @@ impl AppState {
             Some(id) => keys::turn(&caller.user, id.as_str()),
             None => keys::turn(&caller.user, &keys::server_message_id()),
         };
-        let claim = request.client_message_id.as_ref().map(|_| Claim { key: turn_key.clone(), now: now.timestamp(), locked_until: now.timestamp() + lock_secs });
+        let hash = request_hash(request);
+        let claim = request.client_message_id.as_ref().map(|_| Claim {
+            key: turn_key.clone(),
+            now: now.timestamp(),
+            locked_until: now.timestamp() + lock_secs,
+            request_hash: hash.clone(),
+        });
         let admission = limits::admission(&self.config.limits, &caller.user, &caller.ip, now);
         // Boxed: the SDK's futures are large, and unboxed they would size this request's
         // future for its whole life, while a request spends most of its time past this wave.
@@ -200,7 +211,7 @@ impl AppState {
             unsure: None,
         };
         match (decision, global) {
-            (Ok(AdmitDecision::Admitted), Ok(Some(_))) => Ok(Admitted::Fresh { reservation, context: Box::new(context), turn_key }),
+            (Ok(AdmitDecision::Admitted), Ok(Some(_))) => Ok(Admitted::Fresh { reservation, context: Box::new(context), turn_key, request_hash: hash }),
             (Ok(AdmitDecision::Admitted), global) => {
                 reservation.release(&self.store, &self.budget).await;
                 let profile = context.ok().and_then(|c| c.profile);
@@ -214,8 +225,9 @@ impl AppState {
                     self.budget.refund(day, *amount).await;
                 }
                 match decision {
-                    Ok(AdmitDecision::Duplicate(Previous::Completed(turn))) => Ok(Admitted::Replay(turn)),
-                    Ok(AdmitDecision::Duplicate(Previous::InProgress)) => Err(ChatError::InProgress),
+                    Ok(AdmitDecision::Duplicate(Previous::Completed(turn))) if turn.request_hash == hash => Ok(Admitted::Replay(turn)),
+                    Ok(AdmitDecision::Duplicate(Previous::InProgress(h))) if h.as_deref().is_none_or(|h| h == hash) => Err(ChatError::InProgress),
+                    Ok(AdmitDecision::Duplicate(_)) => Err(ChatError::IdReused),
                     Ok(AdmitDecision::Refused { counter, current }) => Err(self.refused(counter, current, now, context.ok().and_then(|c| c.profile))?),
                     Ok(AdmitDecision::Admitted) => Err(ChatError::Store(StoreError::Rejected("admitted twice".into()))),
                     Err(AdmitError { error, unsure }) => {
@@ -365,6 +377,13 @@ impl AppState {
         });
         false
     }
+}
+
+/// What makes two requests the same message: a retry with its clientMessageId must match.
+fn request_hash(r: &CoachingChatRequest) -> String {
+    use sha2::{Digest, Sha256};
+    let same = serde_json::json!([r.message, r.swing_id, r.conversation_id, r.context]);
+    hex::encode(&Sha256::digest(same.to_string().as_bytes())[..16])
 }
 
 /// The response to a turn, fresh or replayed.

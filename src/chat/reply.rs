@@ -58,12 +58,13 @@ impl SafeReply {
                 let clean = safety::clean_output(&r.payload.reply);
                 reply.source = r.source;
                 if clean.blocked || clean.text.trim().is_empty() {
+                    // A blocked reply changes no theme either.
                     reply.text = prompts.render(FILTERED, &ReplyVars::from(vars))?;
                     reply.filtered = true;
                 } else {
                     reply.text = clean.text;
+                    reply.payload = Some(r.payload);
                 }
-                reply.payload = Some(r.payload);
             }
             Err(LlmError::Refusal) => {
                 reply.text = prompts.render(REFUSAL, &ReplyVars::from(vars))?;

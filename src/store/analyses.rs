@@ -28,7 +28,7 @@ impl Store {
         out.items
             .unwrap_or_default()
             .into_iter()
-            .map(|item| from_item(keys::ANALYSES_PK, item))
+            .map(|item| from_item("swing analysis", item))
             .collect()
     }
 
@@ -51,6 +51,5 @@ pub(crate) fn own_swing(user: &UserId, item: Item) -> Result<Option<SwingAnalysi
     if item.get(keys::ANALYSES_USER_INDEX_PK) != Some(&AttributeValue::S(user.to_string())) {
         return Ok(None);
     }
-    let id = item.get(keys::ANALYSES_PK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-    from_item(&id, item).map(Some)
+    from_item("swing analysis", item).map(Some)
 }

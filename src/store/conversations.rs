@@ -52,8 +52,9 @@ impl CoachingContext {
 #[derive(Debug, Clone, Copy)]
 pub struct TurnWrite<'a> {
     pub turn: &'a TurnItem,
-    /// This request holds the claim on the turn's key (it sent a clientMessageId).
-    pub claimed: bool,
+    /// The claim this request holds on its clientMessageId: the turn replaces it when stored
+    /// under its key; a turn stored under another key (a fallback) deletes it.
+    pub claim: Option<&'a str>,
     pub keys: &'a CounterKeys,
     /// Actual cost minus the reserved worst case (negative: a refund).
     pub spend_delta_micro: i64,
@@ -131,7 +132,7 @@ impl Store {
             match pk.as_deref() {
                 Some(k) if k == profile_key => {
                     item.remove(keys::PK);
-                    profile = Some(from_item(&profile_key, item)?);
+                    profile = Some(from_item("profile", item)?);
                 }
                 _ => swing_on_screen = super::analyses::own_swing(user, item)?,
             }
@@ -211,7 +212,7 @@ impl Store {
         super::stats::consumed(out.consumed_capacity());
         let Some(mut item) = out.item else { return Ok(None) };
         item.remove(keys::PK);
-        from_item(&key, item).map(Some)
+        from_item("profile", item).map(Some)
     }
 
     pub async fn put_profile(&self, profile: &GolferProfile) -> Result<(), StoreError> {
@@ -226,7 +227,11 @@ impl Store {
     /// The turn's transaction: the turn (replacing this request's claim, or new) and its
     /// settlement, under one client request token.
     pub fn prepare_turn(&self, w: TurnWrite<'_>) -> Result<PreparedTurn, StoreError> {
-        let mut items = vec![self.turn_put(w.turn, w.claimed)?];
+        let replaces_claim = w.claim == Some(w.turn.conversation_id.as_str());
+        let mut items = vec![self.turn_put(w.turn, replaces_claim)?];
+        if let Some(claim) = w.claim.filter(|_| !replaces_claim) {
+            items.push(self.claim_release_item(claim)?);
+        }
         items.extend(self.settlement(w.keys, w.spend_delta_micro, i64::try_from(w.turn.tokens).unwrap_or(i64::MAX), w.release_slots)?);
         Ok(PreparedTurn { items, token: super::transact::token() })
     }

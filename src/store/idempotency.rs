@@ -11,6 +11,7 @@ use crate::models::TurnItem;
 
 pub const STATUS: &str = "status";
 pub const LOCKED_UNTIL: &str = "locked_until";
+pub const REQUEST_HASH: &str = "request_hash";
 pub const IN_PROGRESS: &str = "in_progress";
 pub const COMPLETED: &str = "completed";
 
@@ -20,29 +21,31 @@ pub struct Claim {
     pub key: String,
     pub now: i64,
     pub locked_until: i64,
+    /// The request the id was claimed for (a retry must be the same request).
+    pub request_hash: String,
 }
 
 /// What an earlier request with the same id left behind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Previous {
-    /// Still being answered (within its lock).
-    InProgress,
+    /// Still being answered (within its lock), for the request with this hash.
+    InProgress(Option<String>),
     /// Answered: the stored turn.
     Completed(Box<TurnItem>),
 }
 
 impl Previous {
     pub(crate) fn from_item(item: Option<Item>) -> Self {
-        let Some(item) = item else { return Self::InProgress };
+        let Some(item) = item else { return Self::InProgress(None) };
         if item.get(STATUS).and_then(|v| v.as_s().ok()).map(String::as_str) != Some(COMPLETED) {
-            return Self::InProgress;
+            return Self::InProgress(item.get(REQUEST_HASH).and_then(|v| v.as_s().ok()).cloned());
         }
         // A completed turn that does not read as one is answered as in progress (409), never replayed wrong.
         match serde_dynamo::from_item::<_, TurnItem>(item) {
             Ok(turn) => Self::Completed(Box::new(turn)),
             Err(e) => {
                 tracing::error!(error = %e, "a stored turn does not match its schema");
-                Self::InProgress
+                Self::InProgress(None)
             }
         }
     }
@@ -56,6 +59,7 @@ impl Store {
             .item(keys::PK, s(&c.key))
             .item(STATUS, s(IN_PROGRESS))
             .item(LOCKED_UNTIL, n(c.locked_until))
+            .item(REQUEST_HASH, s(&c.request_hash))
             .item(keys::TTL_ATTRIBUTE, n(c.now + keys::CLAIM_TTL_SECS))
             .condition_expression("attribute_not_exists(#pk) OR (#st = :inprog AND #lock <= :now)")
             .expression_attribute_names("#pk", keys::PK)

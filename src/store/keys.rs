@@ -36,7 +36,6 @@
 use chrono::{DateTime, Utc};
 
 use crate::clock::{day_key as day, hour_key as hour};
-use sha2::{Digest, Sha256};
 
 use crate::models::{ConversationId, UserId};
 
@@ -106,14 +105,15 @@ pub fn server_message_id() -> String {
     format!("srv-{}", uuid::Uuid::new_v4().simple())
 }
 
-/// A client IP reduced to a 16-hex-digit SHA-256 prefix: counters and logs never hold the IP.
+/// A client IP reduced to a 16-hex-digit keyed hash (the log-hash key): counters and logs
+/// never hold the IP, and without the key the hash cannot be reversed by trying all 2^32
+/// IPv4 addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpHash(String);
 
 impl IpHash {
-    pub fn of(ip: &str) -> Self {
-        let digest = Sha256::digest(ip.as_bytes());
-        Self(hex::encode(&digest[..8]))
+    pub fn keyed(key: &str, ip: &str) -> Self {
+        Self(crate::safety::log_hash(key, &format!("ip-counter:{ip}")))
     }
 
     pub fn as_str(&self) -> &str {
@@ -126,6 +126,7 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use proptest::prelude::*;
+    use sha2::{Digest, Sha256};
     use std::collections::HashSet;
 
     fn at() -> DateTime<Utc> {
@@ -145,7 +146,16 @@ mod tests {
         assert_eq!(turn(&u, "msg-0001-abcd"), "msg_golfer-1_msg-0001-abcd");
         assert!(server_message_id().starts_with("srv-"));
         assert_eq!(global_day_spend(at()), "spendall_20261125");
-        assert_eq!(IpHash::of("203.0.113.9").as_str().len(), 16);
+        assert_eq!(IpHash::keyed("k", "203.0.113.9").as_str().len(), 16);
+    }
+
+    #[test]
+    fn the_ip_counter_key_is_keyed_so_it_cannot_be_reversed_without_the_key() {
+        let ip = "203.0.113.9";
+        let unkeyed = hex::encode(&Sha256::digest(ip.as_bytes())[..8]);
+        assert_ne!(IpHash::keyed("k1", ip).as_str(), unkeyed);
+        assert_ne!(IpHash::keyed("k1", ip), IpHash::keyed("k2", ip), "another key, another hash");
+        assert_eq!(IpHash::keyed("k1", ip), IpHash::keyed("k1", ip));
     }
 
     #[test]
@@ -187,7 +197,7 @@ mod tests {
                 all.push(turn(u, &m));
                 all.push(turn(u, &server_message_id()));
                 for t in [t1, t2] {
-                    all.push(ip_hour_quota(&IpHash::of(u.as_str()), t));
+                    all.push(ip_hour_quota(&IpHash::keyed("k", u.as_str()), t));
                     if day(t1) != day(t2) || t == t1 {
                         all.push(conversation(u, t));
                         all.push(user_quota(u, t));

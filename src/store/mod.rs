@@ -30,9 +30,10 @@ pub enum StoreError {
     /// The table cannot be reached or keeps throttling; the request is answered with 503.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
-    /// An item does not have the shape of its schema.
-    #[error("stored item {key} does not match its schema: {problem}")]
-    Corrupt { key: String, problem: String },
+    /// An item does not have the shape of its schema. Which item is not said: its key holds
+    /// the golfer's id, and errors are logged.
+    #[error("a stored {what} does not match its schema")]
+    Corrupt { what: &'static str },
     /// Another writer changed the conversation first and retries ran out.
     #[error("conversation kept changing under concurrent writes")]
     Contention,
@@ -75,11 +76,9 @@ pub(crate) fn to_item<T: Serialize>(value: &T) -> Result<Item, StoreError> {
     serde_dynamo::to_item(value).map_err(|e| StoreError::Rejected(format!("serialize: {e}")))
 }
 
-pub(crate) fn from_item<T: DeserializeOwned>(key: &str, item: Item) -> Result<T, StoreError> {
-    serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt {
-        key: key.to_string(),
-        problem: e.to_string(),
-    })
+/// An item as its type; `what` names the kind of item (never its key: keys hold user ids).
+pub(crate) fn from_item<T: DeserializeOwned>(what: &'static str, item: Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item).map_err(|_| StoreError::Corrupt { what })
 }
 
 pub(crate) fn s(v: impl Into<String>) -> AttributeValue {

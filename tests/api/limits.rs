@@ -47,7 +47,7 @@ async fn many_golfers_behind_one_ip_share_the_ip_limit_exactly() {
         let expected = if rep == 0 { 20 } else { 0 };
         assert_eq!((count(&results, 200), count(&results, 429), reached), (expected, 100 - expected, expected), "repetition {rep}");
     }
-    let ip_key = keys::ip_hour_quota(&IpHash::of("127.0.0.1"), chrono::Utc::now());
+    let ip_key = keys::ip_hour_quota(&IpHash::keyed("test-key", "127.0.0.1"), chrono::Utc::now());
     assert_eq!(app.number(&ip_key, "request_count").await, 20);
 }
 
@@ -59,7 +59,7 @@ async fn a_refusal_at_one_counter_consumes_no_other() {
         assert_eq!(app.chat_json(user, &json!({ "message": "Counting my swings today" })).await.0, 200);
     }
     let now = chrono::Utc::now();
-    let ip_key = keys::ip_hour_quota(&IpHash::of("127.0.0.1"), now);
+    let ip_key = keys::ip_hour_quota(&IpHash::keyed("test-key", "127.0.0.1"), now);
     let before = (app.number(&ip_key, "request_count").await, app.day_spend(user).await, app.global_held().await);
 
     let r = app.chat(user, &json!({ "message": "One more swing question" })).await;
@@ -153,7 +153,7 @@ async fn a_failed_model_call_leaves_spend_and_the_hour_count_as_they_were() {
     assert_eq!(app.hour_count(user).await, 0);
     assert_eq!(app.day_spend(user).await, 0);
     assert_eq!(app.global_held().await, 0);
-    assert_eq!(app.number(&keys::ip_hour_quota(&IpHash::of("127.0.0.1"), now), "request_count").await, 0);
+    assert_eq!(app.number(&keys::ip_hour_quota(&IpHash::keyed("test-key", "127.0.0.1"), now), "request_count").await, 0);
 }
 
 #[tokio::test]

@@ -365,7 +365,7 @@ async fn a_long_day_of_the_largest_turns_keeps_every_item_small() {
             latest_score: Some(70),
         };
         let key = keys::turn(&user, &format!("{i:04}-{}", "c".repeat(59)));
-        let item = coach_api::conversation::record(key.clone(), user.clone(), conversation.clone(), now, newest.as_ref(), &turn, stored.clone());
+        let item = coach_api::conversation::record(key.clone(), user.clone(), conversation.clone(), now, newest.as_ref(), &turn, stored.clone(), format!("hash-{i}"));
         assert!(app.store.create_turn(&item).await.unwrap(), "DynamoDB accepts it");
         let raw = app.raw_item(&key).await.unwrap();
         largest = largest.max(raw.iter().map(|(k, v)| k.len() + size(v)).sum::<usize>());
@@ -499,7 +499,7 @@ async fn a_storage_outage_answers_what_the_model_answered_refuses_the_rest_early
     assert_eq!(conv.recent_messages[2].content, "During the outage", "the answered turn is stored");
     let cost = coach_api::limits::cost(&app.config.limits, 700, 120);
     assert_eq!(app.day_spend(user).await, 2 * cost, "both answered turns settled, once each");
-    assert_eq!(app.number(&keys::ip_hour_quota(&IpHash::of("127.0.0.1"), now), "request_count").await, 2);
+    assert_eq!(app.number(&keys::ip_hour_quota(&IpHash::keyed("test-key", "127.0.0.1"), now), "request_count").await, 2);
     assert_eq!(app.chat_json(user, &json!({ "message": "After the outage" })).await.0, 200);
     ddb.stop();
 }
@@ -588,10 +588,83 @@ async fn an_admission_that_gets_no_answer_is_resolved_and_given_back() {
     assert!(app.raw_item(&quota).await.is_some(), "the admission had been applied, then released");
     assert_eq!(app.day_spend(user).await, 0);
     assert_eq!(app.global_held().await, 0);
-    assert_eq!(app.number(&keys::ip_hour_quota(&IpHash::of("127.0.0.1"), now), "request_count").await, 0);
+    assert_eq!(app.number(&keys::ip_hour_quota(&IpHash::keyed("test-key", "127.0.0.1"), now), "request_count").await, 0);
 
     // The app's retry with the same id is answered as a first request.
     let (status, answer) = app.chat_json(user, &body).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(app.hour_count(user).await, 1);
+}
+
+/// A model endpoint's absurd Retry-After (2^64 − 1 seconds) once overflowed an Instant and
+/// panicked the request: it is capped, and a wait past the deadline is not waited for.
+#[tokio::test]
+async fn an_absurd_retry_after_is_capped_not_a_panic() {
+    let app = spawn_with(fast_retries).await;
+    script(&app, vec![ResponseTemplate::new(429).insert_header("retry-after", "18446744073709551615").set_body_json(json!({"error": {"message": "slow down", "type": "rate_limit_error", "param": null, "code": null}}))]).await;
+    let started = Instant::now();
+    let body = assert_fallback(&app, "golfer-retry-after-1", "slow down").await;
+    assert!(started.elapsed() < Duration::from_secs(5), "not waited for: {:?}", started.elapsed());
+    assert_eq!(body["usage"]["cost_micro_usd"], 0, "a 429 bills nothing");
+    // The service is still there.
+    assert_eq!(app.chat_json("golfer-retry-after-2", &json!({ "message": "Still up?" })).await.0, 200);
+}
+
+/// A message asked just before UTC midnight and answered after it still belongs to its day,
+/// and its themes carry into the next day (a turn once stamped at commit time hid them).
+#[tokio::test]
+async fn a_turn_answered_after_midnight_keeps_its_days_themes_for_the_next_day() {
+    let app = spawn_with(|_| {}).await;
+    let proposal = json!({ "reply": "Count one-two.", "primary_focus": "Midnight tempo", "secondary_focus": null, "improvement": null, "swing_reference": null });
+    script(&app, vec![ResponseTemplate::new(200).set_body_json(completion(&proposal, 700, 120)).set_delay(Duration::from_millis(1500))]).await;
+    let now = chrono::Utc::now();
+    let midnight = coach_api::clock::next_day(now);
+    app.state.clock.advance(midnight - chrono::Duration::milliseconds(700) - now);
+    let (status, first) = app.chat_json("golfer-midnight-1", &json!({ "message": "Late-night range thoughts" })).await;
+    assert_eq!(status, 200, "{first}");
+    assert!(app.state.clock.now() > midnight, "answered after midnight");
+    assert_eq!(first["coaching_themes"]["primary_focus"], "Midnight tempo");
+    let session = first["coaching_themes"]["session_count"].as_i64().unwrap();
+    app.state.clock.advance(chrono::Duration::minutes(10));
+    let (_, second) = app.chat_json("golfer-midnight-1", &json!({ "message": "Morning now" })).await;
+    assert_eq!(second["coaching_themes"]["primary_focus"], "Midnight tempo", "carried: {second}");
+    assert_eq!(second["coaching_themes"]["session_count"].as_i64().unwrap(), session + 1, "a new day, a new session");
+    assert_ne!(first["conversation_id"], second["conversation_id"]);
+}
+
+/// A clientMessageId names one message: reused with another message it is refused, never
+/// answered with the first message's answer (which would leave the second unanswered).
+#[tokio::test]
+async fn a_client_message_id_reused_for_another_message_is_refused() {
+    let app = spawn_with(|_| {}).await;
+    let first = json!({ "message": "How do I stop slicing?", "clientMessageId": "reuse-0001-abcd" });
+    assert_eq!(app.chat_json("golfer-reuse-1", &first).await.0, 200);
+    let other = json!({ "message": "And my putting?", "clientMessageId": "reuse-0001-abcd" });
+    let (status, body) = app.chat_json("golfer-reuse-1", &other).await;
+    assert_eq!(status, 422, "{body}");
+    assert_valid(&schemas().error, &body);
+    assert_eq!(body["fields"][0]["field"], "/clientMessageId");
+    assert_eq!(app.model_requests().await.len(), 1, "not answered from the first message");
+    assert_eq!(app.chat_json("golfer-reuse-1", &first).await.0, 200, "the same message is still a retry");
+    assert_eq!(app.model_requests().await.len(), 1);
+    let conv = app.store.conversation(&keys::conversation(&uid("golfer-reuse-1"), chrono::Utc::now())).await.unwrap().unwrap();
+    assert_eq!(conv.recent_messages.len(), 2, "only the first message was stored");
+}
+
+/// After a model outage the app retries with the same clientMessageId: it gets a real answer,
+/// not the fallback ("send your question again in a minute") for 24 hours.
+#[tokio::test]
+async fn a_fallback_is_not_the_answer_kept_for_its_client_message_id() {
+    let app = spawn_with(fast_retries).await;
+    script(&app, vec![ResponseTemplate::new(500), ResponseTemplate::new(500), ResponseTemplate::new(500), ResponseTemplate::new(500), ok_reply("Now the real answer.")]).await;
+    let body = json!({ "message": "Is the coach there?", "clientMessageId": "fallback-0001-abcd" });
+    let (status, first) = app.chat_json("golfer-fallback-id", &body).await;
+    assert_eq!((status, first["degraded"].clone()), (200, json!(true)), "{first}");
+    let (status, second) = app.chat_json("golfer-fallback-id", &body).await;
+    assert_eq!((status, second["degraded"].clone()), (200, json!(false)), "the retry is answered anew: {second}");
+    assert_eq!(second["message"]["content"], "Now the real answer.");
+    let (_, third) = app.chat_json("golfer-fallback-id", &body).await;
+    assert_eq!(third, second, "and that answer is the one kept for the id");
+    let conv = app.store.conversation(&keys::conversation(&uid("golfer-fallback-id"), chrono::Utc::now())).await.unwrap().unwrap();
+    assert_eq!(conv.recent_messages.len(), 4, "the message was saved with the fallback, then answered");
 }
