@@ -68,6 +68,9 @@ impl AuthMode {
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
     pub api_key: Option<SecretString>,
+    /// The Secrets Manager secret holding `api_key` (and `log_hash_key`), read at start and
+    /// again after a 401 (in AWS; locally the key may come from `OPENAI_API_KEY`).
+    pub secret_arn: Option<String>,
     pub base_url: Option<String>,
     pub model: String,
     /// The model's row of the model table: the parameters it takes.
@@ -84,6 +87,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             api_key: None,
+            secret_arn: None,
             base_url: None,
             model: "gpt-4o".into(),
             spec: GPT_4O,
@@ -97,9 +101,10 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
-    /// Without a key and a base URL there is no model to call: the offline coach answers.
+    /// Without a key (or a secret holding one) and a base URL there is no model to call: the
+    /// offline coach answers.
     pub fn is_offline(&self) -> bool {
-        self.api_key.is_none() && self.base_url.is_none()
+        self.api_key.is_none() && self.secret_arn.is_none() && self.base_url.is_none()
     }
 }
 
@@ -139,6 +144,8 @@ pub struct Config {
     pub table_coaching: String,
     pub table_analyses: String,
     pub dynamodb_endpoint: Option<String>,
+    /// A local stand-in for Secrets Manager (tests); AWS's when `None`.
+    pub secrets_endpoint: Option<String>,
     pub aws: AwsEnv,
     pub model: ModelConfig,
     pub breaker: BreakerConfig,
@@ -175,6 +182,7 @@ impl Default for Config {
             table_coaching: "coaching-conversations".into(),
             table_analyses: "golf-coach-analyses".into(),
             dynamodb_endpoint: None,
+            secrets_endpoint: None,
             aws: AwsEnv::default(),
             model: ModelConfig::default(),
             breaker: BreakerConfig::default(),
@@ -219,8 +227,12 @@ fn nothing(_: &mut Config, _: &'static str, _: &str) -> Result<(), ConfigError> 
 
 /// Every variable the service reads, in the README's order.
 pub static VARS: &[EnvVar] = &[
-    EnvVar { name: "OPENAI_API_KEY", default: "unset", meaning: "model API key (in AWS: from Secrets Manager, never in the template)",
+    EnvVar { name: "OPENAI_API_KEY", default: "unset", meaning: "model API key for local runs (in AWS: `OPENAI_SECRET_ARN`, never in the environment)",
         set: |c, _, v| { c.model.api_key = Some(SecretString::from(v)); Ok(()) } },
+    EnvVar { name: "OPENAI_SECRET_ARN", default: "unset", meaning: "Secrets Manager secret with `api_key` and `log_hash_key` (JSON), read at start and again after a 401: how the key reaches the function in AWS",
+        set: |c, _, v| { c.model.secret_arn = Some(v.into()); Ok(()) } },
+    EnvVar { name: "SECRETS_ENDPOINT", default: "AWS", meaning: "a local stand-in for Secrets Manager (tests)",
+        set: |c, _, v| { c.secrets_endpoint = Some(v.into()); Ok(()) } },
     EnvVar { name: "OPENAI_BASE_URL", default: "OpenAI", meaning: "any OpenAI-compatible endpoint, e.g. `http://host/v1`",
         set: |c, _, v| { c.model.base_url = Some(v.into()); Ok(()) } },
     EnvVar { name: "OPENAI_MODEL", default: "`gpt-4o`", meaning: "a row of `prompts/models.json` (prices and parameters); reported as `source`; a model not listed refuses to start",

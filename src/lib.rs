@@ -1,6 +1,7 @@
 //! Golf-coaching chat backend: `POST /api/chat/coaching` on API Gateway + Lambda, or locally.
 
 pub mod api;
+pub mod aws;
 pub mod backoff;
 pub mod budget;
 pub mod chat;
@@ -14,6 +15,7 @@ pub mod models;
 pub mod prompts;
 pub mod safety;
 pub mod schemas;
+pub mod secrets;
 pub mod seed;
 pub mod state;
 pub mod store;

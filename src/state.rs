@@ -12,6 +12,7 @@ use crate::llm::{Coach, LlmError};
 use crate::metrics::Sink;
 use crate::prompts::{PromptError, Prompts};
 use crate::schemas::SchemaError;
+use crate::secrets::{SecretError, SecretSource};
 use crate::store::Store;
 
 /// Everything a request needs, shared by all requests of a process.
@@ -37,6 +38,8 @@ pub enum StartError {
     Schema(#[from] SchemaError),
     #[error("model client: {0}")]
     Model(#[from] LlmError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
 }
 
 /// When the tokenizer's and the output filter's patterns are compiled (a few ms each; the
@@ -57,15 +60,15 @@ pub struct Overrides {
 }
 
 /// The coach this configuration asks for: offline without a key and base URL.
-fn coach(config: &Config, prompts: Arc<Prompts>) -> Result<Arc<dyn Coach>, StartError> {
+fn coach(config: &Config, prompts: Arc<Prompts>, secret: Option<Arc<SecretSource>>) -> Result<Arc<dyn Coach>, StartError> {
     if config.model.is_offline() {
         return Ok(Arc::new(OfflineCoach::new(prompts)));
     }
-    Ok(Arc::new(OpenAiCoach::new(config.model.clone(), config.breaker.clone())?))
+    Ok(Arc::new(OpenAiCoach::new(config.model.clone(), config.breaker.clone(), secret)?))
 }
 
 impl AppState {
-    pub async fn build(config: Config, warm: Warm, overrides: Overrides) -> Result<Self, StartError> {
+    pub async fn build(mut config: Config, warm: Warm, overrides: Overrides) -> Result<Self, StartError> {
         crate::schemas::get()?;
         let warm_up = || {
             crate::tokens::warm_up();
@@ -78,8 +81,17 @@ impl AppState {
             }
         }
         let prompts = Arc::new(Prompts::load(config.prompts_dir.as_deref())?);
+        // The keys from Secrets Manager, when the deployment names the secret: no key, no start.
+        let secret = SecretSource::connect(&config).await.map(Arc::new);
+        if let Some(source) = &secret {
+            let keys = source.fetch().await?;
+            config.model.api_key = Some(keys.api_key);
+            if let Some(k) = keys.log_hash_key {
+                config.log_hash_key = k;
+            }
+        }
         let store = Store::connect(&config).await;
-        let coach = coach(&config, prompts.clone())?;
+        let coach = coach(&config, prompts.clone(), secret)?;
         let budget = Arc::new(GlobalBudget::new(config.limits.spend_total_day_micro));
         Ok(Self { config: Arc::new(config), store, prompts, coach, budget, metrics: overrides.metrics, clock: overrides.clock })
     }

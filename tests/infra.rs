@@ -67,8 +67,13 @@ fn the_function_is_configured_as_the_seed_asks_with_known_env_vars_only() {
         assert!(config::reads(name), "the template sets {name}, which the code never reads");
     }
     assert_eq!(vars["AUTH_MODE"], "cognito");
-    let key = serde_json::to_string(&vars["OPENAI_API_KEY"]).unwrap();
-    assert!(key.contains("{{resolve:secretsmanager:"), "the API key comes from Secrets Manager: {key}");
+    // The keys are read from Secrets Manager at run time, never resolved into the environment.
+    assert!(vars.get("OPENAI_API_KEY").is_none() && vars.get("LOG_HASH_KEY").is_none(), "no key in the environment");
+    assert!(!serde_json::to_string(vars).unwrap().contains("resolve:secretsmanager"));
+    assert_eq!(vars["OPENAI_SECRET_ARN"]["Ref"], "OpenAISecretArn");
+    let statements = f["Policies"][0]["Statement"].as_array().unwrap();
+    let secret = statements.iter().find(|s| s["Sid"] == "ModelKeySecret").expect("the function may read its secret");
+    assert_eq!((secret["Action"][0].as_str(), secret["Resource"][0]["Ref"].as_str()), (Some("secretsmanager:GetSecretValue"), Some("OpenAISecretArn")));
 }
 
 #[test]

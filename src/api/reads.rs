@@ -103,7 +103,7 @@ pub async fn usage(State(state): State<AppState>, caller: Caller) -> Response {
 
 pub async fn delete_me(State(state): State<AppState>, caller: Caller) -> Response {
     let result = async {
-        let d = state.store.delete_golfer(&caller.user).await?;
+        let d = state.store.delete_golfer(&caller.user, state.clock.now().timestamp_millis()).await?;
         let report = DeletionReport {
             request_id: caller.request_id.clone(),
             conversations_deleted: d.conversations,

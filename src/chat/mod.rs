@@ -164,6 +164,7 @@ impl AppState {
             keys: &reservation.keys,
             spend_delta_micro: cost - reservation.reserved_micro,
             release_slots: !reply.billed_anything(),
+            asked_ms: now.timestamp_millis(),
         };
         let stored = match self.store.prepare_turn(write) {
             Ok(prepared) => self.record_turn(prepared, caller.deadline + self.config.deadline_margin).await,

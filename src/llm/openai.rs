@@ -37,6 +37,7 @@ use crate::backoff::Backoff;
 use crate::config::{BreakerConfig, ModelConfig};
 use crate::limits;
 use crate::prompts::{PromptMessage, PromptRole};
+use crate::secrets::SecretSource;
 use crate::tokens;
 
 /// Below this much time left, another attempt cannot succeed.
@@ -44,9 +45,15 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(100);
 /// The longest `Retry-After` taken from the provider (a larger one is this).
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 
+/// After a 401 the key is read from the secret again, at most this often.
+const KEY_REFRESH_EVERY: Duration = Duration::from_secs(30);
+
 pub struct OpenAiCoach {
     cfg: ModelConfig,
-    api: OpenAIConfig,
+    /// The endpoint and key; the key is replaced when the secret is read again after a 401.
+    api: std::sync::RwLock<OpenAIConfig>,
+    secret: Option<Arc<SecretSource>>,
+    refreshed: tokio::sync::Mutex<Option<Instant>>,
     http: reqwest::Client,
     breaker: Breaker,
     reply_schema: serde_json::Value,
@@ -64,7 +71,7 @@ enum Attempt {
 }
 
 impl OpenAiCoach {
-    pub fn new(cfg: ModelConfig, breaker: BreakerConfig) -> Result<Self, LlmError> {
+    pub fn new(cfg: ModelConfig, breaker: BreakerConfig, secret: Option<Arc<SecretSource>>) -> Result<Self, LlmError> {
         let mut api = OpenAIConfig::new();
         if let Some(key) = &cfg.api_key {
             api = api.with_api_key(key.expose_secret());
@@ -79,7 +86,38 @@ impl OpenAiCoach {
             .build()
             .map_err(|_| LlmError::Transport)?;
         let reply_schema = crate::schemas::get().map_err(|_| LlmError::Malformed)?.coach_reply_for_model.clone();
-        Ok(Self { cfg, api, http, breaker: Breaker::new(breaker), reply_schema })
+        Ok(Self {
+            cfg,
+            api: std::sync::RwLock::new(api),
+            secret,
+            refreshed: tokio::sync::Mutex::new(None),
+            http,
+            breaker: Breaker::new(breaker),
+            reply_schema,
+        })
+    }
+
+    /// Reads the key from the secret again (after a 401): `true` when it got a key.
+    async fn refresh_key(&self) -> bool {
+        let Some(secret) = &self.secret else { return false };
+        let mut last = self.refreshed.lock().await;
+        if last.is_some_and(|t| t.elapsed() < KEY_REFRESH_EVERY) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        match secret.fetch().await {
+            Ok(keys) => {
+                if let Ok(mut api) = self.api.write() {
+                    *api = api.clone().with_api_key(keys.api_key.expose_secret());
+                }
+                tracing::info!("model key read again from the secret after a 401");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the secret could not be read after a 401");
+                false
+            }
+        }
     }
 
     /// The request for `messages`, with the reply's budget in the parameter the model takes.
@@ -141,7 +179,8 @@ impl OpenAiCoach {
         });
         // build(): with_config() would make a reqwest client of its own, loading the system
         // certificates from disk on every attempt (measured: a fifth of the CPU per request).
-        let client = Client::build(self.http.clone(), self.api.clone()).with_http_service(service);
+        let api = self.api.read().map(|a| a.clone()).unwrap_or_else(|p| p.into_inner().clone());
+        let client = Client::build(self.http.clone(), api).with_http_service(service);
         let result = tokio::time::timeout(timeout, client.chat().create(request)).await;
         let after = retry_after.lock().ok().and_then(|s| *s);
         let outage = |error, billed| Attempt::Outage { error, billed, retry_after: after };
@@ -245,7 +284,7 @@ impl OpenAiCoach {
         let prompt_tokens = tokens::count_chat(req.messages.iter().map(|m| (m.role.as_str(), m.content.as_str()))) as u64;
         let worst = Billed { prompt_tokens, completion_tokens: u64::from(req.max_tokens), estimated: true, ..Billed::default() };
         let (mut messages, mut max_tokens) = (req.messages.to_vec(), req.max_tokens);
-        let (mut attempts, mut cut, mut malformed) = (0u32, false, false);
+        let (mut attempts, mut cut, mut malformed, mut rekeyed) = (0u32, false, false, false);
         let mut last = LlmError::Timeout;
         while attempts < self.cfg.max_attempts {
             let left = req.deadline.saturating_duration_since(Instant::now());
@@ -263,6 +302,12 @@ impl OpenAiCoach {
                     permit.answered();
                     billed.push(b);
                     return Ok(reply);
+                }
+                Attempt::Refused(LlmError::Refused(401)) if !rekeyed && self.refresh_key().await => {
+                    // The key may have been rotated: once, with the key read again.
+                    permit.answered();
+                    rekeyed = true;
+                    (LlmError::Refused(401), Duration::ZERO)
                 }
                 Attempt::Refused(e) => {
                     permit.answered();

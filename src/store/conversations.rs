@@ -60,6 +60,9 @@ pub struct TurnWrite<'a> {
     pub spend_delta_micro: i64,
     /// The model was not reached: the request slots are given back too.
     pub release_slots: bool,
+    /// When the golfer asked (epoch ms): the turn is not written if they deleted their data
+    /// since (a message in flight during DELETE /me must not write it back).
+    pub asked_ms: i64,
 }
 
 /// A turn's transaction, built once so every send of it is the same (one client request
@@ -233,6 +236,7 @@ impl Store {
             items.push(self.claim_release_item(claim)?);
         }
         items.extend(self.settlement(w.keys, w.spend_delta_micro, i64::try_from(w.turn.tokens).unwrap_or(i64::MAX), w.release_slots)?);
+        items.push(self.not_erased_since(&w.turn.user_id, w.asked_ms)?);
         Ok(PreparedTurn { items, token: super::transact::token() })
     }
 
@@ -240,9 +244,9 @@ impl Store {
     pub async fn write_turn(&self, t: &PreparedTurn) -> Result<(), TurnWriteError> {
         match self.transact("TransactWriteItems turn", &t.items, Some(&t.token)).await {
             Ok(Written::Applied) => Ok(()),
-            // The claim is no longer this request's (it expired and was taken, or the golfer's
-            // data was deleted): nothing was written.
-            Ok(Written::ConditionFailed { .. }) => Err(TurnWriteError { error: StoreError::Rejected("the turn's claim is gone".into()), maybe_applied: false }),
+            // The claim is no longer this request's (it expired and was taken), or the golfer
+            // deleted their data since asking: nothing was written, and nothing will be.
+            Ok(Written::ConditionFailed { .. }) => Err(TurnWriteError { error: StoreError::Rejected("the turn may not be written".into()), maybe_applied: false }),
             Err(Failed { error, maybe_applied }) => Err(TurnWriteError { error, maybe_applied }),
         }
     }
@@ -254,6 +258,19 @@ impl Store {
             Written::Applied => Ok(true),
             Written::ConditionFailed { .. } => Ok(false),
         }
+    }
+
+    /// A check that the golfer has not deleted their data since `asked_ms`.
+    fn not_erased_since(&self, user: &UserId, asked_ms: i64) -> Result<TransactWriteItem, StoreError> {
+        let check = aws_sdk_dynamodb::types::ConditionCheck::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::erased(user)))
+            .condition_expression("attribute_not_exists(#at) OR #at < :asked")
+            .expression_attribute_names("#at", super::golfer::ERASED_AT)
+            .expression_attribute_values(":asked", super::n(asked_ms))
+            .build()
+            .map_err(|e| StoreError::Rejected(e.to_string()))?;
+        Ok(TransactWriteItem::builder().condition_check(check).build())
     }
 
     fn turn_put(&self, turn: &TurnItem, claimed: bool) -> Result<TransactWriteItem, StoreError> {

@@ -10,6 +10,11 @@ use crate::models::{TurnItem, UserId};
 /// Deletions a batch write left unprocessed (throttling) are sent again after this.
 const UNPROCESSED_BACKOFF: Backoff = Backoff::new(std::time::Duration::from_millis(50), std::time::Duration::from_millis(800)).with_floor(std::time::Duration::from_millis(25));
 
+pub const ERASED_AT: &str = "erased_at_ms";
+/// How long after its deletion a golfer's turns are looked for again: the list comes from
+/// user-index, which may not yet show a turn written a moment before.
+const SECOND_SWEEP_AFTER: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// What a deletion removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Deleted {
@@ -61,24 +66,46 @@ impl Store {
         }
     }
 
-    /// Deletes the golfer's turns (their conversations and stored answers) and profile.
-    /// Counters are left to expire (they hold counts, not content), and so are claims still
-    /// in flight (24 hours).
-    pub async fn delete_golfer(&self, user: &UserId) -> Result<Deleted, StoreError> {
+    /// Deletes the golfer's turns (their conversations and stored answers) and profile, for
+    /// good: first an erase marker, so no message in flight writes a turn back (each turn's
+    /// transaction checks it); then everything user-index lists; then, after user-index has
+    /// caught up, whatever it shows again. Idempotent: running it again deletes what is left.
+    /// Counters expire on their own (they hold counts, not content), and so do claims.
+    pub async fn delete_golfer(&self, user: &UserId, now_ms: i64) -> Result<Deleted, StoreError> {
+        let op = "PutItem erase marker";
+        let marker = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(keys::PK, s(keys::erased(user)))
+            .item(ERASED_AT, super::n(now_ms))
+            .item(keys::TTL_ATTRIBUTE, super::n(now_ms / 1000 + keys::CLAIM_TTL_SECS))
+            .send();
+        within(marker).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
+
         let profile_key = keys::profile(user);
         let profile = within(self.client.delete_item().table_name(&self.table).key(keys::PK, s(&profile_key)).return_values(ReturnValue::AllOld).send());
-        let (turns, profile) = tokio::join!(self.turn_keys(user), profile);
-        let turns = turns?;
+        let (first, profile) = tokio::join!(self.delete_turns(user), profile);
+        let mut deleted = first?;
         let profile = profile.ok_or_else(|| deadline("DeleteItem profile"))?.map_err(|e| sdk_error("DeleteItem profile", e))?;
-        for chunk in turns.chunks(25) {
-            self.delete_batch(chunk.iter().map(|(k, _)| k.as_str())).await?;
-        }
-        let conversations: std::collections::HashSet<&str> = turns.iter().map(|(_, c)| c.as_str()).collect();
+        tokio::time::sleep(SECOND_SWEEP_AFTER).await;
+        let second = self.delete_turns(user).await?;
+        deleted.extend(second);
+        let conversations: std::collections::HashSet<&str> = deleted.iter().map(|(_, c)| c.as_str()).collect();
         Ok(Deleted {
             conversations: conversations.len() as u64,
             profile: profile.attributes.is_some_and(|a| !a.is_empty()),
-            turns: turns.len() as u64,
+            turns: deleted.len() as u64,
         })
+    }
+
+    /// Deletes every turn user-index lists now; returns them (key, conversation).
+    async fn delete_turns(&self, user: &UserId) -> Result<Vec<(String, String)>, StoreError> {
+        let turns = self.turn_keys(user).await?;
+        for chunk in turns.chunks(25) {
+            self.delete_batch(chunk.iter().map(|(k, _)| k.as_str())).await?;
+        }
+        Ok(turns)
     }
 
     /// Deletes up to 25 items, sending again what DynamoDB left unprocessed.

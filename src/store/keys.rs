@@ -11,6 +11,7 @@
 //! | golfer quota      | `quota_{user}_{yyyymmdd}`                 | no            | 3 d  |
 //! | ip-hour quota     | `ipquota_{sha256(ip)[..16]}_{yyyymmddhh}` | no            | 2 h  |
 //! | global budget     | `spendall_{yyyymmdd}`                     | no            | 3 d  |
+//! | erase marker      | `erased_{user}`                           | no            | 1 d  |
 //!
 //! A day's conversation (`conv_{user}_{yyyymmdd}`, its id in the API) is not an item: it is
 //! the golfer's turns of that day. Each turn is one item written once, so a turn's write
@@ -72,6 +73,11 @@ pub fn conversation_owner(id: &ConversationId) -> Option<&str> {
     let rest = id.as_str().strip_prefix("conv_")?;
     let (user, _day) = rest.rsplit_once('_')?;
     Some(user)
+}
+
+/// When the golfer last deleted their data: a turn asked before then is not written after.
+pub fn erased(user: &UserId) -> String {
+    format!("erased_{}", user.as_str())
 }
 
 pub fn profile(user: &UserId) -> String {
@@ -194,6 +200,7 @@ mod tests {
             if day(t1) != day(t2) { all.push(global_day_spend(t2)); }
             for u in [&ua, &ub] {
                 all.push(profile(u));
+                all.push(erased(u));
                 all.push(turn(u, &m));
                 all.push(turn(u, &server_message_id()));
                 for t in [t1, t2] {

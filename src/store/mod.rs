@@ -13,7 +13,6 @@ pub mod tables;
 pub mod transact;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -109,33 +108,7 @@ pub struct Store {
 
 impl Store {
     pub async fn connect(config: &Config) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            // No attempt or operation timeout: every call waits until the request's deadline
-            // (store/deadline.rs), so a slow store shortens waits instead of multiplying them.
-            .timeout_config(aws_config::timeout::TimeoutConfig::builder().connect_timeout(Duration::from_secs(1)).build())
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3));
-        // Lambda always sets these: naming them skips building the default provider chains
-        // (its web-identity provider alone builds an STS client and loads the system
-        // certificates, ~10 ms of a cold start here).
-        if config.aws.credentials_in_env {
-            loader = loader.credentials_provider(aws_config::environment::EnvironmentVariableCredentialsProvider::new());
-        }
-        if let Some(region) = &config.aws.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &config.dynamodb_endpoint {
-            loader = loader.endpoint_url(endpoint);
-            // DynamoDB Local accepts any credentials; supply some when none are configured.
-            if !config.aws.credentials_in_env {
-                loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                    "local", "local", None, None, "dynamodb-local",
-                ));
-            }
-            if config.aws.region.is_none() {
-                loader = loader.region(aws_config::Region::new("us-east-1"));
-            }
-        }
-        let shared = loader.load().await;
+        let shared = crate::aws::sdk_config(config, config.dynamodb_endpoint.as_deref()).await;
         Self {
             client: Client::new(&shared),
             table: config.table_coaching.clone(),

@@ -15,5 +15,6 @@ mod logs;
 mod money;
 mod reads;
 mod resilience;
+mod secrets;
 mod security;
 mod validation;

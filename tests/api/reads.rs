@@ -151,7 +151,7 @@ async fn delete_me_leaves_nothing_of_the_golfer_but_expiring_counters() {
     assert_eq!(report["profile_deleted"], true);
     assert_eq!(report["turns_deleted"], 3);
 
-    // Everything left in the table for Chloe is a counter with a TTL.
+    // Everything left in the table for Chloe is a counter or the erase marker, with a TTL.
     let scan = app.store.client().scan().table_name(app.store.table()).send().await.unwrap();
     let mine: Vec<_> = scan
         .items
@@ -162,7 +162,7 @@ async fn delete_me_leaves_nothing_of_the_golfer_but_expiring_counters() {
     assert!(!mine.is_empty(), "her counters are still there");
     for item in &mine {
         let key = item["conversation_id"].as_s().unwrap();
-        assert!(key.starts_with("quota_"), "{key} survived the deletion");
+        assert!(key.starts_with("quota_") || key.starts_with("erased_"), "{key} survived the deletion");
         assert!(item.contains_key(keys::TTL_ATTRIBUTE), "{key} has no expiry");
     }
     let alice = UserId::try_from("demo-alice".to_string()).unwrap();
@@ -170,4 +170,33 @@ async fn delete_me_leaves_nothing_of_the_golfer_but_expiring_counters() {
     let (_, again) = app.read(Method::DELETE, user, "/api/chat/coaching/me").await;
     assert_eq!((again["conversations_deleted"].clone(), again["profile_deleted"].clone()), (json!(0), json!(false)));
     tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+/// A message answered while its golfer deletes their data does not write the turn back: the
+/// golfer gets the answer (not stored), and nothing of theirs is left after.
+#[tokio::test]
+async fn a_message_in_flight_during_delete_me_does_not_bring_the_data_back() {
+    let app = spawn_with(|_| {}).await;
+    Mock::given(method("POST"))
+        .and(path(crate::helpers::MODEL_PATH))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(crate::helpers::completion(&crate::helpers::payload("Answered during the deletion."), 700, 120)).set_delay(Duration::from_millis(1500)))
+        .with_priority(1)
+        .mount(&app.model)
+        .await;
+    let user = "golfer-erase-1";
+    say(&app, user, "Before the deletion").await;
+    let last = json!({ "message": "Sent just before deleting", "clientMessageId": "erase-0001-abcd" });
+    let in_flight = app.chat_json(user, &last);
+    let delete = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.read(Method::DELETE, user, "/api/chat/coaching/me").await
+    };
+    let ((status, answer), (deleted, report)) = tokio::join!(in_flight, delete);
+    assert_eq!((status, deleted), (200, 200), "{answer} {report}");
+    assert_eq!(answer["stored"], false, "answered, not written back: {answer}");
+    assert_eq!(report["turns_deleted"], 1);
+    let turns = app.store.day_turns(&crate::helpers::uid(user), chrono::Utc::now()).await.unwrap();
+    assert!(turns.is_empty(), "nothing came back: {turns:?}");
+    let (_, again) = app.read(Method::DELETE, user, "/api/chat/coaching/me").await;
+    assert_eq!(again["turns_deleted"], 0, "deleting again finds nothing");
 }

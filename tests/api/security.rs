@@ -255,7 +255,7 @@ async fn a_corrupt_item_is_logged_without_its_key() {
         .put_item()
         .table_name(app.store.table())
         .item("conversation_id", aws_sdk_dynamodb::types::AttributeValue::S(key.clone()))
-        .item("user_id", aws_sdk_dynamodb::types::AttributeValue::N("12".into()))
+        .item("display_name", aws_sdk_dynamodb::types::AttributeValue::N("12".into()))
         .send()
         .await
         .unwrap();
