@@ -143,22 +143,43 @@ impl Store {
         Ok((profile, swing_on_screen))
     }
 
+    /// A Query of user-index for the golfer's items: add the key condition (it names the
+    /// golfer `#u = :u`), the order and the limit.
+    pub(crate) fn user_index(&self, user: &UserId) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .index_name(keys::USER_INDEX)
+            .expression_attribute_names("#u", keys::USER_INDEX_PK)
+            .expression_attribute_values(":u", s(user.as_str()))
+            .return_consumed_capacity(Rcc::Total)
+    }
+
+    /// Every item of a query, page after page (`query` builds a page from its start key).
+    pub(crate) async fn all_pages(
+        &self,
+        op: &str,
+        query: impl Fn(Option<Item>) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut items = vec![];
+        let mut start: Option<Item> = None;
+        loop {
+            super::stats::call();
+            let page = within(query(start.take()).send()).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
+            super::stats::consumed(page.consumed_capacity());
+            items.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(items),
+            }
+        }
+    }
+
     /// The golfer's newest `limit` turns, newest first (user-index; eventually consistent).
     pub async fn recent_turns(&self, user: &UserId, limit: i32) -> Result<Vec<TurnItem>, StoreError> {
         let op = "Query user-index recent turns";
         super::stats::call();
-        let send = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(keys::USER_INDEX)
-            .key_condition_expression("#u = :u")
-            .expression_attribute_names("#u", keys::USER_INDEX_PK)
-            .expression_attribute_values(":u", s(user.as_str()))
-            .scan_index_forward(false)
-            .limit(limit)
-            .return_consumed_capacity(Rcc::Total)
-            .send();
+        let send = self.user_index(user).key_condition_expression("#u = :u").scan_index_forward(false).limit(limit).send();
         let out = within(send).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
         super::stats::consumed(out.consumed_capacity());
         turns(out.items.unwrap_or_default())
@@ -166,34 +187,18 @@ impl Store {
 
     /// The golfer's turns of `at`'s day, oldest first (user-index, every page).
     pub async fn day_turns(&self, user: &UserId, at: DateTime<Utc>) -> Result<Vec<TurnItem>, StoreError> {
-        let op = "Query user-index day";
         let (from, to) = (day_start(at), timestamp(next_day(at) - chrono::Duration::milliseconds(1)));
-        let mut items = vec![];
-        let mut start: Option<Item> = None;
-        loop {
-            super::stats::call();
-            let send = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(keys::USER_INDEX)
-                .key_condition_expression("#u = :u AND #t BETWEEN :from AND :to")
-                .expression_attribute_names("#u", keys::USER_INDEX_PK)
-                .expression_attribute_names("#t", keys::USER_INDEX_SK)
-                .expression_attribute_values(":u", s(user.as_str()))
-                .expression_attribute_values(":from", s(from.clone()))
-                .expression_attribute_values(":to", s(to.clone()))
-                .set_exclusive_start_key(start.take())
-                .return_consumed_capacity(Rcc::Total)
-                .send();
-            let page = within(send).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
-            super::stats::consumed(page.consumed_capacity());
-            items.extend(page.items.unwrap_or_default());
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return turns(items),
-            }
-        }
+        let items = self
+            .all_pages("Query user-index day", |start| {
+                self.user_index(user)
+                    .key_condition_expression("#u = :u AND #t BETWEEN :from AND :to")
+                    .expression_attribute_names("#t", keys::USER_INDEX_SK)
+                    .expression_attribute_values(":from", s(from.clone()))
+                    .expression_attribute_values(":to", s(to.clone()))
+                    .set_exclusive_start_key(start)
+            })
+            .await?;
+        turns(items)
     }
 
     /// A day's conversation assembled from its turns; `id` is `conv_{user}_{yyyymmdd}`.

@@ -3,7 +3,7 @@
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnConsumedCapacity as Rcc, ReturnValue, WriteRequest};
 
 use super::deadline::{deadline, within};
-use super::{keys, s, sdk_error, Item, Store, StoreError};
+use super::{keys, s, sdk_error, Store, StoreError};
 use crate::backoff::Backoff;
 use crate::models::{TurnItem, UserId};
 
@@ -33,37 +33,24 @@ impl Store {
 
     /// Every turn key of the golfer with its conversation (pages of user-index).
     async fn turn_keys(&self, user: &UserId) -> Result<Vec<(String, String)>, StoreError> {
-        let op = "Query user-index all";
-        let mut out = vec![];
-        let mut start: Option<Item> = None;
-        loop {
-            super::stats::call();
-            let send = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(keys::USER_INDEX)
-                .key_condition_expression("#u = :u")
-                .expression_attribute_names("#u", keys::USER_INDEX_PK)
-                .expression_attribute_names("#pk", keys::PK)
-                .expression_attribute_names("#c", "conversation")
-                .expression_attribute_values(":u", s(user.as_str()))
-                .projection_expression("#pk, #c")
-                .set_exclusive_start_key(start.take())
-                .return_consumed_capacity(Rcc::Total)
-                .send();
-            let page = within(send).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
-            super::stats::consumed(page.consumed_capacity());
-            for item in page.items.unwrap_or_default() {
-                let (Some(AttributeValue::S(key)), conversation) = (item.get(keys::PK), item.get("conversation")) else { continue };
-                let conversation = conversation.and_then(|c| c.as_s().ok()).cloned().unwrap_or_default();
-                out.push((key.clone(), conversation));
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(out),
-            }
-        }
+        let items = self
+            .all_pages("Query user-index all", |start| {
+                self.user_index(user)
+                    .key_condition_expression("#u = :u")
+                    .expression_attribute_names("#pk", keys::PK)
+                    .expression_attribute_names("#c", "conversation")
+                    .projection_expression("#pk, #c")
+                    .set_exclusive_start_key(start)
+            })
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                let AttributeValue::S(key) = item.get(keys::PK)? else { return None };
+                let conversation = item.get("conversation").and_then(|c| c.as_s().ok()).cloned().unwrap_or_default();
+                Some((key.clone(), conversation))
+            })
+            .collect())
     }
 
     /// Deletes the golfer's turns (their conversations and stored answers) and profile, for
