@@ -1,0 +1,118 @@
+// What ChatScreen and ResultsScreen do, through the generated client, against `coach-api
+// serve` on DynamoDB Local with the demo golfers and a mock model (scripts/test starts them).
+// Every response is narrowed by its status through the generated types, and its body is
+// also checked at run time against the schema the OpenAPI document gives for that status.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
+
+import { Ajv } from "ajv";
+
+import { coachClient, retryAfterSeconds, type ChatResponse, type ErrorBody } from "../src/client.js";
+
+const baseUrl = process.env.COACH_URL ?? "";
+const run = Date.now().toString(36);
+
+type Document = { paths: Record<string, Record<string, { responses: Record<string, { content?: { "application/json"?: { schema: unknown } } }> }>> };
+const openapi = JSON.parse(readFileSync(new URL("../../../../infra/generated/openapi.json", import.meta.url), "utf8")) as Document & Record<string, unknown>;
+const ajv = new Ajv({ strict: false, allErrors: true });
+ajv.addSchema(openapi, "openapi.json");
+
+/** The body matches what the document says `path` answers with `status`. */
+function documented(method: string, path: string, status: number, body: unknown): void {
+  const response = openapi.paths[path]?.[method]?.responses[String(status)];
+  assert.ok(response, `${method.toUpperCase()} ${path} does not document ${status}`);
+  const schema = response.content?.["application/json"]?.schema;
+  assert.ok(schema, `${method.toUpperCase()} ${path} ${status} has no JSON body`);
+  const validate = ajv.compile({ $ref: `openapi.json#/components/schemas/${(schema as { $ref: string }).$ref.split("/").pop()}` });
+  assert.ok(validate(body), `${method.toUpperCase()} ${path} ${status}: ${ajv.errorsText(validate.errors)}`);
+}
+
+function answered(status: number, data: ChatResponse | undefined, error: ErrorBody | undefined): ChatResponse {
+  assert.equal(status, 200, JSON.stringify(error));
+  assert.ok(data);
+  documented("post", "/api/chat/coaching", 200, data);
+  return data;
+}
+
+test("ChatScreen: a message, one with the swing on screen, and a retry with the same id", async () => {
+  assert.ok(baseUrl, "COACH_URL is not set: scripts/test runs this against coach-api serve");
+  const alice = coachClient(baseUrl, { localUserId: "demo-alice" });
+  const body = { message: "How do I fix my slice?", clientMessageId: `ts-${run}-0001` };
+  const first = await alice.POST("/api/chat/coaching", { body });
+  const answer = answered(first.response.status, first.data, first.error);
+  assert.equal(typeof answer.message.content, "string");
+  assert.equal(answer.stored, true);
+  assert.equal(first.response.headers.get("ratelimit-remaining"), String(answer.quota.requests_remaining_hour));
+
+  const swing = await alice.POST("/api/chat/coaching", {
+    body: { message: "And this swing?", swingId: "swing-alice-001", context: { screen: "swing", club: "driver" } },
+  });
+  assert.equal(answered(swing.response.status, swing.data, swing.error).conversation_id, answer.conversation_id);
+
+  const retry = await alice.POST("/api/chat/coaching", { body });
+  assert.deepEqual(answered(retry.response.status, retry.data, retry.error), answer, "the same answer, not a second one");
+
+  const reused = await alice.POST("/api/chat/coaching", { body: { ...body, message: "Something else" } });
+  assert.equal(reused.response.status, 422);
+  assert.ok(reused.error);
+  documented("post", "/api/chat/coaching", 422, reused.error);
+  assert.equal(reused.error.fields?.[0]?.field, "/clientMessageId");
+});
+
+test("the hourly limit: a 429 with Retry-After and what is left", async () => {
+  const golfer = coachClient(baseUrl, { localUserId: `ts-limit-${run}` });
+  for (let i = 0; i < 15; i++) {
+    const r = await golfer.POST("/api/chat/coaching", { body: { message: `Practice question ${i}` } });
+    answered(r.response.status, r.data, r.error);
+  }
+  const over = await golfer.POST("/api/chat/coaching", { body: { message: "One more?" } });
+  assert.equal(over.response.status, 429);
+  assert.ok(over.error);
+  documented("post", "/api/chat/coaching", 429, over.error);
+  const refusal: ErrorBody = over.error;
+  assert.equal(refusal.code, "rate_limited");
+  assert.ok((retryAfterSeconds(over.response, refusal) ?? 0) > 0, "Retry-After says when to try again");
+  assert.equal(refusal.quota?.requests_remaining_hour, 0);
+  assert.equal(over.response.headers.get("ratelimit-remaining"), "0");
+});
+
+test("ResultsScreen: the conversation, the themes and the usage", async () => {
+  const ben = coachClient(baseUrl, { localUserId: "demo-ben" });
+  const sent = await ben.POST("/api/chat/coaching", { body: { message: "My irons feel thin today." } });
+  answered(sent.response.status, sent.data, sent.error);
+
+  const conversation = await ben.GET("/api/chat/coaching/conversation");
+  assert.equal(conversation.response.status, 200, JSON.stringify(conversation.error));
+  assert.ok(conversation.data);
+  documented("get", "/api/chat/coaching/conversation", 200, conversation.data);
+  assert.ok(conversation.data.messages.length >= 2);
+
+  const themes = await ben.GET("/api/chat/coaching/themes");
+  assert.ok(themes.data, JSON.stringify(themes.error));
+  documented("get", "/api/chat/coaching/themes", 200, themes.data);
+  assert.ok(themes.data.coaching_themes.session_count >= 1);
+
+  const usage = await ben.GET("/api/chat/coaching/usage");
+  assert.ok(usage.data, JSON.stringify(usage.error));
+  documented("get", "/api/chat/coaching/usage", 200, usage.data);
+  assert.ok(usage.data.quota.requests_remaining_hour < usage.data.quota.requests_limit_hour);
+
+  const dayBefore = await ben.GET("/api/chat/coaching/conversation", { params: { query: { date: "2001-01-01" } } });
+  assert.equal(dayBefore.response.status, 404);
+  assert.ok(dayBefore.error);
+  documented("get", "/api/chat/coaching/conversation", 404, dayBefore.error);
+});
+
+test("deleting the account leaves nothing to read", async () => {
+  const golfer = coachClient(baseUrl, { localUserId: `ts-delete-${run}` });
+  const sent = await golfer.POST("/api/chat/coaching", { body: { message: "Delete me after this." } });
+  answered(sent.response.status, sent.data, sent.error);
+  const deleted = await golfer.DELETE("/api/chat/coaching/me");
+  assert.ok(deleted.data, JSON.stringify(deleted.error));
+  documented("delete", "/api/chat/coaching/me", 200, deleted.data);
+  assert.equal(deleted.data.turns_deleted, 1);
+  const after = await golfer.GET("/api/chat/coaching/conversation");
+  assert.equal(after.response.status, 404);
+  assert.equal(after.error?.code, "not_found");
+});
