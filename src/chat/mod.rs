@@ -100,8 +100,17 @@ pub struct Answered {
 
 /// What step 1 found.
 enum Admitted {
-    Fresh { reservation: Reservation, context: Box<Result<CoachingContext, StoreError>>, turn_key: String, request_hash: String },
+    Fresh(Box<Fresh>),
     Replay(Box<TurnItem>),
+}
+
+/// An admitted request: what it holds, what was read for it, and the key and hash its turn
+/// is stored under.
+struct Fresh {
+    reservation: Reservation,
+    context: Result<CoachingContext, StoreError>,
+    turn_key: String,
+    request_hash: String,
 }
 
 impl AppState {
@@ -112,9 +121,12 @@ impl AppState {
         let admitted = deadline::scope(admit_by, self.admit_and_load_context(caller, &input.request, now)).await?;
         let (reservation, context, key) = match admitted {
             Admitted::Replay(turn) => return Ok(Answered { answer: Answer::Replay(Box::new(response(&turn, true))), outcome: Outcome::of(OutcomeKind::Replay) }),
-            Admitted::Fresh { reservation, context, turn_key, request_hash } => (reservation, context, (turn_key, request_hash)),
+            Admitted::Fresh(fresh) => {
+                let Fresh { reservation, context, turn_key, request_hash } = *fresh;
+                (reservation, context, (turn_key, request_hash))
+            }
         };
-        let answered = self.answer_admitted(caller, input, now, &reservation, *context, key).await;
+        let answered = self.answer_admitted(caller, input, now, &reservation, context, key).await;
         match answered {
             Ok((answered, settled)) => {
                 if let Some((day, amount)) = settled {
@@ -203,7 +215,7 @@ impl AppState {
         );
         stats::store_wave(wave.elapsed());
         let day = clock::day_key(now);
-        let global = global.map(|ok| ok.then(|| (day, admission.cost_micro)));
+        let global = global.map(|ok| ok.then_some((day, admission.cost_micro)));
         let reservation = Reservation {
             keys: admission.keys,
             reserved_micro: admission.cost_micro,
@@ -212,7 +224,7 @@ impl AppState {
             unsure: None,
         };
         match (decision, global) {
-            (Ok(AdmitDecision::Admitted), Ok(Some(_))) => Ok(Admitted::Fresh { reservation, context: Box::new(context), turn_key, request_hash: hash }),
+            (Ok(AdmitDecision::Admitted), Ok(Some(_))) => Ok(Admitted::Fresh(Box::new(Fresh { reservation, context, turn_key, request_hash: hash }))),
             (Ok(AdmitDecision::Admitted), global) => {
                 reservation.release(&self.store, &self.budget).await;
                 let profile = context.ok().and_then(|c| c.profile);

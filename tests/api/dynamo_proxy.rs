@@ -147,8 +147,11 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
     (status, out, bytes).into_response()
 }
 
+/// (table, index) pairs a call names, and a transaction's (item kind, table) pairs.
+type Described = (Vec<(String, Option<String>)>, Vec<(String, String)>);
+
 /// The tables (and index) a request names, and a transaction's item actions.
-fn describe(action: &str, r: &Value) -> (Vec<(String, Option<String>)>, Vec<(String, String)>) {
+fn describe(action: &str, r: &Value) -> Described {
     let s = |v: &Value| v.as_str().map(str::to_string);
     match action {
         "BatchGetItem" | "BatchWriteItem" => {

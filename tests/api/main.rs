@@ -1,6 +1,6 @@
 //! The integration suite: one binary, each module a concern. Every test runs against
 //! DynamoDB Local (started by scripts/test) and a mock model on loopback.
-#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, reason = "a test crate: a panic is how a test fails")]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a test crate: a panic is how a test fails, and load tests print their figures")]
 
 mod chat;
 #[allow(dead_code, reason = "shared by tests/api and tests/load; each uses part of it")]

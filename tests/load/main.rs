@@ -1,7 +1,7 @@
 //! Load and fault tests at the shipped defaults, in a binary of their own: `scripts/test` runs
 //! it after the main suite, so a burst of a hundred golfers is measured against DynamoDB
 //! Local, not against the rest of the suite sharing it. Same helpers as `tests/api`.
-#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, reason = "a test crate: a panic is how a test fails")]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a test crate: a panic is how a test fails, and load tests print their figures")]
 
 #[path = "../api/dynamo_proxy.rs"]
 #[allow(dead_code, reason = "shared by tests/api and tests/load; each uses part of it")]
