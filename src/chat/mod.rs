@@ -175,7 +175,7 @@ impl AppState {
             claim: reservation.claim_key.as_deref(),
             keys: &reservation.keys,
             spend_delta_micro: cost - reservation.reserved_micro,
-            release_slots: !reply.billed_anything(),
+            release_slots: reply.gives_slot_back(),
             asked_ms: now.timestamp_millis(),
         };
         let stored = match self.store.prepare_turn(write) {
@@ -341,7 +341,7 @@ impl AppState {
         // Remaining quota: the counters read beside the model include this request's reservation.
         let mut used = usage;
         used.user_day_spend_micro = used.user_day_spend_micro - reservation.reserved_micro + reply.cost_micro;
-        if !reply.billed_anything() {
+        if reply.gives_slot_back() {
             used.user_hour_count -= 1;
         }
         StoredResponse {

@@ -81,9 +81,15 @@ impl SafeReply {
         Ok(reply)
     }
 
-    /// Some call may have been billed: the request's slot of the hour is kept.
+    /// Some call may have been billed.
     pub fn billed_anything(&self) -> bool {
         !self.billed.is_empty()
+    }
+
+    /// The request's slot of the hour is given back: the coach could not answer (the fallback)
+    /// and nothing was billed. An answer, even the offline coach's, keeps its slot.
+    pub fn gives_slot_back(&self) -> bool {
+        self.degraded && !self.billed_anything()
     }
 
     pub fn tokens(&self) -> u64 {

@@ -77,6 +77,9 @@ async fn the_offline_coach_answers_from_the_templates_and_says_so() {
     assert!(content.contains("Tempo and rhythm"), "names the theme: {content}");
     assert_eq!(body["usage"]["cost_micro_usd"], 0);
     assert!(app.model_requests().await.is_empty(), "offline never calls a model");
+    // An answer is an answer: it holds its slot of the hour (only a fallback gives it back).
+    assert_eq!(body["quota"]["requests_remaining_hour"], 14, "{body}");
+    assert_eq!(app.hour_count("demo-alice").await, 1);
 }
 
 #[tokio::test]

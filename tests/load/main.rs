@@ -15,3 +15,4 @@ mod logs;
 mod budget;
 mod bursts;
 mod faults;
+mod limits;
