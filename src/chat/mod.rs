@@ -157,16 +157,19 @@ impl AppState {
         }
         let conversation = conversation_id(&caller.user, now)?;
         let vars = self.prompt_vars(input, &caller.user, &context, &conversation, now);
+        // Past the prompt only the newest turn and the golfer's swing ids are needed: the rest
+        // of what was read is let go before the request waits on the model and the store.
+        let own_swings = own_swings(&context);
+        let newest = context.recent.into_iter().next();
         let packed = self.compose_prompt(&vars)?;
         let (answer, usage) = deadline::scope(caller.deadline, self.ask_coach(caller, &packed, &vars, reservation)).await?;
         let reply = SafeReply::from_coach(&self.prompts, answer, &vars, &self.config.limits, &self.config.model.model)?;
-        let own_swings = own_swings(&context);
         let turn = new_turn(input, now, self.clock.now(), &reply, &own_swings, &vars);
         let stored = self.stored_response(caller, now, &reply, usage, reservation);
         // A fallback is not the answer to keep for the app's id: it is stored under one of ours,
         // and the claim is given up, so the app's retry with the same id is answered anew.
         let turn_key = if reply.degraded { keys::turn(&caller.user, &keys::server_message_id()) } else { turn_key };
-        let item = conversation::record(turn_key, caller.user.clone(), conversation, now, context.newest(), &turn, stored, request_hash);
+        let item = conversation::record(turn_key, caller.user.clone(), conversation, now, newest.as_ref(), &turn, stored, request_hash);
         // From here the golfer is answered whatever the store does.
         let cost = reply.cost_micro;
         let settled = reservation.global.as_ref().map(|(day, reserved)| (day.clone(), reserved - cost));
@@ -185,7 +188,7 @@ impl AppState {
                 false
             }
         };
-        let new_conversation = context.newest().is_none_or(|t| t.conversation != item.conversation);
+        let new_conversation = newest.as_ref().is_none_or(|t| t.conversation != item.conversation);
         let outcome = reply.outcome(new_conversation, self.coach.breaker_open());
         Ok((Answered { answer: Answer::Fresh(Box::new(response(&item, stored))), outcome }, settled))
     }
