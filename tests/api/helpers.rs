@@ -309,3 +309,13 @@ impl TestApp {
 pub fn uid(user: &str) -> coach_api::models::UserId {
     coach_api::models::UserId::try_from(user.to_string()).unwrap_or_else(|e| panic!("{user}: {e}"))
 }
+
+/// The model answers every request after `delay` (priority over the default answer).
+pub async fn slow_model(app: &TestApp, delay: std::time::Duration) {
+    Mock::given(method("POST"))
+        .and(path(MODEL_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(&payload("Smooth tempo: count one-two."), 700, 120)).set_delay(delay))
+        .with_priority(1)
+        .mount(&app.model)
+        .await;
+}

@@ -5,19 +5,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{assert_valid, completion, payload, prompt_text, schemas, spawn_shipped, TestApp, MODEL_PATH};
+use crate::helpers::{assert_valid, prompt_text, schemas, slow_model, spawn_shipped, TestApp};
 
-async fn slow_model(app: &TestApp, delay: Duration) {
-    Mock::given(method("POST"))
-        .and(path(MODEL_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion(&payload("Smooth tempo: count one-two."), 700, 120)).set_delay(delay))
-        .with_priority(1)
-        .mount(&app.model)
-        .await;
-}
 
 /// One message from each of `golfers` at once (each from its own loopback address); returns
 /// (status, body, marker, latency) per request.

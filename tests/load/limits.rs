@@ -5,10 +5,8 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use serde_json::{json, Value};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{assert_valid, completion, payload, schemas, spawn_shipped_with, TestApp, MODEL_PATH};
+use crate::helpers::{assert_valid, schemas, slow_model, spawn_shipped_with, TestApp};
 use coach_api::limits;
 use coach_api::store::keys::{self, IpHash};
 
@@ -25,14 +23,6 @@ fn count(results: &[(u16, Value)], status: u16) -> usize {
     results.iter().filter(|(s, _)| *s == status).count()
 }
 
-async fn slow_model(app: &TestApp, delay: Duration) {
-    Mock::given(method("POST"))
-        .and(path(MODEL_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion(&payload("Smooth tempo."), 700, 120)).set_delay(delay))
-        .with_priority(1)
-        .mount(&app.model)
-        .await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_golfers_behind_one_ip_share_the_ip_limit_exactly() {
