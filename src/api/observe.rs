@@ -51,7 +51,7 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
 }
 
 /// The outcome of a response whose handler did not say (a route without a caller).
-pub fn kind_of(status: StatusCode) -> OutcomeKind {
+fn kind_of(status: StatusCode) -> OutcomeKind {
     match status {
         s if s.is_server_error() => OutcomeKind::Error,
         s if s.is_success() => OutcomeKind::Read,

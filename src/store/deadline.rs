@@ -23,7 +23,7 @@ pub fn scope<F: Future>(by: Instant, f: F) -> impl Future<Output = F::Output> {
 }
 
 /// The instant the current scope's store calls must be done by.
-pub fn current() -> Instant {
+fn current() -> Instant {
     DEADLINE.try_with(|d| *d).unwrap_or_else(|_| Instant::now() + OUTSIDE_A_REQUEST)
 }
 
