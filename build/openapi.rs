@@ -71,7 +71,11 @@ fn operation(r: &Route) -> Value {
 
 fn responses(r: &Route) -> Value {
     let mut out = Map::new();
-    let mut ok = json!({ "description": r.ok.0, "content": schema_ref(r.ok.1) });
+    let content = match r.streamed {
+        true => json!({ "text/event-stream": { "schema": { "$ref": "#/components/schemas/ServerSentEvent" } } }),
+        false => schema_ref(r.ok.1),
+    };
+    let mut ok = json!({ "description": r.ok.0, "content": content });
     if r.rate_limited {
         ok["headers"] = json!({
             "RateLimit-Limit": { "schema": { "type": "integer" }, "description": "Requests allowed this hour" },
@@ -110,6 +114,19 @@ fn components(bundled: &BTreeMap<String, Value>) -> Value {
     json!({
         "CoachingChatRequest": file("chat-request.json"),
         "CoachingChatResponse": file("chat-response.json"),
+        "ChatStreamEvent": file("chat-stream.json"),
+        // One event of a `text/event-stream` answer as a client parses it (OpenAPI 3.0 has no
+        // way to type an event stream); its `data` is one ChatStreamEvent as JSON.
+        "ServerSentEvent": {
+            "type": "object",
+            "required": ["data"],
+            "properties": {
+                "data": { "type": "string", "description": "One ChatStreamEvent (#/components/schemas/ChatStreamEvent), as JSON" },
+                "event": { "type": "string" },
+                "id": { "type": "string" },
+                "retry": { "type": "integer" }
+            }
+        },
         "ErrorBody": file("error.json"),
         "ConversationView": read("ConversationView"),
         "ThemesView": read("ThemesView"),

@@ -1,6 +1,7 @@
 //! `schema/*.json` (draft-04 subset) read, checked and bundled: a `$ref` to
-//! `other.json#/definitions/X` is copied into the file's own `definitions`, so every bundled
-//! document stands alone (for the runtime validator, typify and the generated documents).
+//! `other.json#/definitions/X` is copied into the file's own `definitions`, and one to a whole
+//! file (`other.json#`) under that file's title, so every bundled document stands alone (for
+//! the runtime validator, typify and the generated documents).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -54,20 +55,29 @@ fn bundle(name: &str, all: &BTreeMap<String, Value>) -> Value {
     let mut doc = all[name].clone();
     let mut pending = vec![];
     // Rewrite first, so the file's own definitions point at local copies too.
-    rewrite_refs(&mut doc, &mut pending);
+    rewrite_refs(&mut doc, &mut pending, all);
     let mut defs: Map<String, Value> = doc.get("definitions").and_then(Value::as_object).cloned().unwrap_or_default();
     while let Some((file, def)) = pending.pop() {
         if defs.contains_key(&def) {
             continue;
         }
         let source = all.get(&file).unwrap_or_else(|| panic!("schema/{name}: $ref to unknown file {file}"));
-        let mut copied = source
-            .pointer(&format!("/definitions/{def}"))
-            .unwrap_or_else(|| panic!("schema/{name}: {file} has no definition {def}"))
-            .clone();
+        let mut copied = match source.pointer(&format!("/definitions/{def}")) {
+            Some(d) => d.clone(),
+            // A whole file, under its title; its own definitions are pulled in by their refs.
+            None if source.get("title").and_then(Value::as_str) == Some(def.as_str()) => {
+                let mut root = source.clone();
+                if let Value::Object(m) = &mut root {
+                    m.remove("$schema");
+                    m.remove("definitions");
+                }
+                root
+            }
+            None => panic!("schema/{name}: {file} has no definition {def}"),
+        };
         // Refs inside the copied definition are local to its own file.
         qualify_local_refs(&mut copied, &file);
-        rewrite_refs(&mut copied, &mut pending);
+        rewrite_refs(&mut copied, &mut pending, all);
         defs.insert(def, copied);
     }
     if let Value::Object(m) = &mut doc {
@@ -93,21 +103,29 @@ fn qualify_local_refs(v: &mut Value, file: &str) {
     }
 }
 
-fn rewrite_refs(v: &mut Value, pending: &mut Vec<(String, String)>) {
+fn rewrite_refs(v: &mut Value, pending: &mut Vec<(String, String)>, all: &BTreeMap<String, Value>) {
     match v {
         Value::Object(m) => {
             if let Some(Value::String(r)) = m.get_mut("$ref") {
                 if let Some((file, frag)) = r.split_once('#') {
                     if !file.is_empty() {
-                        let def = frag.strip_prefix("/definitions/").unwrap_or_else(|| panic!("unsupported $ref {r}")).to_string();
+                        let def = match frag {
+                            "" | "/" => all
+                                .get(file)
+                                .and_then(|d| d.get("title"))
+                                .and_then(Value::as_str)
+                                .unwrap_or_else(|| panic!("$ref {r}: no such file, or it has no title"))
+                                .to_string(),
+                            _ => frag.strip_prefix("/definitions/").unwrap_or_else(|| panic!("unsupported $ref {r}")).to_string(),
+                        };
                         pending.push((file.to_string(), def.clone()));
                         *r = format!("#/definitions/{def}");
                     }
                 }
             }
-            m.values_mut().for_each(|c| rewrite_refs(c, pending));
+            m.values_mut().for_each(|c| rewrite_refs(c, pending, all));
         }
-        Value::Array(a) => a.iter_mut().for_each(|c| rewrite_refs(c, pending)),
+        Value::Array(a) => a.iter_mut().for_each(|c| rewrite_refs(c, pending, all)),
         _ => {}
     }
 }

@@ -167,6 +167,9 @@ pub struct Config {
     pub log_filter: String,
     /// Running inside Lambda (`AWS_LAMBDA_RUNTIME_API` is set).
     pub in_lambda: bool,
+    /// Inside Lambda, answer in Lambda's streaming response mode (the function behind the
+    /// streamed route); otherwise buffered.
+    pub lambda_streaming: bool,
     /// Total time a request may take, when no Lambda deadline is known (local serve).
     pub request_budget: Duration,
     /// Kept free before the Lambda deadline to store the turn and answer.
@@ -197,6 +200,7 @@ impl Default for Config {
             log_json: false,
             log_filter: "info".into(),
             in_lambda: false,
+            lambda_streaming: false,
             request_budget: Duration::from_secs(25),
             deadline_margin: Duration::from_millis(2500),
             admission_wait: Duration::from_secs(3),
@@ -292,6 +296,15 @@ pub static VARS: &[EnvVar] = &[
         set: |c, _, v| { c.log_filter = v.into(); Ok(()) } },
     EnvVar { name: "AWS_LAMBDA_RUNTIME_API", default: "unset", meaning: "set by Lambda: serve the Lambda runtime",
         set: |c, _, _| { c.in_lambda = true; c.log_json = true; Ok(()) } },
+    EnvVar { name: "LAMBDA_RESPONSE_MODE", default: "`buffered`", meaning: "`streaming` for the function behind `POST /api/chat/coaching/stream` (Lambda response streaming)",
+        set: |c, n, v| {
+            c.lambda_streaming = match v {
+                "buffered" => false,
+                "streaming" => true,
+                other => return Err(ConfigError::Invalid { name: n, problem: format!("expected buffered or streaming, got {other}") }),
+            };
+            Ok(())
+        } },
     EnvVar { name: "AWS_ACCESS_KEY_ID", default: "unset", meaning: "credentials from the environment (Lambda sets them); else the SDK's provider chain",
         set: |c, _, _| { c.aws.credentials_in_env = true; Ok(()) } },
     EnvVar { name: "AWS_REGION", default: "unset", meaning: "the region (Lambda sets it; `us-east-1` with DynamoDB Local)",

@@ -94,16 +94,28 @@ async fn main() -> ExitCode {
 }
 
 async fn run_lambda(config: Config) -> Result<(), Failure> {
+    let streaming = config.lambda_streaming;
     let state = AppState::build(config, Warm::Now, Overrides::default()).await?;
-    lambda_http::run(api::lambda_service(state)).await.map_err(|e| e.to_string().into())
+    let served = match streaming {
+        // The streamed route's function: every response goes out as it is written.
+        true => lambda_http::run_with_streaming_response(api::lambda_service(state)).await,
+        false => lambda_http::run(api::lambda_service(state)).await,
+    };
+    served.map_err(|e| e.to_string().into())
 }
 
 async fn serve(config: Config) -> Result<(), Failure> {
     let addr = SocketAddr::from(([127, 0, 0, 1], config.port));
     let offline = config.model.is_offline();
     let state = AppState::build(config, Warm::Background, Overrides::default()).await?;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, offline, "serving POST {}", api::CHAT_PATH);
+    // No Nagle delay: a streamed answer's events are small writes that must leave at once
+    // (with it, each waited for the client's delayed ACK, 40 ms on Linux).
+    let listener = axum::serve::ListenerExt::tap_io(tokio::net::TcpListener::bind(addr).await?, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "TCP_NODELAY not set");
+        }
+    });
+    tracing::info!(%addr, offline, "serving POST {} and {}", api::CHAT_PATH, api::CHAT_STREAM_PATH);
     axum::serve(listener, api::router(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

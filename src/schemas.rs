@@ -16,6 +16,7 @@ macro_rules! bundled {
 
 pub const CHAT_REQUEST: &str = bundled!("chat-request.json");
 pub const CHAT_RESPONSE: &str = bundled!("chat-response.json");
+pub const CHAT_STREAM: &str = bundled!("chat-stream.json");
 pub const ERROR: &str = bundled!("error.json");
 pub const CONVERSATION: &str = bundled!("conversation.json");
 pub const COACH_REPLY: &str = bundled!("coach-reply.json");
@@ -33,6 +34,8 @@ pub const APIGW_REQUEST_MODEL: &str =
 pub struct Schemas {
     pub chat_request: Validator,
     pub chat_response: Validator,
+    /// One event of the streamed route.
+    pub chat_stream: Validator,
     pub error: Validator,
     pub conversation: Validator,
     pub turn: Validator,
@@ -78,6 +81,7 @@ static SCHEMAS: LazyLock<Result<Schemas, SchemaError>> = LazyLock::new(|| {
     Ok(Schemas {
         chat_request: compile("chat-request.json", CHAT_REQUEST)?,
         chat_response: compile("chat-response.json", CHAT_RESPONSE)?,
+        chat_stream: compile("chat-stream.json", CHAT_STREAM)?,
         error: compile("error.json", ERROR)?,
         conversation: compile("conversation.json", CONVERSATION)?,
         turn: compile("turn.json", TURN)?,

@@ -54,6 +54,21 @@ fn a_keyword_outside_draft_04_fails_the_build() {
 }
 
 #[test]
+fn a_ref_to_a_whole_file_bundles_that_file_under_its_title() {
+    let dir = folder(&[
+        ("a.json", json!({ "$schema": schemas::DRAFT4, "title": "A", "type": "object", "properties": { "b": { "$ref": "b.json#" } } })),
+        ("b.json", json!({ "$schema": schemas::DRAFT4, "title": "B", "type": "object", "properties": { "c": { "$ref": "#/definitions/C" } },
+                           "definitions": { "C": { "type": "string" } } })),
+    ]);
+    let bundled = schemas::load(&dir);
+    let a = &bundled["a.json"];
+    assert_eq!(a["properties"]["b"]["$ref"], "#/definitions/B");
+    assert_eq!(a["definitions"]["B"]["properties"]["c"]["$ref"], "#/definitions/C", "the file's own refs follow it");
+    assert_eq!(a["definitions"]["C"]["type"], "string");
+    assert!(a["definitions"]["B"].get("$schema").is_none());
+}
+
+#[test]
 #[should_panic(expected = "needs a title")]
 fn a_schema_without_a_title_fails_the_build() {
     let dir = folder(&[("x.json", json!({ "$schema": schemas::DRAFT4, "type": "object" }))]);
@@ -71,7 +86,8 @@ fn every_route_of_the_table_is_one_operation_of_the_document() {
         for (code, _) in r.errors {
             assert_eq!(op["responses"][code.to_string()]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody");
         }
-        let ok = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].as_str().unwrap();
+        let media = if r.streamed { "text/event-stream" } else { "application/json" };
+        let ok = op["responses"]["200"]["content"][media]["schema"]["$ref"].as_str().unwrap();
         let component = ok.trim_start_matches("#/components/schemas/");
         assert!(d["components"]["schemas"][component].is_object(), "{component} is a component");
         assert_eq!(op["responses"]["200"]["headers"].is_object(), r.rate_limited);

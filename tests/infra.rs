@@ -23,6 +23,21 @@ fn resource<'a>(t: &'a Value, name: &str) -> &'a Value {
     &t["Resources"][name]["Properties"]
 }
 
+/// A function's properties as SAM deploys them: `Globals.Function` under its own, the
+/// environment variables of both merged.
+fn function(t: &Value, name: &str) -> Value {
+    let mut f = t["Globals"]["Function"].clone();
+    for (k, v) in resource(t, name).as_object().unwrap() {
+        f[k] = v.clone();
+    }
+    let mut vars = t["Globals"]["Function"]["Environment"]["Variables"].as_object().cloned().unwrap_or_default();
+    vars.extend(resource(t, name)["Environment"]["Variables"].as_object().cloned().unwrap_or_default());
+    f["Environment"]["Variables"] = Value::Object(vars);
+    f
+}
+
+const FUNCTIONS: [&str; 2] = ["CoachFunction", "CoachStreamFunction"];
+
 #[test]
 fn the_table_has_the_keys_index_and_ttl_the_code_uses() {
     let t = template();
@@ -56,7 +71,17 @@ fn the_table_has_the_keys_index_and_ttl_the_code_uses() {
 #[test]
 fn the_function_is_configured_as_the_seed_asks_with_known_env_vars_only() {
     let t = template();
-    let f = resource(&t, "CoachFunction");
+    let stream = function(&t, "CoachStreamFunction");
+    let f = &function(&t, "CoachFunction");
+    // The streamed route's function: the same binary and settings, in streaming mode.
+    assert_eq!(stream["Environment"]["Variables"]["LAMBDA_RESPONSE_MODE"], "streaming");
+    assert!(f["Environment"]["Variables"].get("LAMBDA_RESPONSE_MODE").is_none(), "the JSON routes stay buffered");
+    for k in ["CodeUri", "Runtime", "MemorySize", "Timeout", "Policies"] {
+        assert_eq!(stream[k], f[k], "{k}");
+    }
+    for name in stream["Environment"]["Variables"].as_object().unwrap().keys() {
+        assert!(config::reads(name), "the template sets {name}, which the code never reads");
+    }
     assert_eq!(f["Runtime"], "provided.al2023");
     assert_eq!(f["MemorySize"], 1024);
     assert_eq!(f["Timeout"], 30);
@@ -151,12 +176,23 @@ fn routes_agree_between_template_gateway_config_and_openapi() {
         .iter()
         .flat_map(|(p, ops)| ops.as_object().unwrap().keys().map(move |m| (p.clone(), m.to_uppercase())))
         .collect();
-    let deployed: BTreeSet<(String, String)> = t["Resources"]["CoachFunction"]["Properties"]["Events"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|e| (e["Properties"]["Path"].as_str().unwrap().to_string(), e["Properties"]["Method"].as_str().unwrap().to_uppercase()))
+    let events: Vec<(&str, &Value)> = FUNCTIONS
+        .iter()
+        .flat_map(|f| resource(&t, f)["Events"].as_object().unwrap().values().map(move |e| (*f, &e["Properties"])))
         .collect();
+    let deployed: BTreeSet<(String, String)> =
+        events.iter().map(|(_, e)| (e["Path"].as_str().unwrap().to_string(), e["Method"].as_str().unwrap().to_uppercase())).collect();
+    // Only the streamed route streams, from the streaming function, on a regional endpoint
+    // (edge-optimized endpoints give a stream 30 s of idle time, regional ones 5 minutes).
+    for (f, e) in &events {
+        let streamed = e["Path"] == coach_api::api::CHAT_STREAM_PATH;
+        assert_eq!(e["ResponseTransferMode"] == "STREAM", streamed, "{f} {}", e["Path"]);
+        assert_eq!(*f == "CoachStreamFunction", streamed, "{f} {}", e["Path"]);
+        if e["Method"] == "post" {
+            assert_eq!(e["RequestModel"]["Model"], "CoachingChatRequest", "{}", e["Path"]);
+        }
+    }
+    assert_eq!(resource(&t, "CoachApi")["EndpointConfiguration"]["Type"], "REGIONAL");
     let configured: BTreeSet<(String, String)> = json_file("infra/api-gateway-config.json")["resources"]
         .as_object()
         .unwrap()

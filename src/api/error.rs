@@ -142,16 +142,24 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The body, with the one log line every error gets.
+    pub fn logged_body(&self, request_id: &str) -> ErrorBody {
         let status = self.status_code();
-        let request_id = super::observe::current_request_id();
         if status.is_server_error() {
             tracing::error!(request_id, status = status.as_u16(), error = %self, "request failed");
         } else {
             tracing::info!(request_id, status = status.as_u16(), error = %self, "request refused");
         }
-        let body = self.body(&request_id);
+        self.body(request_id)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let request_id = super::observe::current_request_id();
+        let body = self.logged_body(&request_id);
         let mut headers = HeaderMap::new();
         if let Some(secs) = body.retry_after_seconds {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {

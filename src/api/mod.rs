@@ -9,6 +9,7 @@ pub mod identity;
 pub mod observe;
 pub mod reads;
 pub mod routes;
+pub mod stream;
 
 use std::time::Duration;
 
@@ -24,12 +25,13 @@ use crate::schemas;
 use crate::state::AppState;
 use error::ApiError;
 use routes::{Operation, ROUTES};
-pub use routes::CHAT_PATH;
+pub use routes::{CHAT_PATH, CHAT_STREAM_PATH};
 
 /// The handler of each operation in the route table.
 fn handler(operation: Operation, filter: MethodFilter) -> MethodRouter<AppState> {
     match operation {
         Operation::PostCoachingMessage => on(filter, chat::post_chat),
+        Operation::StreamCoachingMessage => on(filter, stream::post_chat_stream),
         Operation::GetConversation => on(filter, reads::conversation),
         Operation::GetThemes => on(filter, reads::themes),
         Operation::GetUsage => on(filter, reads::usage),

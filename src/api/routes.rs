@@ -3,11 +3,28 @@
 //! two cannot drift. Plain data only: it compiles in the build script too.
 
 pub const CHAT_PATH: &str = "/api/chat/coaching";
+pub const CHAT_STREAM_PATH: &str = "/api/chat/coaching/stream";
+
+/// The errors of both chat routes, answered as JSON before anything is streamed.
+const CHAT_ERRORS: [(u16, &str); 11] = [
+    (400, "The request does not match the schema"),
+    (401, "No caller identity"),
+    (403, "The request names another golfer"),
+    (404, "No such route"),
+    (405, "Method not allowed"),
+    (409, "The same clientMessageId is being answered"),
+    (422, "The clientMessageId was already used for a different message"),
+    (413, "Body over 10 KB"),
+    (415, "Body is not JSON"),
+    (429, "A rate or spend limit was reached"),
+    (503, "At capacity or storage unavailable"),
+];
 
 /// What a route does; the router maps each to its handler with an exhaustive match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
     PostCoachingMessage,
+    StreamCoachingMessage,
     GetConversation,
     GetThemes,
     GetUsage,
@@ -36,6 +53,8 @@ pub struct Route {
     pub query: &'static [QueryParam],
     /// The 200 response: its description and component schema.
     pub ok: (&'static str, &'static str),
+    /// The 200 response is `text/event-stream`, each event's data one `ok` schema value.
+    pub streamed: bool,
     /// Counted against the golfer's quota: RateLimit headers on 200, Retry-After on 429/503.
     pub rate_limited: bool,
     /// Every error status the route can answer, with what it means; bodies are `ErrorBody`.
@@ -54,20 +73,26 @@ pub const ROUTES: &[Route] = &[
         request_body: Some("CoachingChatRequest"),
         query: &[],
         ok: ("The coach's reply (possibly degraded)", "CoachingChatResponse"),
+        streamed: false,
         rate_limited: true,
-        errors: &[
-            (400, "The request does not match the schema"),
-            (401, "No caller identity"),
-            (403, "The request names another golfer"),
-            (404, "No such route"),
-            (405, "Method not allowed"),
-            (409, "The same clientMessageId is being answered"),
-            (422, "The clientMessageId was already used for a different message"),
-            (413, "Body over 10 KB"),
-            (415, "Body is not JSON"),
-            (429, "A rate or spend limit was reached"),
-            (503, "At capacity or storage unavailable"),
-        ],
+        errors: &CHAT_ERRORS,
+    },
+    Route {
+        method: "post",
+        path: CHAT_STREAM_PATH,
+        operation: Operation::StreamCoachingMessage,
+        operation_id: "streamCoachingMessage",
+        description: Some(
+            "The same message as POST /api/chat/coaching, answered as server-sent events while the coach writes: \
+             `delta` events with the reply's text, `replace` when the text shown must be swapped, then one `done` \
+             (the JSON route's body) or `error`. Refusals before the coach is asked are the JSON route's errors.",
+        ),
+        request_body: Some("CoachingChatRequest"),
+        query: &[],
+        ok: ("Server-sent events; each `data:` line is one ChatStreamEvent", "ChatStreamEvent"),
+        streamed: true,
+        rate_limited: true,
+        errors: &CHAT_ERRORS,
     },
     Route {
         method: "get",
@@ -78,6 +103,7 @@ pub const ROUTES: &[Route] = &[
         request_body: None,
         query: &[QueryParam { name: "date", description: "YYYY-MM-DD (UTC); today when absent", format: "date", pattern: "^[0-9]{4}-[0-9]{2}-[0-9]{2}$" }],
         ok: ("The conversation", "ConversationView"),
+        streamed: false,
         rate_limited: false,
         errors: &[READ_ERRORS[0], READ_ERRORS[1], READ_ERRORS[2], READ_ERRORS[3], (404, "No conversation that day")],
     },
@@ -90,6 +116,7 @@ pub const ROUTES: &[Route] = &[
         request_body: None,
         query: &[],
         ok: ("The themes", "ThemesView"),
+        streamed: false,
         rate_limited: false,
         errors: &READ_ERRORS,
     },
@@ -102,6 +129,7 @@ pub const ROUTES: &[Route] = &[
         request_body: None,
         query: &[],
         ok: ("The quota", "UsageView"),
+        streamed: false,
         rate_limited: false,
         errors: &READ_ERRORS,
     },
@@ -114,6 +142,7 @@ pub const ROUTES: &[Route] = &[
         request_body: None,
         query: &[],
         ok: ("What was removed", "DeletionReport"),
+        streamed: false,
         rate_limited: false,
         errors: &READ_ERRORS,
     },

@@ -10,9 +10,13 @@
 //! 5. **respond**.
 //!
 //! Every exit after admission that stores no turn gives the [`Reservation`] back, in one place.
+//!
+//! A streamed answer ([`AppState::admit`], then [`AppState::answer_admitted`] with an
+//! [`EventSender`]) takes the same steps; step 3 also shows the reply as it is written.
 
 pub mod reply;
 pub mod reservation;
+pub mod stream;
 
 use std::time::Duration;
 
@@ -39,6 +43,7 @@ use crate::store::keys::{self, IpHash};
 use crate::store::{deadline, stats, StoreError};
 pub use reply::SafeReply;
 pub use reservation::Reservation;
+pub use stream::EventSender;
 
 /// A turn whose write failed after the model answered is sent again in the background, for
 /// as long as its client request token keeps the retries idempotent (DynamoDB: ten minutes).
@@ -98,35 +103,43 @@ pub struct Answered {
     pub outcome: Outcome,
 }
 
-/// What step 1 found.
-enum Admitted {
+/// What step 1 found: a request to answer, or the stored answer to an identical one.
+pub enum Admission {
     Fresh(Box<Fresh>),
-    Replay(Box<TurnItem>),
+    Replay(Box<Answered>),
 }
 
 /// An admitted request: what it holds, what was read for it, and the key and hash its turn
 /// is stored under.
-struct Fresh {
+pub struct Fresh {
     reservation: Reservation,
     context: Result<CoachingContext, StoreError>,
     turn_key: String,
     request_hash: String,
+    now: DateTime<Utc>,
 }
 
 impl AppState {
     pub async fn answer(&self, caller: &Caller, input: &ChatInput) -> Result<Answered, ChatError> {
+        match self.admit(caller, input).await? {
+            Admission::Replay(answered) => Ok(*answered),
+            Admission::Fresh(fresh) => self.answer_admitted(caller, input, *fresh, None).await,
+        }
+    }
+
+    /// Step 1, bounded by the admission wait.
+    pub async fn admit(&self, caller: &Caller, input: &ChatInput) -> Result<Admission, ChatError> {
         let now = self.clock.now();
         ensure_own_conversation(caller, &input.request)?;
         let admit_by = caller.deadline.min(Instant::now() + self.config.admission_wait);
-        let admitted = deadline::scope(admit_by, self.admit_and_load_context(caller, &input.request, now)).await?;
-        let (reservation, context, key) = match admitted {
-            Admitted::Replay(turn) => return Ok(Answered { answer: Answer::Replay(Box::new(response(&turn, true))), outcome: Outcome::of(OutcomeKind::Replay) }),
-            Admitted::Fresh(fresh) => {
-                let Fresh { reservation, context, turn_key, request_hash } = *fresh;
-                (reservation, context, (turn_key, request_hash))
-            }
-        };
-        let answered = self.answer_admitted(caller, input, now, &reservation, context, key).await;
+        deadline::scope(admit_by, self.admit_and_load_context(caller, &input.request, now)).await
+    }
+
+    /// Steps 2 to 5 for an admitted request, its reservation settled or given back. With
+    /// `events`, the reply is shown as it is written.
+    pub async fn answer_admitted(&self, caller: &Caller, input: &ChatInput, fresh: Fresh, events: Option<&EventSender>) -> Result<Answered, ChatError> {
+        let Fresh { reservation, context, turn_key, request_hash, now } = fresh;
+        let answered = self.answer_fresh(caller, input, now, &reservation, context, (turn_key, request_hash), events).await;
         match answered {
             Ok((answered, settled)) => {
                 if let Some((day, amount)) = settled {
@@ -142,7 +155,8 @@ impl AppState {
     }
 
     /// Steps 2 to 5; also returns what of the global reservation the actual cost gives back.
-    async fn answer_admitted(
+    #[expect(clippy::too_many_arguments, reason = "the admitted request's parts, taken apart once by answer_admitted")]
+    async fn answer_fresh(
         &self,
         caller: &Caller,
         input: &ChatInput,
@@ -150,6 +164,7 @@ impl AppState {
         reservation: &Reservation,
         context: Result<CoachingContext, StoreError>,
         (turn_key, request_hash): (String, String),
+        events: Option<&EventSender>,
     ) -> Result<(Answered, Option<(String, i64)>), ChatError> {
         let context = context?;
         if input.request.swing_id.is_some() && context.swing_on_screen.is_none() {
@@ -162,8 +177,12 @@ impl AppState {
         let own_swings = own_swings(&context);
         let newest = context.recent.into_iter().next();
         let packed = self.compose_prompt(&vars)?;
-        let (answer, usage) = deadline::scope(caller.deadline, self.ask_coach(caller, &packed, &vars, reservation)).await?;
+        let (answer, usage, shown) = deadline::scope(caller.deadline, self.ask_coach(caller, &packed, &vars, reservation, events)).await?;
         let reply = SafeReply::from_coach(&self.prompts, answer, &vars, &self.config.limits, &self.config.model.model)?;
+        if let Some(events) = events {
+            // What is stored is what the golfer is finally shown.
+            stream::finish(&shown, &reply.text, events);
+        }
         let turn = new_turn(input, now, self.clock.now(), &reply, &own_swings, &vars);
         let stored = self.stored_response(caller, now, &reply, usage, reservation);
         // A fallback is not the answer to keep for the app's id: it is stored under one of ours,
@@ -194,7 +213,7 @@ impl AppState {
     }
 
     /// Step 1: the admission transaction, the context reads and the global budget, in one wave.
-    async fn admit_and_load_context(&self, caller: &Caller, request: &CoachingChatRequest, now: DateTime<Utc>) -> Result<Admitted, ChatError> {
+    async fn admit_and_load_context(&self, caller: &Caller, request: &CoachingChatRequest, now: DateTime<Utc>) -> Result<Admission, ChatError> {
         let lock_secs = i64::try_from(caller.deadline.saturating_duration_since(Instant::now()).as_secs()).unwrap_or(0) + 5;
         let turn_key = match &request.client_message_id {
             Some(id) => keys::turn(&caller.user, id.as_str()),
@@ -227,7 +246,7 @@ impl AppState {
             unsure: None,
         };
         match (decision, global) {
-            (Ok(AdmitDecision::Admitted), Ok(Some(_))) => Ok(Admitted::Fresh(Box::new(Fresh { reservation, context, turn_key, request_hash: hash }))),
+            (Ok(AdmitDecision::Admitted), Ok(Some(_))) => Ok(Admission::Fresh(Box::new(Fresh { reservation, context, turn_key, request_hash: hash, now }))),
             (Ok(AdmitDecision::Admitted), global) => {
                 reservation.release(&self.store, &self.budget).await;
                 let profile = context.ok().and_then(|c| c.profile);
@@ -241,7 +260,9 @@ impl AppState {
                     self.budget.refund(day, *amount).await;
                 }
                 match decision {
-                    Ok(AdmitDecision::Duplicate(Previous::Completed(turn))) if turn.request_hash == hash => Ok(Admitted::Replay(turn)),
+                    Ok(AdmitDecision::Duplicate(Previous::Completed(turn))) if turn.request_hash == hash => {
+                        Ok(Admission::Replay(Box::new(Answered { answer: Answer::Replay(Box::new(response(&turn, true))), outcome: Outcome::of(OutcomeKind::Replay) })))
+                    }
                     Ok(AdmitDecision::Duplicate(Previous::InProgress(h))) if h.as_deref().is_none_or(|h| h == hash) => Err(ChatError::InProgress),
                     Ok(AdmitDecision::Duplicate(_)) => Err(ChatError::IdReused),
                     Ok(AdmitDecision::Refused { counter, current }) => Err(self.refused(counter, current, now, context.ok().and_then(|c| c.profile))?),
@@ -315,7 +336,15 @@ impl AppState {
     /// Step 3: the coach, with the usage counters read meanwhile (they already hold this
     /// request). The coach may bill up to the reservation; the golfer's keyed hash goes with
     /// each call as OpenAI's `safety_identifier`.
-    async fn ask_coach(&self, caller: &Caller, packed: &Packed, vars: &PromptVars, reservation: &Reservation) -> Result<(CoachAnswer, UsageSnapshot), ChatError> {
+    /// With `events`, the reply is shown while it is written; the text shown is returned.
+    async fn ask_coach(
+        &self,
+        caller: &Caller,
+        packed: &Packed,
+        vars: &PromptVars,
+        reservation: &Reservation,
+        events: Option<&EventSender>,
+    ) -> Result<(CoachAnswer, UsageSnapshot, String), ChatError> {
         let shorter = PromptMessage { role: PromptRole::System, content: self.prompts.render(SHORTER, vars)? };
         let safety_identifier = safety::log_hash(self.log_key(), caller.user.as_str());
         let request = CoachRequest {
@@ -327,15 +356,29 @@ impl AppState {
             safety_identifier: &safety_identifier,
             budget_micro: reservation.reserved_micro,
             limits: &self.config.limits,
+            stream: None,
         };
         let started = Instant::now();
-        let (answer, usage) = tokio::join!(self.coach.reply(request), self.store.usage(&reservation.keys));
+        let (texts, received) = tokio::sync::mpsc::unbounded_channel();
+        let coach = async move {
+            // The sender lives as long as the coach works: the screen ends when it is dropped.
+            let texts = texts;
+            let stream = events.map(|_| &texts);
+            self.coach.reply(CoachRequest { stream, ..request }).await
+        };
+        let screen = async {
+            match events {
+                Some(events) => stream::present(received, events, &self.prompts, vars).await,
+                None => String::new(),
+            }
+        };
+        let (answer, usage, shown) = tokio::join!(coach, self.store.usage(&reservation.keys), screen);
         stats::model_wait(started.elapsed());
         let usage = usage.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "usage read failed; quota shown as before this request");
             UsageSnapshot::default()
         });
-        Ok((answer, usage))
+        Ok((answer, usage, shown))
     }
 
     /// The response's fields that the turn does not hold already.

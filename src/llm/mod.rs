@@ -5,6 +5,7 @@ pub mod breaker;
 pub mod models;
 pub mod offline;
 pub mod openai;
+mod stream;
 
 use futures::future::BoxFuture;
 use tokio::time::Instant;
@@ -31,7 +32,20 @@ pub struct CoachRequest<'a> {
     /// attempt is started that could take the total past it.
     pub budget_micro: i64,
     pub limits: &'a Limits,
+    /// For a streamed answer: where the reply's text goes as the model writes it.
+    pub stream: Option<&'a ReplyTextSender>,
 }
+
+/// The reply's text as the model writes it (the `reply` field, decoded), for a streamed answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyText {
+    /// More of the reply.
+    Text(String),
+    /// The coach starts over (another attempt): the text before is void.
+    Restart,
+}
+
+pub type ReplyTextSender = tokio::sync::mpsc::UnboundedSender<ReplyText>;
 
 /// A validated reply: the structured payload.
 #[derive(Debug, Clone, PartialEq)]

@@ -29,6 +29,10 @@ impl Coach for OfflineCoach {
                 .render(OFFLINE, &ReplyVars::from(req.vars))
                 .map(|text| CoachReply { payload: offline_payload(req.vars, text), source: "offline".into() })
                 .map_err(|e| LlmError::Offline(e.to_string()));
+            if let (Some(tx), Ok(r)) = (req.stream, &reply) {
+                // Rendered at once: streamed as one piece (a closed receiver only means no one listens).
+                let _ = tx.send(super::ReplyText::Text(r.payload.reply.clone()));
+            }
             CoachAnswer { reply, billed: vec![] }
         })
     }

@@ -23,7 +23,7 @@ use async_openai::middleware::HttpRequestFactory;
 use async_openai::types::chat::{
     ChatCompletionRequestAssistantMessage, ChatCompletionRequestAssistantMessageContent, ChatCompletionRequestMessage,
     ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage, CompletionUsage, CreateChatCompletionRequest,
-    CreateChatCompletionResponse, FinishReason, ReasoningEffort, ResponseFormat, ResponseFormatJsonSchema,
+    FinishReason, ReasoningEffort, ResponseFormat, ResponseFormatJsonSchema,
 };
 use async_openai::Client;
 use futures::future::BoxFuture;
@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use super::breaker::{Breaker, Permit};
 use super::models::{Effort, OutputLimit};
-use super::{parse_reply, Billed, Coach, CoachAnswer, CoachReply, CoachRequest, LlmError};
+use super::{parse_reply, Billed, Coach, CoachAnswer, CoachReply, CoachRequest, LlmError, ReplyText};
 use crate::backoff::Backoff;
 use crate::config::{BreakerConfig, ModelConfig};
 use crate::limits;
@@ -60,7 +60,7 @@ pub struct OpenAiCoach {
 }
 
 /// How one attempt ended.
-enum Attempt {
+pub(super) enum Attempt {
     Done(CoachReply, Billed),
     /// The provider answered, and billed, but the golfer cannot use the answer.
     Unusable(LlmError, Billed),
@@ -160,9 +160,9 @@ impl OpenAiCoach {
         }
     }
 
-    async fn attempt(&self, request: CreateChatCompletionRequest, timeout: Duration, worst: Billed) -> Attempt {
-        // The Retry-After of this attempt's response, captured below async-openai.
-        let retry_after: Arc<Mutex<Option<Duration>>> = Arc::new(Mutex::new(None));
+    /// A client for one attempt, and the slot its response's `Retry-After` lands in.
+    pub(super) fn client(&self) -> (Client<OpenAIConfig>, RetryAfter) {
+        let retry_after: RetryAfter = Arc::new(Mutex::new(None));
         let slot = retry_after.clone();
         let http = self.http.clone();
         let service = tower::service_fn(move |factory: HttpRequestFactory| {
@@ -180,51 +180,44 @@ impl OpenAiCoach {
         // build(): with_config() would make a reqwest client of its own, loading the system
         // certificates from disk on every attempt (measured: a fifth of the CPU per request).
         let api = self.api.read().map(|a| a.clone()).unwrap_or_else(|p| p.into_inner().clone());
-        let client = Client::build(self.http.clone(), api).with_http_service(service);
+        (Client::build(self.http.clone(), api).with_http_service(service), retry_after)
+    }
+
+    async fn attempt(&self, request: CreateChatCompletionRequest, timeout: Duration, worst: Billed) -> Attempt {
+        let (client, retry_after) = self.client();
         let result = tokio::time::timeout(timeout, client.chat().create(request)).await;
         let after = retry_after.lock().ok().and_then(|s| *s);
-        let outage = |error, billed| Attempt::Outage { error, billed, retry_after: after };
         match result {
             // Sent and never answered: it may have been billed, at most its worst case.
-            Err(_) => outage(LlmError::Timeout, Some(worst)),
-            Ok(Ok(resp)) => self.answered(resp, worst),
-            Ok(Err(OpenAIError::ApiError(api))) => {
-                let status = api.status_code.as_u16();
-                match status {
-                    429 if api.api_error.code.as_deref() == Some("insufficient_quota") => Attempt::Refused(LlmError::Refused(429)),
-                    429 => outage(LlmError::RateLimited, None),
-                    500..=599 => outage(LlmError::Upstream(status), None),
-                    _ => Attempt::Refused(LlmError::Refused(status)),
-                }
+            Err(_) => Attempt::Outage { error: LlmError::Timeout, billed: Some(worst), retry_after: after },
+            Ok(Ok(resp)) => {
+                let usage = usage(resp.usage.as_ref());
+                let Some(choice) = resp.choices.into_iter().next() else {
+                    return Attempt::Unusable(LlmError::Malformed, usage.unwrap_or(worst));
+                };
+                let content = choice.message.content.unwrap_or_default();
+                self.judge(&content, choice.message.refusal.is_some(), choice.finish_reason, usage, worst)
             }
-            // A success status whose body does not read: billed, at what no one can say.
-            Ok(Err(OpenAIError::JSONDeserialize(..))) => Attempt::Unusable(LlmError::Malformed, worst),
-            Ok(Err(OpenAIError::Reqwest(e))) if e.is_timeout() => outage(LlmError::Timeout, Some(worst)),
-            Ok(Err(OpenAIError::Reqwest(e))) if e.is_connect() => outage(LlmError::Transport, None),
-            // The connection failed after the request went out: it may have been billed.
-            Ok(Err(_)) => outage(LlmError::Transport, Some(worst)),
+            Ok(Err(e)) => failed(e, worst, after),
         }
     }
 
-    /// A response: billed at its usage (or, without one, at the tokens counted here).
-    fn answered(&self, resp: CreateChatCompletionResponse, worst: Billed) -> Attempt {
-        let Some(choice) = resp.choices.into_iter().next() else {
-            return Attempt::Unusable(LlmError::Malformed, usage(resp.usage.as_ref()).unwrap_or(worst));
-        };
-        let content = choice.message.content.unwrap_or_default();
-        let billed = usage(resp.usage.as_ref()).unwrap_or(Billed {
+    /// An answer: billed at its usage (or, without one, at the tokens counted here), then
+    /// used, or not, as what it says allows.
+    pub(super) fn judge(&self, content: &str, refused: bool, finish: Option<FinishReason>, usage: Option<Billed>, worst: Billed) -> Attempt {
+        let billed = usage.unwrap_or(Billed {
             prompt_tokens: worst.prompt_tokens,
-            completion_tokens: tokens::count(&content) as u64,
+            completion_tokens: tokens::count(content) as u64,
             estimated: true,
             ..Billed::default()
         });
-        if choice.message.refusal.is_some() || choice.finish_reason == Some(FinishReason::ContentFilter) {
+        if refused || finish == Some(FinishReason::ContentFilter) {
             return Attempt::Unusable(LlmError::Refusal, billed);
         }
-        if choice.finish_reason == Some(FinishReason::Length) {
+        if finish == Some(FinishReason::Length) {
             return Attempt::Unusable(LlmError::CutOff, billed);
         }
-        match parse_reply(&content) {
+        match parse_reply(content) {
             Ok(payload) => Attempt::Done(CoachReply { payload, source: self.cfg.model.clone() }, Billed { used: true, ..billed }),
             Err(e) => Attempt::Unusable(e, billed),
         }
@@ -235,8 +228,33 @@ impl OpenAiCoach {
     }
 }
 
+/// Where an attempt's `Retry-After` is captured, below async-openai.
+pub(super) type RetryAfter = Arc<Mutex<Option<Duration>>>;
+
+/// How an attempt that got no usable answer from async-openai ended.
+pub(super) fn failed(error: OpenAIError, worst: Billed, after: Option<Duration>) -> Attempt {
+    let outage = |error, billed| Attempt::Outage { error, billed, retry_after: after };
+    match error {
+        OpenAIError::ApiError(api) => {
+            let status = api.status_code.as_u16();
+            match status {
+                429 if api.api_error.code.as_deref() == Some("insufficient_quota") => Attempt::Refused(LlmError::Refused(429)),
+                429 => outage(LlmError::RateLimited, None),
+                500..=599 => outage(LlmError::Upstream(status), None),
+                _ => Attempt::Refused(LlmError::Refused(status)),
+            }
+        }
+        // A success status whose body does not read: billed, at what no one can say.
+        OpenAIError::JSONDeserialize(..) => Attempt::Unusable(LlmError::Malformed, worst),
+        OpenAIError::Reqwest(e) if e.is_timeout() => outage(LlmError::Timeout, Some(worst)),
+        OpenAIError::Reqwest(e) if e.is_connect() => outage(LlmError::Transport, None),
+        // The connection failed after the request went out: it may have been billed.
+        _ => outage(LlmError::Transport, Some(worst)),
+    }
+}
+
 /// What a response's usage says was billed.
-fn usage(u: Option<&CompletionUsage>) -> Option<Billed> {
+pub(super) fn usage(u: Option<&CompletionUsage>) -> Option<Billed> {
     let u = u?;
     Some(Billed {
         prompt_tokens: u64::from(u.prompt_tokens),
@@ -297,7 +315,17 @@ impl OpenAiCoach {
             };
             attempts += 1;
             let request = self.request(&messages, max_tokens, req.safety_identifier);
-            let (error, wait) = match self.attempt(request, self.cfg.attempt_timeout.min(left), worst).await {
+            let timeout = self.cfg.attempt_timeout.min(left);
+            let attempted = match req.stream {
+                Some(tx) => {
+                    if attempts > 1 {
+                        let _ = tx.send(ReplyText::Restart);
+                    }
+                    self.attempt_streamed(request, timeout, worst, tx).await
+                }
+                None => self.attempt(request, timeout, worst).await,
+            };
+            let (error, wait) = match attempted {
                 Attempt::Done(reply, b) => {
                     permit.answered();
                     billed.push(b);

@@ -19,6 +19,20 @@ pub struct IoStats {
     pub model_wait: Duration,
 }
 
+impl IoStats {
+    /// Both together: a streamed answer's I/O before its headers and after.
+    pub fn plus(&self, o: &IoStats) -> IoStats {
+        IoStats {
+            dynamo_calls: self.dynamo_calls + o.dynamo_calls,
+            dynamo_waves: self.dynamo_waves + o.dynamo_waves,
+            read_units: self.read_units + o.read_units,
+            write_units: self.write_units + o.write_units,
+            store_wait: self.store_wait + o.store_wait,
+            model_wait: self.model_wait + o.model_wait,
+        }
+    }
+}
+
 tokio::task_local! {
     static STATS: RefCell<IoStats>;
 }

@@ -40,7 +40,7 @@ pub fn dynamodb_endpoint() -> String {
 }
 
 #[path = "../support/completion.rs"]
-mod completion;
+pub mod completion;
 pub use completion::{completion, payload};
 
 pub fn ok_reply(reply: &str) -> ResponseTemplate {

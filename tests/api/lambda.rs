@@ -60,10 +60,16 @@ mod emulator {
     use axum::Router;
     use tokio::sync::Notify;
 
+    pub type Chunk = (tokio::time::Instant, Vec<u8>);
+
     #[derive(Clone, Default)]
     pub struct Runtime {
         pub event: Arc<Mutex<Option<String>>>,
         pub response: Arc<Mutex<Option<String>>>,
+        /// The response's body as it arrived: each chunk with when it came.
+        pub chunks: Arc<Mutex<Vec<Chunk>>>,
+        /// The `Lambda-Runtime-Function-Response-Mode` header of the response.
+        pub mode: Arc<Mutex<Option<String>>>,
         pub error: Arc<Mutex<Option<String>>>,
         pub done: Arc<Notify>,
     }
@@ -85,8 +91,17 @@ mod emulator {
         (h, event)
     }
 
-    async fn response(State(rt): State<Runtime>, Path(_id): Path<String>, body: String) -> &'static str {
-        *rt.response.lock().unwrap() = Some(body);
+    async fn response(State(rt): State<Runtime>, Path(_id): Path<String>, headers: HeaderMap, body: axum::body::Body) -> &'static str {
+        use futures::StreamExt;
+        let mode = headers.get("lambda-runtime-function-response-mode").and_then(|v| v.to_str().ok()).map(str::to_string);
+        *rt.mode.lock().unwrap() = mode;
+        let mut data = body.into_data_stream();
+        let mut all = vec![];
+        while let Some(Ok(chunk)) = data.next().await {
+            rt.chunks.lock().unwrap().push((tokio::time::Instant::now(), chunk.to_vec()));
+            all.extend_from_slice(&chunk);
+        }
+        *rt.response.lock().unwrap() = Some(String::from_utf8_lossy(&all).into_owned());
         rt.done.notify_one();
         "{}"
     }
@@ -111,17 +126,12 @@ mod emulator {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_lambda_binary_answers_a_recorded_event_under_a_runtime_api_emulator() {
-    let app = spawn_with(|c| c.auth_mode = AuthMode::Cognito).await;
-    let rt = emulator::Runtime::default();
-    *rt.event.lock().unwrap() = Some(EVENT.to_string());
-    let api = emulator::start(rt.clone()).await;
-
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coach-api"))
+/// The release binary as Lambda starts it, against the emulated Runtime API at `api`.
+fn lambda_binary(api: &str, app: &crate::helpers::TestApp, model_url: &str, mode: &str) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_coach-api"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_LAMBDA_RUNTIME_API", &api)
+        .env("AWS_LAMBDA_RUNTIME_API", api)
         .env("AWS_LAMBDA_FUNCTION_NAME", "coach-api")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
@@ -133,17 +143,28 @@ async fn the_lambda_binary_answers_a_recorded_event_under_a_runtime_api_emulator
         .env("DYNAMODB_ENDPOINT", crate::helpers::dynamodb_endpoint())
         .env("DYNAMODB_TABLE_COACHING", app.store.table())
         .env("DYNAMODB_TABLE_ANALYSES", app.store.analyses_table())
-        .env("OPENAI_BASE_URL", format!("{}/v1", app.model.uri()))
+        .env("OPENAI_BASE_URL", model_url)
+        .env("LAMBDA_RESPONSE_MODE", mode)
         .env("OPENAI_API_KEY", "sk-test-not-a-real-key")
         .env("AUTH_MODE", "cognito")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .expect("the binary starts");
+        .expect("the binary starts")
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lambda_binary_answers_a_recorded_event_under_a_runtime_api_emulator() {
+    let app = spawn_with(|c| c.auth_mode = AuthMode::Cognito).await;
+    let rt = emulator::Runtime::default();
+    *rt.event.lock().unwrap() = Some(EVENT.to_string());
+    let api = emulator::start(rt.clone()).await;
+
+    let child = lambda_binary(&api, &app, &format!("{}/v1", app.model.uri()), "buffered");
     let answered = tokio::time::timeout(std::time::Duration::from_secs(30), rt.done.notified()).await;
     assert!(answered.is_ok(), "no response from the Lambda binary within 30 s");
+    let mut child = child;
     let _ = child.start_kill();
     let output = child.wait_with_output().await.expect("the binary's output");
     assert!(rt.error.lock().unwrap().is_none(), "the runtime reported an error: {:?}", rt.error.lock().unwrap());
@@ -163,4 +184,51 @@ async fn the_lambda_binary_answers_a_recorded_event_under_a_runtime_api_emulator
     assert_eq!(line["ConversationRequests"], 1);
     assert_eq!(line["TokensUsed"], 820);
     assert!(!emf[0].contains("3f9c2a71"), "no user id in metrics");
+}
+
+/// The streamed route's function: the same binary in streaming mode answers the recorded
+/// event, sent to the stream path, with Lambda's HTTP integration response (a JSON prelude,
+/// eight NUL bytes, then the body) and writes the events while the model writes its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_streaming_lambda_binary_streams_the_events_under_a_runtime_api_emulator() {
+    use crate::stream_model::{Script, StreamModel};
+    let content = crate::helpers::payload("Keep your head still and let the arms swing through. Count one-two on the way back and through.").to_string();
+    let model = StreamModel::start(Script { pieces: crate::helpers::completion::split_even(&content, 12), gap: std::time::Duration::from_millis(80), usage: (700, 120) }).await;
+    let app = spawn_with(|c| c.auth_mode = AuthMode::Cognito).await;
+    let mut event: Value = serde_json::from_str(EVENT).unwrap_or_default();
+    event["path"] = coach_api::api::CHAT_STREAM_PATH.into();
+    event["resource"] = coach_api::api::CHAT_STREAM_PATH.into();
+    event["requestContext"]["resourcePath"] = coach_api::api::CHAT_STREAM_PATH.into();
+    event["requestContext"]["path"] = format!("/prod{}", coach_api::api::CHAT_STREAM_PATH).into();
+    let rt = emulator::Runtime::default();
+    *rt.event.lock().unwrap() = Some(event.to_string());
+    let api = emulator::start(rt.clone()).await;
+    let mut child = lambda_binary(&api, &app, &model.base_url, "streaming");
+
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(30), rt.done.notified()).await;
+    let _ = child.start_kill();
+    assert!(answered.is_ok(), "no response from the Lambda binary within 30 s");
+    assert!(rt.error.lock().unwrap().is_none(), "the runtime reported an error: {:?}", rt.error.lock().unwrap());
+    assert_eq!(rt.mode.lock().unwrap().as_deref(), Some("streaming"));
+
+    let whole = rt.response.lock().unwrap().clone().unwrap_or_default();
+    let (prelude, body) = whole.split_once("\0\0\0\0\0\0\0\0").expect("a prelude and eight NUL bytes");
+    let prelude: Value = serde_json::from_str(prelude).unwrap_or_else(|e| panic!("prelude {prelude:?}: {e}"));
+    assert_eq!(prelude["statusCode"], 200, "{prelude}");
+    assert_eq!(prelude["headers"]["content-type"], "text/event-stream");
+    let events: Vec<Value> = body.split("\n\n").filter_map(|b| b.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
+    for e in &events {
+        assert_valid(&schemas().chat_stream, e);
+    }
+    let last = events.last().expect("events");
+    assert_eq!(last["type"], "done", "{body}");
+    let shown: String = events.iter().filter(|e| e["type"] == "delta").map(|e| e["text"].as_str().unwrap_or_default()).collect();
+    assert_eq!(last["response"]["message"]["content"], shown.as_str());
+
+    // Streamed, not buffered: the first delta reached the Runtime API before the model had
+    // written half its answer.
+    let written = model.written();
+    let chunks = rt.chunks.lock().unwrap().clone();
+    let first_delta = chunks.iter().find(|(_, c)| String::from_utf8_lossy(c).contains("\"type\":\"delta\"")).map(|(t, _)| *t).expect("a delta chunk");
+    assert!(first_delta < written[6], "first delta {:?} after the model's first piece", first_delta - written[0]);
 }

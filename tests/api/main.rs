@@ -17,4 +17,7 @@ mod reads;
 mod resilience;
 mod secrets;
 mod security;
+mod stream;
+#[allow(dead_code, reason = "each test uses part of it")]
+mod stream_model;
 mod validation;

@@ -29,3 +29,34 @@ pub fn completion(payload: &Value, prompt_tokens: u32, completion_tokens: u32) -
         "usage": { "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens }
     })
 }
+
+/// One chunk of a streamed chat completion carrying `content` (and, last, the finish reason).
+pub fn stream_chunk(content: &str, finish: Option<&str>) -> Value {
+    json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion.chunk",
+        "created": 1_764_000_000u32,
+        "model": "gpt-4o-2024-08-06",
+        "choices": [{ "index": 0, "delta": { "role": "assistant", "content": content }, "finish_reason": finish }],
+        "usage": null
+    })
+}
+
+/// The chunk `stream_options.include_usage` adds before `[DONE]`: no choices, the usage.
+pub fn usage_chunk(prompt_tokens: u32, completion_tokens: u32) -> Value {
+    json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion.chunk",
+        "created": 1_764_000_000u32,
+        "model": "gpt-4o-2024-08-06",
+        "choices": [],
+        "usage": { "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens }
+    })
+}
+
+/// `content` cut into `n` pieces of about equal length (on character boundaries).
+pub fn split_even(content: &str, n: usize) -> Vec<String> {
+    let chars: Vec<char> = content.chars().collect();
+    let size = chars.len().div_ceil(n.max(1)).max(1);
+    chars.chunks(size).map(|c| c.iter().collect()).collect()
+}

@@ -54,6 +54,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/chat/coaching/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description The same message as POST /api/chat/coaching, answered as server-sent events while the coach writes: `delta` events with the reply's text, `replace` when the text shown must be swapped, then one `done` (the JSON route's body) or `error`. Refusals before the coach is asked are the JSON route's errors. */
+        post: operations["streamCoachingMessage"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/chat/coaching/themes": {
         parameters: {
             query?: never;
@@ -92,6 +109,122 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * ChatStreamEvent
+         * @description One event of POST /api/chat/coaching/stream: the JSON on a server-sent event's `data:` line. The reply is shown as the deltas arrive; a replace event swaps the text shown so far for its own; exactly one done or error event ends the stream. What was shown when done arrives equals done.response.message.content.
+         */
+        ChatStreamEvent: {
+            text: string;
+            /** @enum {string} */
+            type: "delta";
+        } | {
+            text: string;
+            /** @enum {string} */
+            type: "replace";
+        } | {
+            /**
+             * CoachingChatResponse
+             * @description The coach's answer to one message.
+             */
+            response: {
+                /**
+                 * CoachingThemes
+                 * @description What the golfer is working on; carried from day to day.
+                 */
+                coaching_themes: {
+                    primary_focus: string;
+                    /** @description Named progress measures, 0-100 */
+                    progress_indicators: {
+                        [key: string]: number;
+                    };
+                    recent_improvements: string[];
+                    secondary_focus: string;
+                    session_count: number;
+                };
+                /** @description A day's conversation: conv_{userId}_{yyyymmdd}. */
+                conversation_id: string;
+                degraded: boolean;
+                /**
+                 * ChatMessage
+                 * @description One turn of a conversation, as stored and as returned to the app.
+                 */
+                message: {
+                    content: string;
+                    /** @description True for a reply served without the model (fallback) */
+                    degraded?: boolean;
+                    message_id: string;
+                    /** @enum {string} */
+                    role: "user" | "assistant";
+                    /** @description The swing analysis this turn is about, if any */
+                    swing_reference?: string;
+                    /** @description RFC 3339, UTC, millisecond precision */
+                    timestamp: string;
+                    tokens_used: number;
+                };
+                /**
+                 * Quota
+                 * @description What the golfer has left after this request.
+                 */
+                quota: {
+                    day_resets_at: string;
+                    hour_resets_at: string;
+                    requests_limit_hour: number;
+                    requests_remaining_hour: number;
+                    spend_limit_micro_usd_day: number;
+                    spend_remaining_micro_usd_day: number;
+                };
+                request_id: string;
+                /** @description The model's name, 'offline' (no model configured) or 'fallback' (model unavailable) */
+                source: string;
+                /** @description false when the answer could not be stored yet: it is stored in the background, and a retry with the same clientMessageId returns it */
+                stored: boolean;
+                /**
+                 * Usage
+                 * @description Tokens and cost of this request. Money is integer micro-dollars.
+                 */
+                usage: {
+                    completion_tokens: number;
+                    cost_micro_usd: number;
+                    prompt_tokens: number;
+                    token_limit: number;
+                    total_tokens: number;
+                };
+            };
+            /** @enum {string} */
+            type: "done";
+        } | {
+            /**
+             * ErrorBody
+             * @description Every non-2xx answer. The message is written for the golfer, in the coach's voice.
+             */
+            error: {
+                /** @enum {string} */
+                code: "invalid_request" | "unsupported_media_type" | "payload_too_large" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "conflict" | "rate_limited" | "at_capacity" | "unavailable" | "internal";
+                fields?: {
+                    /** @description JSON pointer of the offending field, '' for the whole body */
+                    field: string;
+                    problem: string;
+                }[];
+                message: string;
+                /**
+                 * Quota
+                 * @description What the golfer has left after this request.
+                 */
+                quota?: {
+                    day_resets_at: string;
+                    hour_resets_at: string;
+                    requests_limit_hour: number;
+                    requests_remaining_hour: number;
+                    spend_limit_micro_usd_day: number;
+                    spend_remaining_micro_usd_day: number;
+                };
+                request_id: string;
+                retry_after_seconds?: number;
+            };
+            status: number;
+            /** @enum {string} */
+            type: "error";
+        };
         /**
          * CoachingChatRequest
          * @description POST /api/chat/coaching: a golfer's message to the coach.
@@ -264,6 +397,13 @@ export interface components {
             };
             request_id: string;
             retry_after_seconds?: number;
+        };
+        ServerSentEvent: {
+            /** @description One ChatStreamEvent (#/components/schemas/ChatStreamEvent), as JSON */
+            data: string;
+            event?: string;
+            id?: string;
+            retry?: number;
         };
         /** @description The golfer's current coaching themes and progress, for ResultsScreen. */
         ThemesView: {
@@ -558,6 +698,137 @@ export interface operations {
             /** @description Storage unavailable */
             503: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    streamCoachingMessage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CoachingChatRequest"];
+            };
+        };
+        responses: {
+            /** @description Server-sent events; each `data:` line is one ChatStreamEvent */
+            200: {
+                headers: {
+                    /** @description Requests allowed this hour */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left this hour */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the hour window resets */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": components["schemas"]["ServerSentEvent"];
+                };
+            };
+            /** @description The request does not match the schema */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No caller identity */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request names another golfer */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such route */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Method not allowed */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The same clientMessageId is being answered */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over 10 KB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The clientMessageId was already used for a different message */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A rate or spend limit was reached */
+            429: {
+                headers: {
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description At capacity or storage unavailable */
+            503: {
+                headers: {
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {

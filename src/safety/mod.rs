@@ -6,6 +6,8 @@
 //! card numbers redacted, length capped, and a content filter for what a golf coach must
 //! not say.
 
+pub mod stream;
+
 use std::sync::LazyLock;
 
 use regex::Regex;
