@@ -140,6 +140,74 @@ def post_chat(port: int, user: str, message: str, message_id: str, timeout: floa
         return r.status, {}
 
 
+STREAM_REQUESTS = env_int("BENCH_STREAM_REQUESTS", 30)
+STREAM_GAP_MS = env_int("BENCH_STREAM_GAP_MS", 20)
+
+
+def post_stream(port: int, user: str, message_id: str) -> tuple[int, list[tuple[int, dict]]]:
+    """POSTs to the streamed route; every event with when it arrived (Unix µs)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    body = json.dumps({"message": "How do I stop slicing my driver?", "clientMessageId": message_id})
+    c.request("POST", "/api/chat/coaching/stream", body, {"Content-Type": "application/json", "X-User-Id": user})
+    r = c.getresponse()
+    events: list[tuple[int, dict]] = []
+    while True:
+        line = r.readline()
+        if not line:
+            break
+        if line.startswith(b"data:"):
+            events.append((time.time_ns() // 1000, json.loads(line[5:])))
+    return r.status, events
+
+
+def streamed(base: dict, work: pathlib.Path, run_id: str) -> dict:
+    """The streamed route against a model that writes its answer a word every STREAM_GAP_MS:
+    how long after the model's first piece the golfer sees the first words, how long after its
+    last piece the done event comes, and the service's CPU per event (streamed minus buffered
+    answers to the same model, sequential requests, divided by the events)."""
+    times = work / "stream-model-times.txt"
+    model_port, port = free_port(), free_port()
+    spawn([str(MOCK), str(model_port), "0", str(STREAM_GAP_MS), str(times)], dict(os.environ))
+    wait_http(model_port)
+    env = dict(base, PORT=str(port), OPENAI_BASE_URL=f"http://127.0.0.1:{model_port}/v1")
+    service = spawn([str(BIN), "serve"], env, work / "stream-serve.out", work / "stream-serve.err")
+    wait_http(port, "/openapi.json")
+    for i in range(3):
+        post_stream(port, "golfer-0001", f"stream-warmup-{i}-{run_id}")
+    times.write_text("")
+    first_delta, after_last, events_per, deltas_per = [], [], [], []
+    cpu0 = cpu_seconds(service.pid)
+    for i in range(STREAM_REQUESTS):
+        status, events = post_stream(port, f"golfer-{(i % 50) + 1:04d}", f"stream-{i:04d}-{run_id}")
+        if status != 200 or not events or events[-1][1].get("type") != "done":
+            die(f"streamed request {i} failed: {status} {events[-1:] if events else ''}")
+        events_per.append(len(events))
+        deltas_per.append(sum(1 for _, e in events if e["type"] == "delta"))
+        model_first, model_last = (int(x) for x in times.read_text().splitlines()[i].split())
+        first_delta.append((next(t for t, e in events if e["type"] == "delta") - model_first) / 1000)
+        after_last.append((events[-1][0] - model_last) / 1000)
+    cpu_stream = cpu_seconds(service.pid) - cpu0
+    cpu0 = cpu_seconds(service.pid)
+    for i in range(STREAM_REQUESTS):
+        status, _ = post_chat(port, f"golfer-{(i % 50) + 1:04d}", "How do I stop slicing my driver?", f"json-{i:04d}-{run_id}")
+        if status != 200:
+            die(f"buffered request {i} failed: {status}")
+    cpu_json = cpu_seconds(service.pid) - cpu0
+    stop(service)
+    events = statistics.mean(events_per)
+    return {
+        "requests": STREAM_REQUESTS,
+        "model_gap_ms": STREAM_GAP_MS,
+        "first_delta_after_model_first_ms": {p: pct(first_delta, float(p)) for p in ("50", "95")},
+        "done_after_model_last_ms": {p: pct(after_last, float(p)) for p in ("50", "95")},
+        "events_per_request": events,
+        "deltas_per_request": statistics.mean(deltas_per),
+        "cpu_ms_per_request_streamed": cpu_stream * 1000 / STREAM_REQUESTS,
+        "cpu_ms_per_request_buffered": cpu_json * 1000 / STREAM_REQUESTS,
+        "cpu_us_per_event": (cpu_stream - cpu_json) * 1e6 / STREAM_REQUESTS / max(events, 1),
+    }
+
+
 DAY_MESSAGES = 40
 
 
@@ -509,6 +577,8 @@ def main() -> None:
     print(f"bench: one golfer's {DAY_MESSAGES}-message day (300-character messages), for write units at steady state", file=sys.stderr)
     day = steady_day(port, out, run_id)
     stop(service)
+    print(f"bench: the streamed route, {STREAM_REQUESTS} answers written a word every {STREAM_GAP_MS} ms", file=sys.stderr)
+    stream = streamed(base, work, run_id)
     lines = emf_lines(out)[baseline:load_end]
     log_bytes = out.stat().st_size + err.stat().st_size
     n = len(lines)
@@ -596,6 +666,7 @@ def main() -> None:
                  "per_request": per_request, "per_1000_requests": total * 1000, "projection": projection,
                  "global_cap_requests_per_day": cap},
     }
+    result["stream"] = stream
     (RESULTS / f"{stamp}.json").write_text(json.dumps(result, indent=2))
     md = markdown(result)
     (RESULTS / f"{stamp}.md").write_text(md)
@@ -683,6 +754,23 @@ def markdown(r: dict) -> str:
     if cost["global_cap_requests_per_day"]:
         lines += ["", f"COST_LIMIT_TOTAL ($100/day) admits about {cost['global_cap_requests_per_day']:,.0f} model-answered requests a day at this cost; "
                       "past that, golfers get the at-capacity answer."]
+    st = r.get("stream")
+    if st:
+        lines += [
+            "",
+            "## Streamed route",
+            "",
+            f"{st['requests']} sequential answers from a model writing a word every {st['model_gap_ms']} ms "
+            f"({st['deltas_per_request']:.0f} deltas, {st['events_per_request']:.0f} events per answer).",
+            "",
+            "| figure | p50 | p95 |",
+            "|---|---|---|",
+            f"| first delta at the client after the model's first piece (ms) | {st['first_delta_after_model_first_ms']['50']:.1f} | {st['first_delta_after_model_first_ms']['95']:.1f} |",
+            f"| done event after the model's last piece (ms; settling and storing the turn) | {st['done_after_model_last_ms']['50']:.1f} | {st['done_after_model_last_ms']['95']:.1f} |",
+            "",
+            f"Service CPU per answer: {st['cpu_ms_per_request_streamed']:.2f} ms streamed, {st['cpu_ms_per_request_buffered']:.2f} ms buffered: "
+            f"**{st['cpu_us_per_event']:.0f} µs per event** of overhead.",
+        ]
     lines.append("")
     return "\n".join(lines)
 

@@ -2,16 +2,28 @@
 //! answers every request after a fixed delay with the same structured coaching reply and the
 //! same usage, so everything else in a measurement is the service's own doing.
 //!
-//! `cargo run --release --example mock-model -- PORT DELAY_MS`
+//! A request with `"stream": true` is answered as a stream instead: the content in word-sized
+//! pieces (about a token each) `GAP_MS` apart, the usage chunk, `[DONE]`; when each answer's
+//! first and last piece were written (Unix microseconds) is appended to `TIMES_FILE`.
+//!
+//! `cargo run --release --example mock-model -- PORT DELAY_MS [GAP_MS TIMES_FILE]`
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::io::Write;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use futures::StreamExt;
 use serde_json::Value;
 
 #[path = "../tests/support/completion.rs"]
+#[allow(dead_code, reason = "the test suite's helpers; the mock uses part of them")]
 mod completion;
 
 /// About 120 tokens of reply, as a coaching answer runs.
@@ -25,9 +37,58 @@ face can close on its own. Tell me how it goes and we will check the next analys
 const PROMPT_TOKENS: u32 = 700;
 const COMPLETION_TOKENS: u32 = 120;
 
-async fn complete(delay: Duration) -> Json<Value> {
-    tokio::time::sleep(delay).await;
-    Json(completion::completion(&completion::payload(REPLY), PROMPT_TOKENS, COMPLETION_TOKENS))
+#[derive(Clone)]
+struct Mock {
+    delay: Duration,
+    gap: Duration,
+    times: Option<std::path::PathBuf>,
+}
+
+fn unix_us() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0)
+}
+
+async fn complete(State(mock): State<Mock>, Json(request): Json<Value>) -> Response {
+    tokio::time::sleep(mock.delay).await;
+    if request["stream"] != Value::Bool(true) {
+        return Json(completion::completion(&completion::payload(REPLY), PROMPT_TOKENS, COMPLETION_TOKENS)).into_response();
+    }
+    let content = completion::payload(REPLY).to_string();
+    let mut pieces: Vec<String> = content.split_inclusive(' ').map(str::to_string).collect();
+    let last = pieces.len().saturating_sub(1);
+    let mut frames: Vec<(Duration, String)> = pieces
+        .drain(..)
+        .enumerate()
+        .map(|(i, p)| {
+            let finish = (i == last).then_some("stop");
+            (if i == 0 { Duration::ZERO } else { mock.gap }, format!("data: {}\n\n", completion::stream_chunk(&p, finish)))
+        })
+        .collect();
+    frames.push((Duration::ZERO, format!("data: {}\n\ndata: [DONE]\n\n", completion::usage_chunk(PROMPT_TOKENS, COMPLETION_TOKENS))));
+    let count = frames.len();
+    let times = mock.times.clone();
+    let first = std::sync::Arc::new(std::sync::Mutex::new(0u128));
+    let body = futures::stream::iter(frames.into_iter().enumerate()).then(move |(i, (wait, frame))| {
+        let (times, first) = (times.clone(), first.clone());
+        async move {
+            tokio::time::sleep(wait).await;
+            let now = unix_us();
+            if i == 0 {
+                *first.lock().unwrap_or_else(|p| p.into_inner()) = now;
+            }
+            // The last content piece (the usage chunk follows it at once).
+            if i + 2 == count {
+                if let Some(path) = &times {
+                    let started = *first.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                        let _ = writeln!(f, "{started} {now}");
+                    }
+                }
+            }
+            Ok::<_, std::convert::Infallible>(frame)
+        }
+    });
+    ([(header::CONTENT_TYPE, "text/event-stream")], Body::from_stream(body)).into_response()
 }
 
 #[tokio::main]
@@ -35,8 +96,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let port: u16 = args.next().ok_or("usage: mock-model PORT DELAY_MS")?.parse()?;
     let delay = Duration::from_millis(args.next().unwrap_or_else(|| "50".into()).parse()?);
-    let app = Router::new().route("/v1/chat/completions", post(move || complete(delay)));
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    let gap = Duration::from_millis(args.next().unwrap_or_else(|| "0".into()).parse()?);
+    let times = args.next().map(std::path::PathBuf::from);
+    let app = Router::new().route("/v1/chat/completions", post(complete)).with_state(Mock { delay, gap, times });
+    let listener = axum::serve::ListenerExt::tap_io(tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await?;
     Ok(())
 }
