@@ -20,6 +20,8 @@ pub const CONTENT_FILTERED: &str = "ContentFiltered";
 pub const BILLED_UNUSABLE: &str = "BilledUnusable";
 pub const MODEL_REFUSALS: &str = "ModelRefusals";
 pub const BREAKER_OPEN: &str = "BreakerOpen";
+/// Streamed answers only: from the request's arrival to its first words on the way.
+pub const FIRST_DELTA_TIME: &str = "FirstDeltaTime";
 
 /// How a request ended, as metrics and the security line name it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,6 +79,8 @@ pub struct Outcome {
     pub refusal: bool,
     /// The circuit breaker was open when the request ended.
     pub breaker_open: bool,
+    /// A streamed answer: when its first words were sent.
+    pub first_delta_at: Option<tokio::time::Instant>,
 }
 
 impl Outcome {
@@ -94,12 +98,14 @@ pub struct RequestMetrics {
     pub server_error: bool,
     /// The request's I/O (properties on the line, not metrics).
     pub io: crate::store::stats::IoStats,
+    /// A streamed answer's time to its first words.
+    pub first_delta_ms: Option<f64>,
 }
 
 impl RequestMetrics {
     pub fn to_emf(&self, timestamp_ms: i64) -> serde_json::Value {
         let metric = |name: &str, unit: &str| json!({ "Name": name, "Unit": unit });
-        json!({
+        let mut line = json!({
             "_aws": {
                 "Timestamp": timestamp_ms,
                 "CloudWatchMetrics": [{
@@ -142,7 +148,15 @@ impl RequestMetrics {
             BILLED_UNUSABLE: self.outcome.billed_unusable,
             MODEL_REFUSALS: u8::from(self.outcome.refusal),
             BREAKER_OPEN: u8::from(self.outcome.breaker_open),
-        })
+        });
+        // Declared only where it has a value: a declared metric without one is an EMF error.
+        if let Some(ms) = self.first_delta_ms {
+            line[FIRST_DELTA_TIME] = json!(ms);
+            if let Some(declared) = line["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array_mut() {
+                declared.push(metric(FIRST_DELTA_TIME, "Milliseconds"));
+            }
+        }
+        line
     }
 
     /// Writes the EMF line to the sink as one write.
@@ -188,5 +202,9 @@ mod tests {
         assert_eq!(v[COST_PER_DAY], json!(0.00423));
         assert_eq!(v[ERROR_RATE], json!(0));
         assert_eq!(v["Outcome"], "model");
+        assert!(v.get(FIRST_DELTA_TIME).is_none(), "only streamed answers have a first delta");
+        let streamed = RequestMetrics { first_delta_ms: Some(412.5), ..m }.to_emf(1_764_000_000_000);
+        assert_eq!(streamed[FIRST_DELTA_TIME], json!(412.5));
+        assert_eq!(streamed["_aws"]["CloudWatchMetrics"][0]["Metrics"][11]["Name"], FIRST_DELTA_TIME);
     }
 }

@@ -107,7 +107,7 @@ fn alarms_and_dashboard_use_the_metrics_the_service_emits() {
     let emitted = [
         metrics::CONVERSATION_REQUESTS, metrics::TOKENS_USED, metrics::RESPONSE_TIME, metrics::ERROR_RATE,
         metrics::COST_PER_DAY, metrics::USER_ACTIVE_CONVERSATIONS, metrics::DEGRADED_REPLIES, metrics::CONTENT_FILTERED,
-        metrics::BILLED_UNUSABLE, metrics::MODEL_REFUSALS, metrics::BREAKER_OPEN,
+        metrics::BILLED_UNUSABLE, metrics::MODEL_REFUSALS, metrics::BREAKER_OPEN, metrics::FIRST_DELTA_TIME,
     ];
     let alarms: Vec<(&str, &Value)> = ["HighTokenUsageAlarm", "HighErrorRateAlarm", "SlowResponsesAlarm", "DailyCostLimitAlarm"]
         .iter()

@@ -87,7 +87,8 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
 fn emit(state: &AppState, id: &str, caller: Option<&Caller>, status: StatusCode, outcome: Outcome, started: Instant, io: IoStats) {
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     security_log(state, id, caller, status, &outcome, elapsed_ms);
-    let metrics = RequestMetrics { server_error: status.is_server_error() && outcome.limit.is_none(), outcome, response_ms: elapsed_ms, io };
+    let first_delta_ms = outcome.first_delta_at.map(|at| at.saturating_duration_since(started).as_secs_f64() * 1000.0);
+    let metrics = RequestMetrics { server_error: status.is_server_error() && outcome.limit.is_none(), outcome, response_ms: elapsed_ms, io, first_delta_ms };
     metrics.emit(&state.metrics);
 }
 

@@ -181,7 +181,7 @@ impl AppState {
         let reply = SafeReply::from_coach(&self.prompts, answer, &vars, &self.config.limits, &self.config.model.model)?;
         if let Some(events) = events {
             // What is stored is what the golfer is finally shown.
-            stream::finish(&shown, &reply.text, events);
+            stream::finish(&shown.text, &reply.text, events);
         }
         let turn = new_turn(input, now, self.clock.now(), &reply, &own_swings, &vars);
         let stored = self.stored_response(caller, now, &reply, usage, reservation);
@@ -208,7 +208,7 @@ impl AppState {
             }
         };
         let new_conversation = newest.as_ref().is_none_or(|t| t.conversation != item.conversation);
-        let outcome = reply.outcome(new_conversation, self.coach.breaker_open());
+        let outcome = Outcome { first_delta_at: shown.first_at, ..reply.outcome(new_conversation, self.coach.breaker_open()) };
         Ok((Answered { answer: Answer::Fresh(Box::new(response(&item, stored))), outcome }, settled))
     }
 
@@ -344,7 +344,7 @@ impl AppState {
         vars: &PromptVars,
         reservation: &Reservation,
         events: Option<&EventSender>,
-    ) -> Result<(CoachAnswer, UsageSnapshot, String), ChatError> {
+    ) -> Result<(CoachAnswer, UsageSnapshot, stream::Shown), ChatError> {
         let shorter = PromptMessage { role: PromptRole::System, content: self.prompts.render(SHORTER, vars)? };
         let safety_identifier = safety::log_hash(self.log_key(), caller.user.as_str());
         let request = CoachRequest {
@@ -369,7 +369,7 @@ impl AppState {
         let screen = async {
             match events {
                 Some(events) => stream::present(received, events, &self.prompts, vars).await,
-                None => String::new(),
+                None => stream::Shown::default(),
             }
         };
         let (answer, usage, shown) = tokio::join!(coach, self.store.usage(&reservation.keys), screen);

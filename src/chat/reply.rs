@@ -115,6 +115,7 @@ impl SafeReply {
             billed_unusable: self.billed.iter().filter(|b| !b.used).count() as u32,
             refusal: self.refusal,
             breaker_open,
+            first_delta_at: None,
         }
     }
 }

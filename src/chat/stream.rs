@@ -31,12 +31,20 @@ pub fn replace(text: &str) -> ChatStreamEvent {
 /// (bench: 105 events an answer became 56). The first piece is never held; nor is the end.
 const COALESCE: Duration = Duration::from_millis(40);
 
+/// What a streamed answer showed while the coach wrote it.
+#[derive(Debug, Default)]
+pub struct Shown {
+    pub text: String,
+    /// When the first event went out.
+    pub first_at: Option<Instant>,
+}
+
 /// Shows the reply's text as it arrives, until the coach is done (the sender is dropped).
-/// Returns the text shown.
-pub async fn present(mut texts: UnboundedReceiver<ReplyText>, events: &EventSender, prompts: &Prompts, vars: &PromptVars) -> String {
+pub async fn present(mut texts: UnboundedReceiver<ReplyText>, events: &EventSender, prompts: &Prompts, vars: &PromptVars) -> Shown {
     let mut safety = StreamSafety::new();
     let mut replaced: Option<String> = None;
     let mut shown_at: Option<Instant> = None;
+    let mut first_at: Option<Instant> = None;
     while let Some(first) = texts.recv().await {
         let mut batch = vec![first];
         let mut open = true;
@@ -55,13 +63,14 @@ pub async fn present(mut texts: UnboundedReceiver<ReplyText>, events: &EventSend
         for piece in merge(batch) {
             if show(piece, &mut safety, &mut replaced, events, prompts, vars) {
                 shown_at = Some(Instant::now());
+                first_at = first_at.or(shown_at);
             }
         }
         if !open {
             break;
         }
     }
-    replaced.unwrap_or_else(|| safety.shown().to_string())
+    Shown { text: replaced.unwrap_or_else(|| safety.shown().to_string()), first_at }
 }
 
 /// Consecutive texts as one.
@@ -133,7 +142,7 @@ mod tests {
                 let _ = texts.send(ReplyText::Text((*word).to_string()));
             }
         });
-        let shown = present(received, &events, &prompts, &vars).await;
+        let shown = present(received, &events, &prompts, &vars).await.text;
         let _ = writer.await;
         let mut deltas = vec![];
         while let Ok(ChatStreamEvent::Delta(d)) = out.try_recv() {

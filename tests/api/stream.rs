@@ -120,6 +120,20 @@ async fn the_reply_shows_while_it_is_written_and_the_deltas_are_what_is_stored()
     assert_eq!(last["response"]["usage"]["completion_tokens"], 120);
     assert_eq!(stored_reply(&app, "stream-alice").await.as_deref(), Some(shown.as_str()), "stored is what was shown");
 
+    // The request's EMF line (emitted as the stream ends) has its time to the first words,
+    // well before its end: the model wrote for 11 more gaps (880 ms) after its first piece.
+    let mut line = None;
+    for _ in 0..50 {
+        line = app.emf_lines().iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|v| v.get("FirstDeltaTime").is_some());
+        if line.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let line = line.expect("an EMF line with FirstDeltaTime");
+    let (first, total) = (line["FirstDeltaTime"].as_f64().unwrap_or(-1.0), line["ResponseTime"].as_f64().unwrap_or(0.0));
+    assert!(first > 0.0 && first + 500.0 < total, "first delta {first} ms, response {total} ms");
+
     let sent = model.requests();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0]["stream"], true);
