@@ -8,7 +8,7 @@ import { test } from "node:test";
 
 import { Ajv } from "ajv";
 
-import { coachClient, retryAfterSeconds, type ChatResponse, type ErrorBody } from "../src/client.js";
+import { coachClient, retryAfterSeconds, streamMessage, type ChatResponse, type ErrorBody } from "../src/client.js";
 
 const baseUrl = process.env.COACH_URL ?? "";
 const run = Date.now().toString(36);
@@ -58,6 +58,31 @@ test("ChatScreen: a message, one with the swing on screen, and a retry with the 
   assert.ok(reused.error);
   documented("post", "/api/chat/coaching", 422, reused.error);
   assert.equal(reused.error.fields?.[0]?.field, "/clientMessageId");
+});
+
+test("ChatScreen, streamed: the reply as it is written, then the answer; a retry gets it whole", async () => {
+  const chloe = { localUserId: "demo-chloe" };
+  const body = { message: "What should I work on this week?", clientMessageId: `ts-${run}-stream-0001` };
+  const screens: string[] = [];
+  const validate = ajv.compile({ $ref: "openapi.json#/components/schemas/ChatStreamEvent" });
+  const outcome = await streamMessage(baseUrl, chloe, body, (text, event) => {
+    assert.ok(validate(event), ajv.errorsText(validate.errors));
+    screens.push(text);
+  });
+  assert.ok("answer" in outcome, JSON.stringify(outcome));
+  documented("post", "/api/chat/coaching", 200, outcome.answer);
+  assert.ok(screens.length > 1, `the reply came in pieces: ${screens.length}`);
+  assert.equal(screens.at(-1), outcome.answer.message.content, "what was shown last is the answer");
+
+  const retried: string[] = [];
+  const again = await streamMessage(baseUrl, chloe, body, (text) => retried.push(text));
+  assert.ok("answer" in again);
+  assert.deepEqual(again.answer, outcome.answer, "the stored answer, as one done event");
+  assert.equal(retried.length, 0);
+
+  const refused = await streamMessage(baseUrl, chloe, { message: "" }, () => assert.fail("nothing is shown"));
+  assert.ok("status" in refused && refused.status === 400);
+  documented("post", "/api/chat/coaching/stream", 400, refused.error);
 });
 
 test("the hourly limit: a 429 with Retry-After and what is left", async () => {
