@@ -38,6 +38,8 @@ pub enum ApiError {
     Prompt(#[from] PromptError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("a streamed answer's task ended before it started")]
+    Internal,
 }
 
 impl ApiError {
@@ -62,7 +64,7 @@ impl ApiError {
                 ChatError::Prompt(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Schema(_) | Self::Prompt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Schema(_) | Self::Prompt(_) | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -100,7 +102,7 @@ impl ApiError {
             Self::Chat(ChatError::Limited { message, .. }) => message.clone(),
             Self::Chat(ChatError::TooLong(_)) => s("That message is too long for me to answer well in one go. Could you ask it in a shorter way?"),
             Self::Chat(ChatError::Store(_)) | Self::Store(_) => s("I can't reach your coaching notes right now. Nothing was charged: please try again in a minute."),
-            Self::Chat(ChatError::Prompt(_)) | Self::Schema(_) | Self::Prompt(_) => s("Something went wrong on my side. Please try again in a moment."),
+            Self::Chat(ChatError::Prompt(_)) | Self::Schema(_) | Self::Prompt(_) | Self::Internal => s("Something went wrong on my side. Please try again in a moment."),
         }
     }
 

@@ -1,7 +1,8 @@
 //! `POST /api/chat/coaching/stream`: the JSON route's checks and admission (the same
-//! extractors and `AppState::admit`), answered with JSON errors while nothing is streamed;
-//! once admitted, the answer as server-sent events. The answer runs in a task of its own, so
-//! a client that hangs up does not stop it: the model's bill is settled and the turn stored.
+//! extractors and `AppState::admit`). The answer runs in a task of its own, so a client that
+//! hangs up does not stop it: the model's bill is settled and the turn stored. Whatever fails
+//! before the coach is asked is answered as JSON with its status; from then on the answer is
+//! server-sent events.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -36,6 +37,8 @@ pub async fn post_chat_stream(State(state): State<AppState>, caller: Caller, inp
         Ok(Admission::Fresh(fresh)) => fresh,
     };
     let (events, received) = mpsc::unbounded_channel();
+    let (start, started) = oneshot::channel();
+    let events = EventSender::new(events, start);
     let (finished, late) = oneshot::channel();
     let task_caller = caller.clone();
     tokio::spawn(async move {
@@ -44,6 +47,15 @@ pub async fn post_chat_stream(State(state): State<AppState>, caller: Caller, inp
         // The stream ends here, after the outcome was handed to the layer.
         drop(events);
     });
+    let e = match started.await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(ApiError::from(e)),
+        // The task ended without starting or failing (it cannot, short of a panic).
+        Err(_) => Some(ApiError::Internal),
+    };
+    if let Some(e) = e {
+        return respond(&caller, e.outcome(), e);
+    }
     let mut response = sse(tokio_stream::wrappers::UnboundedReceiverStream::new(received)).into_response();
     response.extensions_mut().insert(LateOutcome::new(late));
     response.extensions_mut().insert(caller);
@@ -60,15 +72,18 @@ fn current_request_id_or(caller: &Caller) -> String {
 async fn answer(state: &AppState, caller: &Caller, input: &ChatInput, fresh: crate::chat::Fresh, events: &EventSender) -> (StatusCode, Outcome) {
     match state.answer_admitted(caller, input, fresh, Some(events)).await {
         Ok(answered) => {
-            let _ = events.send(done(body(answered.answer)));
+            events.send(done(body(answered.answer)));
             (StatusCode::OK, answered.outcome)
         }
         Err(e) => {
+            // Before the stream started, the route answers the error as JSON (and the layer
+            // reports it from that response).
+            let Some(e) = events.fail(e) else { return (StatusCode::OK, Outcome::default()) };
             let e = ApiError::from(e);
             let status = e.status_code();
             let error = e.logged_body(&caller.request_id);
             let status_code = i64::from(status.as_u16());
-            let _ = events.send(ChatStreamEvent::Error(StreamError { error, status: status_code, type_: StreamErrorType::Error }));
+            events.send(ChatStreamEvent::Error(StreamError { error, status: status_code, type_: StreamErrorType::Error }));
             (status, e.outcome())
         }
     }

@@ -177,6 +177,9 @@ impl AppState {
         let own_swings = own_swings(&context);
         let newest = context.recent.into_iter().next();
         let packed = self.compose_prompt(&vars)?;
+        if let Some(events) = events {
+            events.start();
+        }
         let (answer, usage, shown) = deadline::scope(caller.deadline, self.ask_coach(caller, &packed, &vars, reservation, events)).await?;
         let reply = SafeReply::from_coach(&self.prompts, answer, &vars, &self.config.limits, &self.config.model.model)?;
         if let Some(events) = events {

@@ -6,16 +6,57 @@
 use std::time::Duration;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::ChatError;
 use crate::llm::ReplyText;
 use crate::models::{ChatStreamEvent, StreamDelta, StreamDeltaText, StreamDeltaType, StreamReplace, StreamReplaceType};
 use crate::prompts::{PromptVars, Prompts, ReplyVars, FILTERED};
 use crate::safety::stream::{reconcile, Reconcile, Step, StreamSafety};
 
-/// Where a streamed answer's events go. A closed receiver (the client hung up) is not an
-/// error: the answer is still finished, billed and stored.
-pub type EventSender = UnboundedSender<ChatStreamEvent>;
+/// Where a streamed answer's events go, and when it starts streaming: just before the coach
+/// is asked. A failure before then (a swing that is not the golfer's, a message too long for
+/// the budget, the context unreadable) is handed back to be answered as JSON with its status.
+/// A closed receiver (the client hung up) is not an error: the answer is still finished,
+/// billed and stored.
+pub struct EventSender {
+    events: UnboundedSender<ChatStreamEvent>,
+    start: std::sync::Mutex<Option<oneshot::Sender<Result<(), ChatError>>>>,
+}
+
+impl EventSender {
+    pub fn new(events: UnboundedSender<ChatStreamEvent>, start: oneshot::Sender<Result<(), ChatError>>) -> Self {
+        Self { events, start: std::sync::Mutex::new(Some(start)) }
+    }
+
+    pub fn send(&self, event: ChatStreamEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// The answer starts streaming: the coach is about to be asked.
+    pub fn start(&self) {
+        if let Some(start) = self.take_start() {
+            let _ = start.send(Ok(()));
+        }
+    }
+
+    /// A failure: before the stream started it is handed back (`None`); after, it is the
+    /// caller's to send as the last event.
+    pub fn fail(&self, error: ChatError) -> Option<ChatError> {
+        match self.take_start() {
+            Some(start) => {
+                let _ = start.send(Err(error));
+                None
+            }
+            None => Some(error),
+        }
+    }
+
+    fn take_start(&self) -> Option<oneshot::Sender<Result<(), ChatError>>> {
+        self.start.lock().ok().and_then(|mut s| s.take())
+    }
+}
 
 pub fn delta(text: &str) -> Option<ChatStreamEvent> {
     let text = StreamDeltaText::try_from(text).ok()?;
@@ -107,7 +148,7 @@ fn show(piece: ReplyText, safety: &mut StreamSafety, replaced: &mut Option<Strin
         },
     };
     let Some(event) = event else { return false };
-    let _ = events.send(event);
+    events.send(event);
     true
 }
 
@@ -119,7 +160,7 @@ pub fn finish(shown: &str, stored: &str, events: &EventSender) {
         Reconcile::Replace(text) => Some(replace(&text)),
     };
     if let Some(event) = event {
-        let _ = events.send(event);
+        events.send(event);
     }
 }
 
@@ -134,6 +175,8 @@ mod tests {
         let vars = crate::prompts::pack::tests::example_vars();
         let (texts, received) = tokio::sync::mpsc::unbounded_channel();
         let (events, mut out) = tokio::sync::mpsc::unbounded_channel();
+        let (start, _) = oneshot::channel();
+        let events = EventSender::new(events, start);
         let writer = tokio::spawn(async move {
             for (i, word) in ["Keep ", "your ", "head ", "still ", "through ", "impact, ", "then ", "finish ", "tall. "].iter().enumerate() {
                 if i > 0 {

@@ -220,5 +220,14 @@ async fn bad_input_and_refusals_are_json_errors_before_any_event() {
     assert_valid(&schemas().error, &body);
     let foreign = json!({ "message": "hi", "conversationId": "conv_someone-else_20261126" });
     assert_eq!(post_stream(&app, "stream-dave", &foreign).await.status(), 403);
+    // Found only after admission, still before the coach is asked: JSON, and the hour's slot
+    // given back.
+    let unknown_swing = post_stream(&app, "stream-dave", &json!({ "message": "This swing?", "swingId": "swing-nobody-999" })).await;
+    assert_eq!(unknown_swing.status(), 404);
+    assert_eq!(unknown_swing.headers()["content-type"], "application/json");
+    let body: Value = unknown_swing.json().await.unwrap_or_default();
+    assert_valid(&schemas().error, &body);
+    assert_eq!(body["code"], "not_found");
+    assert_eq!(app.hour_count("stream-dave").await, 0, "the reservation was given back");
     assert!(model.requests().is_empty());
 }
