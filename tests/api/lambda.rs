@@ -193,7 +193,7 @@ async fn the_lambda_binary_answers_a_recorded_event_under_a_runtime_api_emulator
 async fn the_streaming_lambda_binary_streams_the_events_under_a_runtime_api_emulator() {
     use crate::stream_model::{Script, StreamModel};
     let content = crate::helpers::payload("Keep your head still and let the arms swing through. Count one-two on the way back and through.").to_string();
-    let model = StreamModel::start(Script { pieces: crate::helpers::completion::split_even(&content, 12), gap: std::time::Duration::from_millis(80), usage: (700, 120) }).await;
+    let model = StreamModel::start(Script::new(crate::helpers::completion::split_even(&content, 12), std::time::Duration::from_millis(80), (700, 120))).await;
     let app = spawn_with(|c| c.auth_mode = AuthMode::Cognito).await;
     let mut event: Value = serde_json::from_str(EVENT).unwrap_or_default();
     event["path"] = coach_api::api::CHAT_STREAM_PATH.into();

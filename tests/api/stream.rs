@@ -97,7 +97,7 @@ const REPLY: &str = "Great question. Your tempo is rushing at the top, so the cl
 #[tokio::test]
 async fn the_reply_shows_while_it_is_written_and_the_deltas_are_what_is_stored() {
     let content = payload(REPLY).to_string();
-    let model = StreamModel::start(Script { pieces: split_even(&content, 12), gap: Duration::from_millis(80), usage: (700, 120) }).await;
+    let model = StreamModel::start(Script::new(split_even(&content, 12), Duration::from_millis(80), (700, 120))).await;
     let app = app_with(&model).await;
 
     let response = post_stream(&app, "stream-alice", &json!({ "message": "Why do I slice?" })).await;
@@ -154,7 +154,7 @@ async fn a_link_an_email_and_markup_split_across_chunks_never_show() {
         rest = &rest[at..];
     }
     pieces.push(rest.to_string());
-    let model = StreamModel::start(Script { pieces, gap: Duration::from_millis(20), usage: (650, 90) }).await;
+    let model = StreamModel::start(Script::new(pieces, Duration::from_millis(20), (650, 90))).await;
     let app = app_with(&model).await;
 
     let events = Events::new(post_stream(&app, "stream-bob", &json!({ "message": "Any drills?" })).await).all().await;
@@ -174,7 +174,7 @@ async fn a_link_an_email_and_markup_split_across_chunks_never_show() {
 #[tokio::test]
 async fn a_golfer_who_hangs_up_is_billed_at_the_streamed_usage_and_the_retry_returns_the_stored_answer() {
     let content = payload(REPLY).to_string();
-    let model = StreamModel::start(Script { pieces: split_even(&content, 12), gap: Duration::from_millis(80), usage: (710, 130) }).await;
+    let model = StreamModel::start(Script::new(split_even(&content, 12), Duration::from_millis(80), (710, 130))).await;
     let app = app_with(&model).await;
     let body = json!({ "message": "Why do I slice?", "clientMessageId": "5b0c3e8e-6a43-4a51-9a8e-1f2b3c4d5e6f" });
 
@@ -210,8 +210,35 @@ async fn a_golfer_who_hangs_up_is_billed_at_the_streamed_usage_and_the_retry_ret
 }
 
 #[tokio::test]
+async fn a_stream_that_breaks_is_asked_again_the_screen_starts_over_and_both_calls_are_billed() {
+    let content = payload(REPLY).to_string();
+    let script = Script { drop_first_after: Some(6), ..Script::new(split_even(&content, 12), Duration::from_millis(30), (700, 120)) };
+    let model = StreamModel::start(script).await;
+    let app = app_with(&model).await;
+
+    let events = Events::new(post_stream(&app, "stream-erin", &json!({ "message": "Why do I slice?" })).await).all().await;
+    let kinds: Vec<&str> = events.iter().map(|(_, e)| e["type"].as_str().unwrap_or_default()).collect();
+    let restart = kinds.iter().position(|k| *k == "replace").expect("a replace when the coach started over");
+    assert!(kinds[..restart].contains(&"delta"), "the first attempt showed text before it broke: {kinds:?}");
+    assert_eq!(events[restart].1["text"], "", "the screen is cleared");
+    let shown = screens(&events).pop().unwrap_or_default();
+    let (_, last) = events.last().expect("events");
+    assert_eq!(last["type"], "done");
+    assert_eq!(last["response"]["message"]["content"], shown.as_str());
+    assert_eq!(last["response"]["degraded"], false);
+    assert_eq!(model.requests().len(), 2);
+    // The broken call had no usage: it is billed at its worst case (the whole reply budget),
+    // the second at its streamed usage.
+    let usage = &last["response"]["usage"];
+    assert!(usage["prompt_tokens"].as_u64().unwrap_or(0) > 700, "{usage}");
+    assert_eq!(usage["completion_tokens"].as_u64(), Some(120 + u64::from(app.config.limits.max_reply_tokens)), "{usage}");
+    assert_eq!(app.day_spend("stream-erin").await, usage["cost_micro_usd"].as_i64().unwrap_or(-1));
+    assert_eq!(stored_reply(&app, "stream-erin").await.as_deref(), Some(shown.as_str()));
+}
+
+#[tokio::test]
 async fn bad_input_and_refusals_are_json_errors_before_any_event() {
-    let model = StreamModel::start(Script { pieces: vec![payload("x").to_string()], gap: Duration::ZERO, usage: (1, 1) }).await;
+    let model = StreamModel::start(Script::new(vec![payload("x").to_string()], Duration::ZERO, (1, 1))).await;
     let app = app_with(&model).await;
     let response = post_stream(&app, "stream-dave", &json!({ "message": "" })).await;
     assert_eq!(response.status(), 400);

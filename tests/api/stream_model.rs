@@ -21,6 +21,14 @@ pub struct Script {
     pub pieces: Vec<String>,
     pub gap: Duration,
     pub usage: (u32, u32),
+    /// The first answer's connection drops after this many pieces (no usage, no `[DONE]`).
+    pub drop_first_after: Option<usize>,
+}
+
+impl Script {
+    pub fn new(pieces: Vec<String>, gap: Duration, usage: (u32, u32)) -> Self {
+        Script { pieces, gap, usage, drop_first_after: None }
+    }
 }
 
 #[derive(Clone)]
@@ -55,6 +63,7 @@ impl StreamModel {
 async fn answer(State(model): State<StreamModel>, Json(request): Json<Value>) -> Response {
     model.requests.lock().unwrap().push(request.clone());
     let s = model.script.clone();
+    let first = model.requests.lock().unwrap().len() == 1;
     if request["stream"] != Value::Bool(true) {
         let content: String = s.pieces.concat();
         let body = completion(&serde_json::from_str(&content).unwrap_or(Value::Null), s.usage.0, s.usage.1);
@@ -62,15 +71,19 @@ async fn answer(State(model): State<StreamModel>, Json(request): Json<Value>) ->
     }
     let last = s.pieces.len().saturating_sub(1);
     let written = model.written.clone();
+    let drop_after = s.drop_first_after.filter(|_| first);
     let chunks = futures::stream::iter(s.pieces.clone().into_iter().enumerate()).then(move |(i, piece)| {
         let written = written.clone();
         async move {
             if i > 0 {
                 tokio::time::sleep(s.gap).await;
             }
+            if drop_after.is_some_and(|n| i >= n) {
+                return Err(std::io::Error::other("the connection dropped"));
+            }
             written.lock().unwrap().push(Instant::now());
             let finish = (i == last).then_some("stop");
-            Ok::<_, std::convert::Infallible>(format!("data: {}\n\n", stream_chunk(&piece, finish)))
+            Ok::<_, std::io::Error>(format!("data: {}\n\n", stream_chunk(&piece, finish)))
         }
     });
     let (p, c) = s.usage;
