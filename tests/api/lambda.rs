@@ -204,10 +204,32 @@ async fn the_streaming_lambda_binary_streams_the_events_under_a_runtime_api_emul
     *rt.event.lock().unwrap() = Some(event.to_string());
     let api = emulator::start(rt.clone()).await;
     let mut child = lambda_binary(&api, &app, &model.base_url, "streaming");
+    let stdout = child.stdout.take().expect("the binary's stdout");
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let lines = printed.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut reader = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            lines.lock().unwrap().push(line);
+        }
+    });
 
     let answered = tokio::time::timeout(std::time::Duration::from_secs(30), rt.done.notified()).await;
+    // The metrics line of a streamed answer is written as its stream ends.
+    let mut emf = None;
+    for _ in 0..40 {
+        emf = printed.lock().unwrap().iter().find(|l| l.contains("\"_aws\"")).cloned();
+        if emf.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let _ = child.start_kill();
     assert!(answered.is_ok(), "no response from the Lambda binary within 30 s");
+    let line = crate::helpers::assert_emf(&emf.expect("an EMF line for the streamed invocation"));
+    assert_eq!(line["ConversationRequests"], 1);
+    assert!(line["FirstDeltaTime"].as_f64().is_some_and(|ms| ms > 0.0), "{line}");
     assert!(rt.error.lock().unwrap().is_none(), "the runtime reported an error: {:?}", rt.error.lock().unwrap());
     assert_eq!(rt.mode.lock().unwrap().as_deref(), Some("streaming"));
 
