@@ -77,6 +77,20 @@ static SCHEMAS: LazyLock<Result<Schemas, SchemaError>> = LazyLock::new(|| {
         // Structured outputs take the schema body; the draft marker and title are ours.
         m.remove("$schema");
         m.remove("title");
+        // They also write the keys in the order the schema lists them: list them as `required`
+        // does (the file's order, `reply` first, so a streamed reply starts at once; the
+        // bundled copy's keys are sorted).
+        let order: Vec<String> = m.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect();
+        if let Some(Value::Object(properties)) = m.get_mut("properties") {
+            let mut ordered = serde_json::Map::new();
+            for name in order {
+                if let Some(p) = properties.remove(&name) {
+                    ordered.insert(name, p);
+                }
+            }
+            ordered.extend(std::mem::take(properties));
+            *properties = ordered;
+        }
     }
     Ok(Schemas {
         chat_request: compile("chat-request.json", CHAT_REQUEST)?,

@@ -138,6 +138,9 @@ async fn the_reply_shows_while_it_is_written_and_the_deltas_are_what_is_stored()
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0]["stream"], true);
     assert_eq!(sent[0]["stream_options"]["include_usage"], true);
+    // Structured outputs write the keys in the schema's order: `reply` must come first.
+    let properties = sent[0]["response_format"]["json_schema"]["schema"]["properties"].as_object().map(|p| p.keys().cloned().collect::<Vec<_>>());
+    assert_eq!(properties.unwrap_or_default().first().map(String::as_str), Some("reply"));
 }
 
 #[tokio::test]
