@@ -15,7 +15,7 @@ use futures::stream::{self, Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::ApiError;
-use super::observe::{current_request_id, observed, respond, LateOutcome};
+use super::observe::{observed, respond, LateOutcome};
 use crate::chat::{Admission, Answer, Caller, ChatInput, EventSender};
 use crate::metrics::Outcome;
 use crate::models::{ChatStreamEvent, CoachingChatResponse, StreamDone, StreamDoneType, StreamError, StreamErrorType};
@@ -43,7 +43,8 @@ pub async fn post_chat_stream(State(state): State<AppState>, caller: Caller, inp
     let task_caller = caller.clone();
     tokio::spawn(async move {
         let work = answer(&state, &task_caller, &input, *fresh, &events);
-        observed(current_request_id_or(&task_caller), finished, work).await;
+        // The task-local request id does not cross the spawn; the caller carries it.
+        observed(task_caller.request_id.clone(), finished, work).await;
         // The stream ends here, after the outcome was handed to the layer.
         drop(events);
     });
@@ -60,12 +61,6 @@ pub async fn post_chat_stream(State(state): State<AppState>, caller: Caller, inp
     response.extensions_mut().insert(LateOutcome::new(late));
     response.extensions_mut().insert(caller);
     response
-}
-
-/// The request id for the answer's task (the task-local does not cross the spawn).
-fn current_request_id_or(caller: &Caller) -> String {
-    let id = current_request_id();
-    if id.is_empty() { caller.request_id.clone() } else { id }
 }
 
 /// Steps 2 to 5, then the last event: `done` with the JSON route's body, or `error`.

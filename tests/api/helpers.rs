@@ -122,14 +122,20 @@ impl TestApp {
         }
     }
 
-    /// POSTs a JSON body as `user` (AUTH_MODE=local's X-User-Id).
+    /// POSTs a JSON body to the chat route as `user` (AUTH_MODE=local's X-User-Id).
     pub async fn chat(&self, user: &str, body: &Value) -> reqwest::Response {
+        self.post(api::CHAT_PATH, user, body).await
+    }
+
+    /// POSTs a chat body to `path` as `user`; the user and the message are what the log scan
+    /// must never find.
+    pub async fn post(&self, path: &str, user: &str, body: &Value) -> reqwest::Response {
         crate::logs::sensitive(user);
         if let Some(m) = body["message"].as_str() {
             crate::logs::sensitive(m);
         }
         self.http
-            .post(format!("{}{}", self.url, api::CHAT_PATH))
+            .post(format!("{}{path}", self.url))
             .header("x-user-id", user)
             .json(body)
             .send()

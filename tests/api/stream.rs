@@ -20,14 +20,7 @@ async fn app_with(model: &StreamModel) -> TestApp {
 }
 
 async fn post_stream(app: &TestApp, user: &str, body: &Value) -> reqwest::Response {
-    crate::logs::sensitive(user);
-    app.http
-        .post(format!("{}{CHAT_STREAM_PATH}", app.url))
-        .header("x-user-id", user)
-        .json(body)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("request failed: {e}"))
+    app.post(CHAT_STREAM_PATH, user, body).await
 }
 
 /// Reads server-sent events as they arrive: each `data:` JSON with when it arrived.
