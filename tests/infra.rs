@@ -186,7 +186,7 @@ fn routes_agree_between_template_gateway_config_and_openapi() {
     // (edge-optimized endpoints give a stream 30 s of idle time, regional ones 5 minutes).
     for (f, e) in &events {
         let streamed = e["Path"] == coach_api::api::CHAT_STREAM_PATH;
-        assert_eq!(e["ResponseTransferMode"] == "STREAM", streamed, "{f} {}", e["Path"]);
+        assert_eq!(e["ResponseTransferMode"] == "RESPONSE_STREAM", streamed, "{f} {}", e["Path"]);
         assert_eq!(*f == "CoachStreamFunction", streamed, "{f} {}", e["Path"]);
         if e["Method"] == "post" {
             assert_eq!(e["RequestModel"]["Model"], "CoachingChatRequest", "{}", e["Path"]);
@@ -272,6 +272,48 @@ fn an_alarm_fires_when_degraded_replies_exceed_their_share() {
     assert_eq!(t["Parameters"]["DegradedReplyShare"]["Default"].as_f64(), Some(0.2));
     let dashboard = json_file("infra/cloudwatch-dashboard.json");
     assert!(dashboard.to_string().contains("-DegradedReplies"), "the dashboard shows the alarm");
+}
+
+/// The CloudFormation AWS's SAM translator made of the template (`infra/sam-transform.py`,
+/// run by scripts/test before this suite, with packaged-style code URIs): what `sam deploy`
+/// would create, not what the SAM source says.
+fn transformed() -> Value {
+    let path = std::env::var("SAM_TRANSFORMED").unwrap_or_else(|_| panic!("SAM_TRANSFORMED is not set: run the tests with scripts/test, which transforms the template"));
+    json_file(&path)
+}
+
+/// Each operation of the deployed REST API's body with its integration.
+fn deployed_integrations(cfn: &Value) -> Vec<(String, String, Value)> {
+    let api = cfn["Resources"].as_object().unwrap().values().find(|r| r["Type"] == "AWS::ApiGateway::RestApi").expect("a REST API");
+    let mut out = vec![];
+    for (path, item) in api["Properties"]["Body"]["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            out.push((path.clone(), method.clone(), op["x-amazon-apigateway-integration"].clone()));
+        }
+    }
+    out
+}
+
+#[test]
+fn as_deployed_only_the_streamed_route_streams_and_throttling_says_when_to_retry() {
+    let cfn = transformed();
+    let integrations = deployed_integrations(&cfn);
+    let proxied: Vec<_> = integrations.iter().filter(|(_, _, i)| i["type"] == "aws_proxy").collect();
+    assert_eq!(proxied.len(), coach_api::api::routes::ROUTES.len(), "one Lambda integration per route");
+    for (path, method, integration) in proxied {
+        let uri = integration["uri"]["Fn::Sub"].as_str().unwrap_or_default();
+        if path == coach_api::api::CHAT_STREAM_PATH {
+            assert!(uri.contains("/2021-11-15/functions/${CoachStreamFunction.Arn}/response-streaming-invocations"), "{method} {path}: {uri}");
+            assert_eq!(integration["responseTransferMode"], "STREAM", "{method} {path}");
+        } else {
+            assert!(uri.contains("/2015-03-31/functions/${CoachFunction.Arn}/invocations"), "{method} {path} is buffered: {uri}");
+            assert!(integration.get("responseTransferMode").is_none_or(|m| m == "BUFFERED"), "{method} {path}: {integration}");
+        }
+    }
+    let api = cfn["Resources"].as_object().unwrap().values().find(|r| r["Type"] == "AWS::ApiGateway::RestApi").unwrap();
+    let throttled = &api["Properties"]["Body"]["x-amazon-apigateway-gateway-responses"]["THROTTLED"];
+    assert_eq!(throttled["statusCode"], "429");
+    assert_eq!(throttled["responseParameters"]["gatewayresponse.header.Retry-After"], "'60'", "{throttled}");
 }
 
 /// In production API Gateway answers every schema-invalid body itself, from these templates:
