@@ -2,9 +2,10 @@
 //!
 //! Input: NFKC normalization, control, zero-width and bidi characters removed, length
 //! re-checked afterwards. Output (the model's reply is untrusted): markup and control
-//! characters stripped, links outside the allow-list removed, e-mail addresses, phone and
-//! card numbers redacted, length capped, and a content filter for what a golf coach must
-//! not say.
+//! characters stripped, links outside the allow-list removed (found as a chat client's
+//! linkifier finds them: with or without a scheme, protocol-relative, and every
+//! `javascript:`, `data:`, `vbscript:` and `file:` target), e-mail addresses, phone and card
+//! numbers redacted, length capped, and a content filter for what a golf coach must not say.
 
 pub mod stream;
 
@@ -80,7 +81,8 @@ pub fn clean_input(raw: &str) -> Result<String, InputError> {
 struct Patterns {
     tag: Regex,
     md_link: Regex,
-    url: Regex,
+    script_scheme: Regex,
+    protocol_relative: Regex,
     email: Regex,
     card: Regex,
     phone: Regex,
@@ -93,8 +95,13 @@ static PATTERNS: LazyLock<Result<Patterns, regex::Error>> = LazyLock::new(|| {
         tag: Regex::new(r"</?[A-Za-z!][^<>]{0,300}>")?,
         // Unbounded on purpose: `{0,500}` of a negated Unicode class compiled in ~9 ms, and
         // the regex crate runs in linear time whatever the repetition (replies are capped).
-        md_link: Regex::new(r"\[([^\]]*)\]\(([^)\s]*)\)")?,
-        url: Regex::new(r"(?i)\b(?:https?://|www\.)[^\s<>()]+")?,
+        // A target may hold one level of balanced parentheses, as `javascript:alert(1)` does.
+        md_link: Regex::new(r"\[([^\]]*)\]\(((?:[^()\s]|\([^()\s]*\))*)\)")?,
+        // Schemes that run or embed content: removed wherever they appear (`data:` and `file:`
+        // only with a target, so "the data: tempo 3:1" stays prose).
+        script_scheme: Regex::new(r"(?i)\b(?:(?:javascript|vbscript):\S*|(?:data|file):\S+)")?,
+        // `//host/path`, which a browser opens on the page's scheme (linkify does not find it).
+        protocol_relative: Regex::new(r"(^|[^\w:/])//([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+[^\s<>]*)")?,
         email: Regex::new(r"(?i)\b[A-Z0-9._%+-]+@[A-Z0-9.-]+\.[A-Z]{2,}\b")?,
         card: Regex::new(r"\b(?:\d[ -]?){12,18}\d\b")?,
         phone: Regex::new(r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\b\d{2,4}[\s.-])\d{3,4}[\s.-]\d{3,4}\b")?,
@@ -120,7 +127,7 @@ pub struct CleanReply {
 }
 
 fn host_allowed(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = url.split_once("://").map_or(url, |(_, r)| r).trim_start_matches('/');
     let host = rest.split(['/', '?', '#', ':']).next().unwrap_or("").to_ascii_lowercase();
     let host = host.strip_prefix("www.").unwrap_or(&host);
     LINK_ALLOW_LIST.iter().any(|a| host == *a || host.ends_with(&format!(".{a}")))
@@ -153,9 +160,11 @@ pub fn clean_output(raw: &str) -> CleanReply {
     }).into_owned();
     text = strip_tags(p, text);
     text = p.md_marks.replace_all(&text, "").into_owned();
-    text = p.url.replace_all(&text, |c: &regex::Captures<'_>| {
-        if host_allowed(&c[0]) { c[0].to_string() } else { redactions += 1; String::new() }
+    text = p.script_scheme.replace_all(&text, |_: &regex::Captures<'_>| { redactions += 1; "" }).into_owned();
+    text = p.protocol_relative.replace_all(&text, |c: &regex::Captures<'_>| {
+        if host_allowed(&c[2]) { c[0].to_string() } else { redactions += 1; c[1].to_string() }
     }).into_owned();
+    text = without_foreign_links(&text, &mut redactions);
     text = p.email.replace_all(&text, |_: &regex::Captures<'_>| { redactions += 1; "[email removed]" }).into_owned();
     text = p.card.replace_all(&text, |c: &regex::Captures<'_>| {
         if luhn_valid(&c[0]) { redactions += 1; "[number removed]".to_string() } else { c[0].to_string() }
@@ -177,6 +186,26 @@ pub fn clean_output(raw: &str) -> CleanReply {
         text = cap_at_sentence(&text, MAX_REPLY_CHARS);
     }
     CleanReply { text, redactions, blocked }
+}
+
+/// Links as a chat client's linkifier finds them (with or without a scheme: `evil.example/x`,
+/// `www.…`, `https://…`) and e-mail addresses: a link to a host outside the allow-list is
+/// removed, an address redacted.
+fn without_foreign_links(text: &str, redactions: &mut usize) -> String {
+    let mut finder = linkify::LinkFinder::new();
+    finder.url_must_have_scheme(false);
+    let mut out = String::with_capacity(text.len());
+    for span in finder.spans(text) {
+        match span.kind() {
+            Some(linkify::LinkKind::Url) if !host_allowed(span.as_str()) => *redactions += 1,
+            Some(linkify::LinkKind::Email) => {
+                *redactions += 1;
+                out.push_str("[email removed]");
+            }
+            _ => out.push_str(span.as_str()),
+        }
+    }
+    out
 }
 
 /// Removes markup tags until none is left: removing one can join the text around it into
@@ -268,6 +297,38 @@ mod tests {
         assert!(!r.text.contains("evil.example") && !r.text.contains("phish.example"), "{}", r.text);
         assert!(r.text.contains("https://www.usga.org/rules"), "{}", r.text);
         assert!(r.text.contains("drill"));
+    }
+
+    #[test]
+    fn links_without_a_scheme_and_script_targets_are_removed_and_allowed_hosts_stay() {
+        for (raw, gone) in [
+            ("Drill here: evil.example/phish today.", "evil.example"),
+            ("Watch //evil.example/x for it.", "evil.example"),
+            ("Open javascript:alert(1) now.", "javascript"),
+            ("Open JavaScript:alert(1) now.", "alert"),
+            ("See data:text/html;base64,PHNjcmlwdD4= now.", "base64"),
+            ("See vbscript:msgbox(1) and file:///etc/passwd now.", "passwd"),
+            ("See www.evil.example now.", "evil.example"),
+            ("See https://usga.org@evil.example/x now.", "evil.example"),
+        ] {
+            let r = clean_output(raw);
+            assert!(!r.text.to_lowercase().contains(gone), "{raw:?} -> {:?}", r.text);
+            assert!(r.redactions >= 1, "{raw:?} counts as a redaction");
+            assert!(r.text.ends_with("now.") || r.text.ends_with("today.") || r.text.ends_with("it."), "the words around stay: {:?}", r.text);
+        }
+        for kept in ["Read usga.org/rules today.", "See https://www.pga.com/drills now.", "Watch //www.randa.org/x now."] {
+            assert_eq!(clean_output(kept).text, kept, "an allowed host stays");
+        }
+        // Golf prose is not a link.
+        let prose = clean_output("Your 7-iron carried 152 yards, e.g. at 9.30am the data: tempo 3:1.");
+        assert_eq!((prose.text.as_str(), prose.redactions), ("Your 7-iron carried 152 yards, e.g. at 9.30am the data: tempo 3:1.", 0));
+    }
+
+    #[test]
+    fn a_markdown_link_whose_target_is_removed_leaves_its_text_only() {
+        assert_eq!(clean_output("Try [click](javascript:alert(1)) today.").text, "Try click today.");
+        assert_eq!(clean_output("Try [this drill](evil.example/x) today.").text, "Try this drill today.");
+        assert_eq!(clean_output("Read [the rules](https://www.usga.org/rules) today.").text, "Read the rules (https://www.usga.org/rules) today.");
     }
 
     #[test]

@@ -210,6 +210,26 @@ mod tests {
     }
 
     #[test]
+    fn bare_domains_and_script_targets_split_across_pieces_are_never_shown() {
+        let pieces = [
+            "Film it, then open ev", "il.exa", "mple/phi", "sh and ", "//ev", "il.example/x or jav", "ascript:al", "ert(1) or [cl",
+            "ick](javas", "cript:alert(1)) or da", "ta:text/html;base6", "4,PHNj now. Rules at usg", "a.org/rules here. ",
+        ];
+        let (seen, s) = screens(&pieces);
+        assert!(seen.len() > 2, "the reply streams: {seen:?}");
+        for screen in &seen {
+            let lower = screen.to_lowercase();
+            for gone in ["evil", "phish", "javascript", "alert", "base64", "text/html"] {
+                assert!(!lower.contains(gone), "{gone} shown: {screen:?}");
+            }
+        }
+        let last = clean_output(&pieces.concat()).text;
+        assert!(last.starts_with(s.shown()), "shown {:?} is a prefix of the final {last:?}", s.shown());
+        assert!(s.shown().contains("click") && !s.shown().contains("click)"), "the link's text, nothing else: {:?}", s.shown());
+        assert!(last.contains("usga.org/rules"), "{last:?}");
+    }
+
+    #[test]
     fn the_first_words_show_before_the_reply_ends() {
         let (seen, _) = screens(&["Keep your ", "head still ", "through impact."]);
         assert_eq!(seen.first().map(String::as_str), Some("Keep your"));
@@ -253,7 +273,9 @@ mod tests {
                 "[a-z]{1,8}", Just("<b>".to_string()), Just("</b>".to_string()), Just("<scr".to_string()),
                 Just("ipt>".to_string()), Just("pro@golf.example".to_string()), Just("https://evil.example/x".to_string()),
                 Just("[drill](https://phish.example)".to_string()), Just("555-0132".to_string()), Just("(415)".to_string()),
-                Just("**".to_string()), "[a-z]{1,6}[.!?]", Just("\n".to_string()),
+                Just("**".to_string()), "[a-z]{1,6}[.!?]", Just("\n".to_string()), Just("evil.example/phish".to_string()),
+                Just("//evil.example/x".to_string()), Just("javascript:alert(1)".to_string()), Just("[click](javascript:alert(1))".to_string()),
+                Just("data:text/html;base64,PHNj".to_string()), Just("usga.org/rules".to_string()),
             ], 1..40),
             cuts in proptest::collection::vec(1usize..12, 1..40),
         ) {
@@ -273,6 +295,7 @@ mod tests {
                 prop_assert!(!super::super::holds_markup(screen), "{screen:?}");
                 prop_assert!(!screen.contains('@'), "{screen:?}");
                 prop_assert!(!screen.contains("evil") && !screen.contains("phish"), "{screen:?}");
+                prop_assert!(!screen.contains("javascript") && !screen.contains("base64") && !screen.contains("click)"), "{screen:?}");
                 if !last.blocked {
                     prop_assert!(last.text.starts_with(screen.as_str()), "{screen:?} not a prefix of {:?}", last.text);
                 }
