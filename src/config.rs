@@ -177,6 +177,9 @@ pub struct Config {
     /// How long a request may wait for admission and its context (the first DynamoDB wave)
     /// before it is refused with 503, without calling the model: excess load is refused early.
     pub admission_wait: Duration,
+    /// `coach-api serve` runs this many seconds ahead of (or behind) the system clock, for
+    /// local trials across midnight or an hour; refused inside Lambda.
+    pub clock_offset_secs: i64,
 }
 
 impl Default for Config {
@@ -204,6 +207,7 @@ impl Default for Config {
             request_budget: Duration::from_secs(25),
             deadline_margin: Duration::from_millis(2500),
             admission_wait: Duration::from_secs(3),
+            clock_offset_secs: 0,
         }
     }
 }
@@ -214,6 +218,8 @@ pub enum ConfigError {
     Invalid { name: &'static str, problem: String },
     #[error("AUTH_MODE=local trusts a header for identity and is refused inside Lambda; set ALLOW_LOCAL_AUTH_IN_LAMBDA=true only for a test stage")]
     LocalAuthInLambda,
+    #[error("CLOCK_OFFSET_SECONDS moves the service's clock for local trials and is refused inside Lambda: quotas and spend would land on the wrong hour and day")]
+    ClockOffsetInLambda,
 }
 
 /// One environment variable: its name, its default as an operator reads it (Markdown), what it means,
@@ -288,6 +294,8 @@ pub static VARS: &[EnvVar] = &[
         set: |c, _, v| { c.prompts_dir = Some(PathBuf::from(v)); Ok(()) } },
     EnvVar { name: "PORT", default: "`3000`", meaning: "`coach-api serve` port (127.0.0.1)",
         set: |c, n, v| { c.port = number(n, v)?; Ok(()) } },
+    EnvVar { name: "CLOCK_OFFSET_SECONDS", default: "`0`", meaning: "`coach-api serve` runs this many seconds ahead (negative: behind), e.g. to try a conversation across UTC midnight; refused inside Lambda",
+        set: |c, n, v| { c.clock_offset_secs = number(n, v)?; Ok(()) } },
     EnvVar { name: "LOG_HASH_KEY", default: "`coach-api`", meaning: "key of the hashes that stand for user ids and IPs in logs",
         set: |c, _, v| { c.log_hash_key = SecretString::from(v); Ok(()) } },
     EnvVar { name: "LOG_FORMAT", default: "`compact`", meaning: "`json` for JSON log lines (always JSON inside Lambda)",
@@ -332,6 +340,14 @@ pub fn markdown_table() -> String {
 }
 
 impl Config {
+    /// The clock the service runs on: the system's, or `CLOCK_OFFSET_SECONDS` away from it.
+    pub fn clock(&self) -> crate::clock::Clock {
+        match self.clock_offset_secs {
+            0 => crate::clock::Clock::System,
+            secs => crate::clock::Clock::Offset(std::sync::Arc::new(std::sync::Mutex::new(chrono::Duration::seconds(secs)))),
+        }
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok())
@@ -356,6 +372,9 @@ impl Config {
     fn check(&self, allow_local_auth_in_lambda: bool) -> Result<(), ConfigError> {
         if self.in_lambda && self.auth_mode == AuthMode::Local && !allow_local_auth_in_lambda {
             return Err(ConfigError::LocalAuthInLambda);
+        }
+        if self.in_lambda && self.clock_offset_secs != 0 {
+            return Err(ConfigError::ClockOffsetInLambda);
         }
         if self.limits.max_reply_tokens >= self.limits.token_limit_per_request {
             return Err(ConfigError::Invalid {
@@ -448,6 +467,19 @@ mod tests {
         ));
         assert!(cfg(&[lambda, ("AUTH_MODE", "local"), ("ALLOW_LOCAL_AUTH_IN_LAMBDA", "true")]).is_ok());
         assert!(cfg(&[("AUTH_MODE", "local")]).is_ok());
+    }
+
+    #[test]
+    fn a_clock_offset_moves_local_time_and_is_refused_inside_lambda() -> Result<(), ConfigError> {
+        assert!(matches!(cfg(&[])?.clock(), crate::clock::Clock::System));
+        let ahead = cfg(&[("CLOCK_OFFSET_SECONDS", "7200")])?.clock().now() - chrono::Utc::now();
+        assert!((ahead - chrono::Duration::hours(2)).num_seconds().abs() <= 1, "{ahead}");
+        let behind = cfg(&[("CLOCK_OFFSET_SECONDS", "-60")])?.clock().now() - chrono::Utc::now();
+        assert!((behind + chrono::Duration::minutes(1)).num_seconds().abs() <= 1, "{behind}");
+        let lambda = ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001");
+        assert!(matches!(cfg(&[lambda, ("CLOCK_OFFSET_SECONDS", "60")]), Err(ConfigError::ClockOffsetInLambda)));
+        assert!(cfg(&[("CLOCK_OFFSET_SECONDS", "soon")]).is_err());
+        Ok(())
     }
 
     #[test]

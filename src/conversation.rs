@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::clock::{day_start, timestamp};
+use crate::clock::timestamp;
 use crate::models::{
     ChatMessage, CoachReplyPayload, CoachingThemes, ConversationId, ConversationItem, ConversationStatus, Role, StoredResponse, SwingId,
     TurnItem, TurnItemStatus, UserId,
@@ -32,13 +32,28 @@ pub fn default_themes() -> CoachingThemes {
     }
 }
 
+/// A coaching session ends when the golfer has been away this long: a new session is a
+/// return after a break, not a UTC midnight crossed in the middle of a conversation (which
+/// is the afternoon or evening for golfers in the Americas).
+pub const SESSION_GAP: chrono::Duration = chrono::Duration::hours(3);
+
 /// The themes a new turn starts from: those after the newest turn, one more session when
-/// that turn was on an earlier day (or the defaults, session 1, for a golfer's first turn).
+/// that turn was asked more than [`SESSION_GAP`] ago (or the defaults, session 1, for a
+/// golfer's first turn).
 pub fn themes_before(newest: Option<&TurnItem>, now: DateTime<Utc>) -> CoachingThemes {
     match newest {
-        Some(t) if t.last_updated >= day_start(now) => t.coaching_themes.clone(),
+        Some(t) if !is_new_session(t, now) => t.coaching_themes.clone(),
         Some(t) => next_session(t.coaching_themes.clone()),
         None => next_session(default_themes()),
+    }
+}
+
+/// Whether a turn asked at `now` starts a new session after `newest` (a turn whose time does
+/// not read counts as long ago).
+fn is_new_session(newest: &TurnItem, now: DateTime<Utc>) -> bool {
+    match DateTime::parse_from_rfc3339(&newest.last_updated) {
+        Ok(asked) => now.signed_duration_since(asked) > SESSION_GAP,
+        Err(_) => true,
     }
 }
 
@@ -250,15 +265,27 @@ mod tests {
     }
 
     #[test]
-    fn a_new_day_is_a_new_session_with_themes_carried() {
+    fn a_return_after_a_break_is_a_new_session_with_themes_carried() {
         let p = payload(Some("Tempo"), None, None);
         let monday = record("k1".into(), user(), conv_id("20261123"), at(23, 9), None, &turn("hi", Some(&p), &[]), response(), "h".into());
         assert_eq!(monday.coaching_themes.session_count, 1, "a golfer's first turn is session 1");
         let later = record("k2".into(), user(), conv_id("20261123"), at(23, 10), Some(&monday), &turn("again", None, &[]), response(), "h".into());
-        assert_eq!(later.coaching_themes.session_count, 1, "the same day is the same session");
+        assert_eq!(later.coaching_themes.session_count, 1, "an hour later is the same session");
         let tuesday = record("k3".into(), user(), conv_id("20261124"), at(24, 8), Some(&later), &turn("next day", None, &[]), response(), "h".into());
         assert_eq!(tuesday.coaching_themes.session_count, 2);
         assert_eq!(tuesday.coaching_themes.primary_focus, "Tempo", "carried");
+        let evening = record("k4".into(), user(), conv_id("20261124"), at(24, 23), Some(&tuesday), &turn("evening", None, &[]), response(), "h".into());
+        assert_eq!(evening.coaching_themes.session_count, 3, "back after 15 hours the same day: a new session");
+    }
+
+    #[test]
+    fn a_midnight_crossed_inside_a_conversation_is_not_a_new_session() {
+        let before = at(24, 23) + chrono::Duration::minutes(59) + chrono::Duration::seconds(59);
+        let late = record("k1".into(), user(), conv_id("20261124"), before, None, &turn("late", None, &[]), response(), "h".into());
+        let after = before + chrono::Duration::seconds(6);
+        let next = record("k2".into(), user(), conv_id("20261125"), after, Some(&late), &turn("follow-up", None, &[]), response(), "h".into());
+        assert_eq!(next.coaching_themes.session_count, late.coaching_themes.session_count);
+        assert_eq!(next.conversation, conv_id("20261125"), "the day's conversation view still changes at midnight");
     }
 
     #[test]

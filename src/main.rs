@@ -107,7 +107,8 @@ async fn run_lambda(config: Config) -> Result<(), Failure> {
 async fn serve(config: Config) -> Result<(), Failure> {
     let addr = SocketAddr::from(([127, 0, 0, 1], config.port));
     let offline = config.model.is_offline();
-    let state = AppState::build(config, Warm::Background, Overrides::default()).await?;
+    let overrides = Overrides { clock: config.clock(), ..Overrides::default() };
+    let state = AppState::build(config, Warm::Background, overrides).await?;
     // No Nagle delay: a streamed answer's events are small writes that must leave at once
     // (with it, each waited for the client's delayed ACK, 40 ms on Linux).
     let listener = axum::serve::ListenerExt::tap_io(tokio::net::TcpListener::bind(addr).await?, |tcp| {

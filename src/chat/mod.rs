@@ -30,13 +30,13 @@ use crate::limits::{self, Refusal};
 use crate::llm::{CoachAnswer, CoachRequest};
 use crate::metrics::{Outcome, OutcomeKind};
 use crate::models::{
-    AppContext, ChatMessage, CoachingChatRequest, CoachingChatResponse, ConversationId, GolferProfilePlan, Role, StoredResponse, SwingId,
+    AppContext, ChatMessage, CoachingChatRequest, CoachingChatResponse, CoachingChatResponseStorage as Storage, ConversationId, GolferProfilePlan, Role, StoredResponse, SwingId,
     TurnItem, Usage, UserId,
 };
 use crate::prompts::{pack, HistoryTurn, PackError, Packed, PromptError, PromptMessage, PromptRole, PromptVars, LIMIT, SHORTER};
 use crate::safety;
 use crate::state::AppState;
-use crate::store::conversations::{CoachingContext, PreparedTurn, TurnWrite};
+use crate::store::conversations::{CoachingContext, PreparedTurn, TurnWrite, TurnWriteError};
 use crate::store::counters::{AdmitDecision, AdmitError, Counter, UsageSnapshot};
 use crate::store::idempotency::{Claim, Previous};
 use crate::store::keys::{self, IpHash};
@@ -203,16 +203,16 @@ impl AppState {
             release_slots: reply.gives_slot_back(),
             asked_ms: now.timestamp_millis(),
         };
-        let stored = match self.store.prepare_turn(write) {
+        let storage = match self.store.prepare_turn(write) {
             Ok(prepared) => self.record_turn(prepared, caller.deadline + self.config.deadline_margin).await,
             Err(e) => {
                 tracing::error!(error = %e, "a turn could not be built for the store");
-                false
+                Storage::Discarded
             }
         };
         let new_conversation = newest.as_ref().is_none_or(|t| t.conversation != item.conversation);
         let outcome = Outcome { first_delta_at: shown.first_at, ..reply.outcome(new_conversation, self.coach.breaker_open()) };
-        Ok((Answered { answer: Answer::Fresh(Box::new(response(&item, stored))), outcome }, settled))
+        Ok((Answered { answer: Answer::Fresh(Box::new(response(&item, storage))), outcome }, settled))
     }
 
     /// Step 1: the admission transaction, the context reads and the global budget, in one wave.
@@ -264,7 +264,7 @@ impl AppState {
                 }
                 match decision {
                     Ok(AdmitDecision::Duplicate(Previous::Completed(turn))) if turn.request_hash == hash => {
-                        Ok(Admission::Replay(Box::new(Answered { answer: Answer::Replay(Box::new(response(&turn, true))), outcome: Outcome::of(OutcomeKind::Replay) })))
+                        Ok(Admission::Replay(Box::new(Answered { answer: Answer::Replay(Box::new(response(&turn, Storage::Stored))), outcome: Outcome::of(OutcomeKind::Replay) })))
                     }
                     Ok(AdmitDecision::Duplicate(Previous::InProgress(h))) if h.as_deref().is_none_or(|h| h == hash) => Err(ChatError::InProgress),
                     Ok(AdmitDecision::Duplicate(_)) => Err(ChatError::IdReused),
@@ -308,10 +308,11 @@ impl AppState {
         self.prompts.render(LIMIT, &vars)
     }
 
-    /// What the templates receive for this message: today's turns as history (older ones
-    /// folded into the summary), the themes after the newest turn.
+    /// What the templates receive for this message: the golfer's newest turns as history,
+    /// whatever their UTC day (older ones folded into the summary), the themes after the
+    /// newest turn.
     fn prompt_vars(&self, input: &ChatInput, user: &UserId, context: &CoachingContext, conversation: &ConversationId, now: DateTime<Utc>) -> PromptVars {
-        let today = conversation::assemble(conversation.clone(), user.clone(), &context.today(conversation), self.config.max_recent_messages);
+        let today = conversation::assemble(conversation.clone(), user.clone(), &context.oldest_first(), self.config.max_recent_messages);
         PromptVars {
             today: clock::date(now),
             reply_word_limit: self.config.reply_word_limit,
@@ -409,16 +410,28 @@ impl AppState {
     }
 
     /// Step 4: writes the turn (its settlement and the stored answer ride along) by `by`.
-    /// `false` when it could not be stored in time: the golfer is answered anyway, and the
-    /// same transaction is sent again in the background (it applies once).
-    async fn record_turn(&self, prepared: PreparedTurn, by: Instant) -> bool {
+    /// When it could not be stored in time the golfer is answered anyway (`Pending`), and
+    /// the same transaction is sent again in the background (it applies once). A turn that
+    /// may never be written (the golfer deleted their data after asking) is `Discarded`: its
+    /// spend is settled and its claim deleted without it.
+    async fn record_turn(&self, prepared: PreparedTurn, by: Instant) -> Storage {
         let wave = Instant::now();
         let written = deadline::scope(by, self.store.write_turn(&prepared)).await;
         stats::store_wave(wave.elapsed());
-        let Err(e) = written else { return true };
-        tracing::warn!(error = %e.error, maybe_applied = e.maybe_applied, "turn not stored in time; storing it in the background");
-        if matches!(e.error, StoreError::Rejected(_)) {
-            return false;
+        let (error, maybe_applied) = match written {
+            Ok(()) => return Storage::Stored,
+            Err(TurnWriteError::Unwritable(why)) => {
+                tracing::info!(reason = %why, "turn discarded");
+                if let Err(e) = deadline::scope(by, self.store.discard_turn(&prepared)).await {
+                    tracing::warn!(error = %e, "a discarded turn's settlement failed; its reservation stays charged and its claim expires");
+                }
+                return Storage::Discarded;
+            }
+            Err(TurnWriteError::Failed { error, maybe_applied }) => (error, maybe_applied),
+        };
+        tracing::warn!(error = %error, maybe_applied, "turn not stored in time; storing it in the background");
+        if matches!(error, StoreError::Rejected(_)) {
+            return Storage::Discarded;
         }
         let store = self.store.clone();
         tokio::spawn(async move {
@@ -430,14 +443,18 @@ impl AppState {
                 TURN_BACKOFF.wait(attempt).await;
                 match store.write_turn(&prepared).await {
                     Ok(()) => return tracing::info!("deferred turn stored"),
-                    Err(e) if matches!(e.error, StoreError::Rejected(_)) => break,
+                    Err(TurnWriteError::Unwritable(_)) => {
+                        let _ = store.discard_turn(&prepared).await;
+                        return tracing::info!("deferred turn discarded");
+                    }
+                    Err(TurnWriteError::Failed { error: StoreError::Rejected(_), .. }) => break,
                     Err(_) => {}
                 }
             }
             // The reservation stays charged (never under-charged) and the claim expires.
             tracing::error!("deferred turn gave up");
         });
-        false
+        Storage::Pending
     }
 }
 
@@ -449,7 +466,7 @@ fn request_hash(r: &CoachingChatRequest) -> String {
 }
 
 /// The response to a turn, fresh or replayed.
-fn response(turn: &TurnItem, stored: bool) -> CoachingChatResponse {
+fn response(turn: &TurnItem, storage: Storage) -> CoachingChatResponse {
     let r = &turn.response;
     CoachingChatResponse {
         request_id: r.request_id.clone(),
@@ -460,7 +477,8 @@ fn response(turn: &TurnItem, stored: bool) -> CoachingChatResponse {
         quota: r.quota.clone(),
         source: r.source.clone(),
         degraded: r.degraded,
-        stored,
+        stored: storage == Storage::Stored,
+        storage,
     }
 }
 
@@ -523,7 +541,7 @@ fn new_message(role: Role, content: String, at: DateTime<Utc>, swing: Option<Str
     }
 }
 
-/// Today's earlier messages for the prompt (a fallback reply is not something the coach said).
+/// The golfer's earlier messages for the prompt (a fallback reply is not something the coach said).
 fn history(messages: &[ChatMessage]) -> Vec<HistoryTurn> {
     messages
         .iter()

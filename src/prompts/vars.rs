@@ -36,7 +36,7 @@ impl PromptRole {
     }
 }
 
-/// An earlier turn of today's conversation.
+/// An earlier turn of the golfer's conversation (the newest turns, whatever their UTC day).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HistoryTurn {
     pub role: PromptRole,
@@ -58,13 +58,13 @@ pub struct PromptVars {
     /// What the app says about the screen the golfer is on.
     pub app: AppContext,
     pub themes: CoachingThemes,
-    /// Older turns of today's conversation folded into prose.
+    /// Older turns of the golfer's recent conversation folded into prose.
     pub summary: Option<String>,
     /// The swing the app has on screen (only ever the caller's own).
     pub swing_on_screen: Option<SwingAnalysis>,
     /// Recent swing analyses, newest first.
     pub swings: Vec<SwingAnalysis>,
-    /// Earlier turns of today's conversation, oldest first. Not a template variable: the turns
+    /// The golfer's earlier turns, oldest first, whatever their UTC day. Not a template variable: the turns
     /// become the conversation's own user and assistant messages, so no template can put a
     /// golfer's words into the system or context message (and no render pays for them).
     #[serde(skip_serializing)]

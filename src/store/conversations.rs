@@ -41,9 +41,9 @@ impl CoachingContext {
         self.recent.first()
     }
 
-    /// The turns of `conversation` (today's), oldest first.
-    pub fn today(&self, conversation: &ConversationId) -> Vec<TurnItem> {
-        self.recent.iter().rev().filter(|t| &t.conversation == conversation).cloned().collect()
+    /// The golfer's newest turns, oldest first, whatever their UTC day: the prompt's history.
+    pub fn oldest_first(&self) -> Vec<TurnItem> {
+        self.recent.iter().rev().cloned().collect()
     }
 }
 
@@ -71,14 +71,40 @@ pub struct TurnWrite<'a> {
 pub struct PreparedTurn {
     items: Vec<TransactWriteItem>,
     token: String,
+    /// The position of the erase-marker check in `items`.
+    erase_check: usize,
+    /// What settles the request when its turn may not be written: the settlement and the
+    /// claim's deletion, without the turn.
+    discard: Vec<TransactWriteItem>,
 }
 
-/// A turn's write that failed; `maybe_applied` when no definite answer came.
+/// Why a turn's write failed.
 #[derive(Debug, thiserror::Error)]
-#[error("{error}")]
-pub struct TurnWriteError {
-    pub error: StoreError,
-    pub maybe_applied: bool,
+pub enum TurnWriteError {
+    /// The turn may never be written: the golfer deleted their data after asking, or the
+    /// claim on its id is no longer this request's. Nothing was written.
+    #[error("the turn may not be written: {0}")]
+    Unwritable(Unwritable),
+    /// No write, or no definite answer (`maybe_applied`): sending it again is safe.
+    #[error("{error}")]
+    Failed { error: StoreError, maybe_applied: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unwritable {
+    /// The golfer's erase marker is newer than the question.
+    Erased,
+    /// The claim on the clientMessageId expired and was taken by another request.
+    ClaimLost,
+}
+
+impl std::fmt::Display for Unwritable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Erased => "the golfer deleted their data after asking",
+            Self::ClaimLost => "the claim on its id was taken",
+        })
+    }
 }
 
 impl Store {
@@ -240,20 +266,31 @@ impl Store {
         if let Some(claim) = w.claim.filter(|_| !replaces_claim) {
             items.push(self.claim_release_item(claim)?);
         }
-        items.extend(self.settlement(w.keys, w.spend_delta_micro, i64::try_from(w.turn.tokens).unwrap_or(i64::MAX), w.release_slots)?);
+        let settlement = self.settlement(w.keys, w.spend_delta_micro, i64::try_from(w.turn.tokens).unwrap_or(i64::MAX), w.release_slots)?;
+        items.extend(settlement.iter().cloned());
+        let erase_check = items.len();
         items.push(self.not_erased_since(&w.turn.user_id, w.asked_ms)?);
-        Ok(PreparedTurn { items, token: super::transact::token() })
+        let mut discard: Vec<TransactWriteItem> = w.claim.map(|c| self.claim_release_item(c)).transpose()?.into_iter().collect();
+        discard.extend(settlement);
+        Ok(PreparedTurn { items, token: super::transact::token(), erase_check, discard })
     }
 
     /// Sends a prepared turn (again, if need be: it is applied once).
     pub async fn write_turn(&self, t: &PreparedTurn) -> Result<(), TurnWriteError> {
         match self.transact("TransactWriteItems turn", &t.items, Some(&t.token)).await {
             Ok(Written::Applied) => Ok(()),
-            // The claim is no longer this request's (it expired and was taken), or the golfer
-            // deleted their data since asking: nothing was written, and nothing will be.
-            Ok(Written::ConditionFailed { .. }) => Err(TurnWriteError { error: StoreError::Rejected("the turn may not be written".into()), maybe_applied: false }),
-            Err(Failed { error, maybe_applied }) => Err(TurnWriteError { error, maybe_applied }),
+            // Nothing was written, and nothing will be.
+            Ok(Written::ConditionFailed { index, .. }) if index == t.erase_check => Err(TurnWriteError::Unwritable(Unwritable::Erased)),
+            Ok(Written::ConditionFailed { .. }) => Err(TurnWriteError::Unwritable(Unwritable::ClaimLost)),
+            Err(Failed { error, maybe_applied }) => Err(TurnWriteError::Failed { error, maybe_applied }),
         }
+    }
+
+    /// Settles a request whose turn may not be written: its spend as billed, and its claim
+    /// deleted (the golfer who deleted their data keeps nothing of it, not even the claim).
+    pub async fn discard_turn(&self, t: &PreparedTurn) -> Result<(), StoreError> {
+        let token = super::transact::token();
+        self.transact("TransactWriteItems discard", &t.discard, Some(&token)).await.map(|_| ()).map_err(|f| f.error)
     }
 
     /// Writes a turn whose key must be new (demo data).

@@ -31,12 +31,15 @@ impl Store {
         Ok(self.recent_turns(user, 1).await?.into_iter().next())
     }
 
-    /// Every turn key of the golfer with its conversation (pages of user-index).
-    async fn turn_keys(&self, user: &UserId) -> Result<Vec<(String, String)>, StoreError> {
+    /// Every turn key of the golfer asked at or before `until` (a timestamp), with its
+    /// conversation (pages of user-index).
+    async fn turn_keys(&self, user: &UserId, until: &str) -> Result<Vec<(String, String)>, StoreError> {
         let items = self
             .all_pages("Query user-index all", |start| {
                 self.user_index(user)
-                    .key_condition_expression("#u = :u")
+                    .key_condition_expression("#u = :u AND #t <= :until")
+                    .expression_attribute_names("#t", keys::USER_INDEX_SK)
+                    .expression_attribute_values(":until", s(until))
                     .expression_attribute_names("#pk", keys::PK)
                     .expression_attribute_names("#c", "conversation")
                     .projection_expression("#pk, #c")
@@ -55,9 +58,11 @@ impl Store {
 
     /// Deletes the golfer's turns (their conversations and stored answers) and profile, for
     /// good: first an erase marker, so no message in flight writes a turn back (each turn's
-    /// transaction checks it); then everything user-index lists; then, after user-index has
-    /// caught up, whatever it shows again. Idempotent: running it again deletes what is left.
-    /// Counters expire on their own (they hold counts, not content), and so do claims.
+    /// transaction checks it); then every turn asked before the marker that user-index
+    /// lists; then, after user-index has caught up, whatever it shows again. A turn asked
+    /// after the marker belongs to the golfer's new history and is never swept. Idempotent:
+    /// running it again deletes what is left. Counters expire on their own (they hold counts,
+    /// not content); a message in flight deletes its own claim when its turn is refused.
     pub async fn delete_golfer(&self, user: &UserId, now_ms: i64) -> Result<Deleted, StoreError> {
         let op = "PutItem erase marker";
         let marker = self
@@ -70,13 +75,14 @@ impl Store {
             .send();
         within(marker).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
 
+        let until = crate::clock::timestamp(chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default());
         let profile_key = keys::profile(user);
         let profile = within(self.client.delete_item().table_name(&self.table).key(keys::PK, s(&profile_key)).return_values(ReturnValue::AllOld).send());
-        let (first, profile) = tokio::join!(self.delete_turns(user), profile);
+        let (first, profile) = tokio::join!(self.delete_turns(user, &until), profile);
         let mut deleted = first?;
         let profile = profile.ok_or_else(|| deadline("DeleteItem profile"))?.map_err(|e| sdk_error("DeleteItem profile", e))?;
         tokio::time::sleep(SECOND_SWEEP_AFTER).await;
-        let second = self.delete_turns(user).await?;
+        let second = self.delete_turns(user, &until).await?;
         deleted.extend(second);
         let conversations: std::collections::HashSet<&str> = deleted.iter().map(|(_, c)| c.as_str()).collect();
         Ok(Deleted {
@@ -86,9 +92,10 @@ impl Store {
         })
     }
 
-    /// Deletes every turn user-index lists now; returns them (key, conversation).
-    async fn delete_turns(&self, user: &UserId) -> Result<Vec<(String, String)>, StoreError> {
-        let turns = self.turn_keys(user).await?;
+    /// Deletes every turn asked at or before `until` that user-index lists now; returns them
+    /// (key, conversation).
+    async fn delete_turns(&self, user: &UserId, until: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let turns = self.turn_keys(user, until).await?;
         for chunk in turns.chunks(25) {
             self.delete_batch(chunk.iter().map(|(k, _)| k.as_str())).await?;
         }

@@ -107,9 +107,11 @@ async fn the_second_message_of_the_day_is_answered_with_the_first_exchange_in_th
     assert_eq!(sent.len(), 2);
     let messages = sent[1]["messages"].as_array().cloned().unwrap_or_default();
     let roles: Vec<&str> = messages.iter().filter_map(|m| m["role"].as_str()).collect();
-    assert_eq!(roles, ["system", "user", "user", "assistant", "user"], "system, context, first exchange, new message");
-    assert!(messages[2]["content"].as_str().unwrap_or_default().contains("My irons feel thin today."));
-    assert_eq!(messages[3]["content"], "Try the split-hands drill for ten swings.");
+    // The history is the golfer's newest turns, whatever their day: yesterday's, then today's.
+    assert_eq!(roles, ["system", "user", "user", "assistant", "user", "assistant", "user"], "system, context, yesterday's exchange, the first exchange, new message");
+    assert!(messages[2]["content"].as_str().unwrap_or_default().contains("What should we work on this week?"));
+    assert!(messages[4]["content"].as_str().unwrap_or_default().contains("My irons feel thin today."));
+    assert_eq!(messages[5]["content"], "Try the split-hands drill for ten swings.");
 
     // The stored item has both exchanges and matches the conversation schema.
     let conv = app
@@ -162,4 +164,49 @@ async fn another_golfers_swing_never_reaches_the_prompt() {
     let prompt = prompt_text(&sent[0]);
     assert!(prompt.contains("swing-alice-001"), "{prompt}");
     assert!(!prompt.contains("swing-ben") && !prompt.contains("early extension"), "{prompt}");
+}
+
+/// A golfer asks at 23:59:59 UTC and follows up a few seconds after midnight (4 pm in
+/// California): the follow-up's prompt holds the exchange, each message's spend lands on the
+/// day it was asked, each day's conversation view holds its own exchange, and the session
+/// goes on.
+#[tokio::test]
+async fn the_thread_holds_across_utc_midnight() {
+    let app = spawn_app().await;
+    let user = "golfer-midnight-2";
+    let now = chrono::Utc::now();
+    let midnight = coach_api::clock::next_day(now);
+    app.state.clock.advance(midnight - chrono::Duration::seconds(1) - now);
+    let before = app.state.clock.now();
+    let (s1, first) = app.chat_json(user, &json!({ "message": "Late range session: my driver keeps fading right" })).await;
+    assert_eq!(s1, 200, "{first}");
+    assert!(app.state.clock.now() < midnight, "asked and answered before midnight");
+    app.state.clock.advance(chrono::Duration::seconds(6));
+    let after = app.state.clock.now();
+    let (s2, second) = app.chat_json(user, &json!({ "message": "Should I weaken my grip for that?" })).await;
+    assert_eq!(s2, 200, "{second}");
+
+    let sent = app.model_requests().await;
+    let messages = sent[1]["messages"].as_array().cloned().unwrap_or_default();
+    let roles: Vec<&str> = messages.iter().filter_map(|m| m["role"].as_str()).collect();
+    assert_eq!(roles, ["system", "user", "user", "assistant", "user"], "the exchange before midnight is in the follow-up's prompt");
+    assert!(messages[2]["content"].as_str().unwrap_or_default().contains("my driver keeps fading right"));
+    assert_eq!(messages[3]["content"], first["message"]["content"]);
+    assert_eq!(second["coaching_themes"]["session_count"], first["coaching_themes"]["session_count"], "one conversation, one session");
+    assert_ne!(first["conversation_id"], second["conversation_id"], "each day has its own conversation view");
+
+    // Spend on the day each message was asked.
+    let golfer = crate::helpers::uid(user);
+    for (at, answer) in [(before, &first), (after, &second)] {
+        let spend = app.number(&coach_api::store::keys::user_quota(&golfer, at), "spend_micro").await;
+        assert_eq!(spend, answer["usage"]["cost_micro_usd"].as_i64().unwrap(), "spend of {}", coach_api::clock::date(at));
+    }
+    // Each day's conversation view holds its own exchange.
+    for (at, text) in [(before, "my driver keeps fading right"), (after, "Should I weaken my grip")] {
+        let (status, view) = app.read(reqwest::Method::GET, user, &format!("/api/chat/coaching/conversation?date={}", coach_api::clock::date(at))).await;
+        assert_eq!(status, 200, "{view}");
+        let messages = view["messages"].as_array().cloned().unwrap_or_default();
+        assert_eq!(messages.len(), 2, "{view}");
+        assert!(messages[0]["content"].as_str().unwrap_or_default().contains(text), "{view}");
+    }
 }

@@ -194,9 +194,35 @@ async fn a_message_in_flight_during_delete_me_does_not_bring_the_data_back() {
     let ((status, answer), (deleted, report)) = tokio::join!(in_flight, delete);
     assert_eq!((status, deleted), (200, 200), "{answer} {report}");
     assert_eq!(answer["stored"], false, "answered, not written back: {answer}");
+    assert_eq!(answer["storage"], "discarded", "told apart from a background save: {answer}");
     assert_eq!(report["turns_deleted"], 1);
     let turns = app.store.day_turns(&crate::helpers::uid(user), chrono::Utc::now()).await.unwrap();
     assert!(turns.is_empty(), "nothing came back: {turns:?}");
+    // The message's claim went with it, and its spend was settled at what the model billed.
+    let claim = coach_api::store::keys::turn(&crate::helpers::uid(user), "erase-0001-abcd");
+    assert!(app.raw_item(&claim).await.is_none(), "the in-progress claim is deleted");
+    assert_eq!(app.day_spend(user).await, 2 * answer["usage"]["cost_micro_usd"].as_i64().unwrap(), "both messages settled at their cost");
     let (_, again) = app.read(Method::DELETE, user, "/api/chat/coaching/me").await;
     assert_eq!(again["turns_deleted"], 0, "deleting again finds nothing");
+}
+
+/// A message asked after the erase marker was written belongs to the golfer's new history:
+/// it is stored, and the deletion's second sweep (after the index catches up) leaves it.
+#[tokio::test]
+async fn a_message_sent_while_delete_me_sweeps_is_kept_as_new_history() {
+    let app = spawn_with(|_| {}).await;
+    let user = "golfer-erase-2";
+    say(&app, user, "Before the deletion").await;
+    let delete = app.read(Method::DELETE, user, "/api/chat/coaching/me");
+    let during = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        app.chat_json(user, &json!({ "message": "A fresh start", "clientMessageId": "erase-0002-abcd" })).await
+    };
+    let ((deleted, report), (status, answer)) = tokio::join!(delete, during);
+    assert_eq!((deleted, status), (200, 200), "{report} {answer}");
+    assert_eq!((answer["stored"].clone(), answer["storage"].clone()), (json!(true), json!("stored")), "{answer}");
+    assert_eq!(report["turns_deleted"], 1, "only the turn asked before the deletion: {report}");
+    let turns = app.store.day_turns(&crate::helpers::uid(user), app.state.clock.now()).await.unwrap();
+    assert_eq!(turns.len(), 1, "the new turn stays: {turns:?}");
+    assert_eq!(turns[0].user_message.content, "A fresh start");
 }

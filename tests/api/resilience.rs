@@ -626,10 +626,14 @@ async fn a_turn_answered_after_midnight_keeps_its_days_themes_for_the_next_day()
     assert_eq!(first["coaching_themes"]["primary_focus"], "Midnight tempo");
     let session = first["coaching_themes"]["session_count"].as_i64().unwrap();
     app.state.clock.advance(chrono::Duration::minutes(10));
-    let (_, second) = app.chat_json("golfer-midnight-1", &json!({ "message": "Morning now" })).await;
+    let (_, second) = app.chat_json("golfer-midnight-1", &json!({ "message": "Still at the range" })).await;
     assert_eq!(second["coaching_themes"]["primary_focus"], "Midnight tempo", "carried: {second}");
-    assert_eq!(second["coaching_themes"]["session_count"].as_i64().unwrap(), session + 1, "a new day, a new session");
-    assert_ne!(first["conversation_id"], second["conversation_id"]);
+    assert_eq!(second["coaching_themes"]["session_count"].as_i64().unwrap(), session, "midnight crossed inside one conversation");
+    assert_ne!(first["conversation_id"], second["conversation_id"], "a new day's conversation view");
+    app.state.clock.advance(chrono::Duration::hours(8));
+    let (_, third) = app.chat_json("golfer-midnight-1", &json!({ "message": "Morning now" })).await;
+    assert_eq!(third["coaching_themes"]["primary_focus"], "Midnight tempo", "carried: {third}");
+    assert_eq!(third["coaching_themes"]["session_count"].as_i64().unwrap(), session + 1, "back after a night's sleep: a new session");
 }
 
 /// A clientMessageId names one message: reused with another message it is refused, never

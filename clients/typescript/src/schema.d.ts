@@ -176,7 +176,12 @@ export interface components {
                 request_id: string;
                 /** @description The model's name, 'offline' (no model configured) or 'fallback' (model unavailable) */
                 source: string;
-                /** @description false when the answer could not be stored yet: it is stored in the background, and a retry with the same clientMessageId returns it */
+                /**
+                 * @description What became of this exchange. 'stored': it is in the conversation. 'pending': it could not be stored in time and is being stored in the background; a retry with the same clientMessageId returns it once it is. 'discarded': it will never be stored, because the golfer deleted their data (DELETE /me) while it was being answered, or its clientMessageId was taken over by a later retry; the answer is shown once and kept nowhere.
+                 * @enum {string}
+                 */
+                storage: "stored" | "pending" | "discarded";
+                /** @description true when the exchange is in the golfer's conversation (storage is 'stored'); false otherwise, and storage says why */
                 stored: boolean;
                 /**
                  * Usage
@@ -310,7 +315,12 @@ export interface components {
             request_id: string;
             /** @description The model's name, 'offline' (no model configured) or 'fallback' (model unavailable) */
             source: string;
-            /** @description false when the answer could not be stored yet: it is stored in the background, and a retry with the same clientMessageId returns it */
+            /**
+             * @description What became of this exchange. 'stored': it is in the conversation. 'pending': it could not be stored in time and is being stored in the background; a retry with the same clientMessageId returns it once it is. 'discarded': it will never be stored, because the golfer deleted their data (DELETE /me) while it was being answered, or its clientMessageId was taken over by a later retry; the answer is shown once and kept nowhere.
+             * @enum {string}
+             */
+            storage: "stored" | "pending" | "discarded";
+            /** @description true when the exchange is in the golfer's conversation (storage is 'stored'); false otherwise, and storage says why */
             stored: boolean;
             /**
              * Usage

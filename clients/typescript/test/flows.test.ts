@@ -43,6 +43,7 @@ test("ChatScreen: a message, one with the swing on screen, and a retry with the 
   const answer = answered(first.response.status, first.data, first.error);
   assert.equal(typeof answer.message.content, "string");
   assert.equal(answer.stored, true);
+  assert.equal(answer.storage, "stored", "in the conversation");
   assert.equal(first.response.headers.get("ratelimit-remaining"), String(answer.quota.requests_remaining_hour));
 
   const swing = await alice.POST("/api/chat/coaching", {
@@ -146,4 +147,20 @@ test("deleting the account leaves nothing to read", async () => {
   const after = await golfer.GET("/api/chat/coaching/conversation");
   assert.equal(after.response.status, 404);
   assert.equal(after.error?.code, "not_found");
+});
+
+test("a message answered while the account is deleted is shown once and said to be discarded", async () => {
+  const golfer = coachClient(baseUrl, { localUserId: `ts-erase-${run}` });
+  // The mock model answers after 300 ms: the deletion's erase marker is written first.
+  const inFlight = golfer.POST("/api/chat/coaching", { body: { message: "One last question before I go.", clientMessageId: `ts-${run}-erase` } });
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const deleted = await golfer.DELETE("/api/chat/coaching/me");
+  assert.ok(deleted.data, JSON.stringify(deleted.error));
+  const sent = await inFlight;
+  const answer = answered(sent.response.status, sent.data, sent.error);
+  // Not "being saved in the background" (pending): it will never be stored, as the golfer asked.
+  assert.equal(answer.storage, "discarded");
+  assert.equal(answer.stored, false);
+  const after = await golfer.GET("/api/chat/coaching/conversation");
+  assert.equal(after.response.status, 404, "nothing of it was kept");
 });
