@@ -136,7 +136,8 @@ async fn injection_attempts_stay_data_in_the_users_turn() {
 #[tokio::test]
 async fn the_reply_is_sanitized_before_the_golfer_sees_or_we_store_it() {
     let app = spawn_app().await;
-    let dirty = "<b>Great</b> swing! **Tip**: visit https://evil.example/win or https://www.usga.org/rules. Email me at coach@golf.example or call 415-555-0132.";
+    let dirty = "<b>Great</b> swing! **Tip**: visit https://evil.example/win or https://www.usga.org/rules. Email me at coach@golf.example or call 415-555-0132. \
+                 Also evil.example/phish, //evil.example/x, javascript:alert(1), data:text/html;base64,PHNjcmlwdD4= and [click](javascript:alert(2)) now.";
     Mock::given(method("POST"))
         .and(path(MODEL_PATH))
         .respond_with(ResponseTemplate::new(200).set_body_json(completion(&payload(dirty), 500, 60)))
@@ -146,9 +147,10 @@ async fn the_reply_is_sanitized_before_the_golfer_sees_or_we_store_it() {
     let (status, body) = app.chat_json("golfer-out-1", &json!({ "message": "Any tips?" })).await;
     assert_eq!(status, 200);
     let content = body["message"]["content"].as_str().unwrap();
-    for gone in ["<b>", "**", "evil.example", "coach@golf.example", "555-0132"] {
+    for gone in ["<b>", "**", "evil.example", "coach@golf.example", "555-0132", "javascript", "alert", "base64", "click)"] {
         assert!(!content.contains(gone), "{gone} in {content}");
     }
+    assert!(content.contains("click now."), "a removed link's text stays: {content}");
     assert!(content.contains("https://www.usga.org/rules") && content.contains("Great"));
     let conv = app.store.conversation(&keys::conversation(&UserId::try_from("golfer-out-1".to_string()).unwrap(), chrono::Utc::now())).await.unwrap().unwrap();
     assert_eq!(conv.recent_messages[1].content, content, "stored as shown");
