@@ -42,6 +42,42 @@ impl Backoff {
     pub async fn wait(&self, attempt: u32) {
         tokio::time::sleep(self.delay(attempt)).await;
     }
+
+    /// Runs `attempt` in the background, waiting before each try, until it is [`Tried::Done`]
+    /// or [`Tried::Stop`], for at most `within`; logs how it ended as `what`. The one
+    /// background retry loop: a release, a turn that could not be stored in time.
+    pub fn in_background<F, Fut>(self, what: &'static str, within: Duration, mut attempt: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Tried> + Send,
+    {
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            for n in 0.. {
+                if started.elapsed() >= within {
+                    break;
+                }
+                self.wait(n).await;
+                match attempt().await {
+                    Tried::Done => return tracing::info!(what, "background work done"),
+                    Tried::Stop => break,
+                    Tried::Again => {}
+                }
+            }
+            // What it held stays charged (never under-charged) and expires on its own.
+            tracing::error!(what, "background work gave up");
+        });
+    }
+}
+
+/// How one try of background work ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tried {
+    Done,
+    /// Try again after the next wait.
+    Again,
+    /// Trying again cannot help.
+    Stop,
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Typed configuration, and the only reader of the process environment. Names are the
-//! contract in design.md. [`VARS`] is the table of every variable: `from_lookup` parses
+//! Typed configuration, and the only reader of the process environment. The variables' names
+//! are a contract with operators and the infra (README, "Configuration"). [`VARS`] is the table of every variable: `from_lookup` parses
 //! through it, and the list the infra test and the README check against is derived from it.
 
 use std::path::PathBuf;
@@ -7,46 +7,18 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::llm::models::{ModelSpec, OutputLimit, Prices};
+use crate::limits::{Limits, GPT_4O_PRICES};
+use crate::llm::table::{ModelSpec, ModelTableError, OutputLimit};
 
 /// The default model's row, so a default Config needs no table (a test keeps it equal to
 /// the table's row).
 const GPT_4O: ModelSpec = ModelSpec {
     name: String::new(),
-    prices: Prices { input_micro: 2_500_000, cached_input_micro: 1_250_000, output_micro: 10_000_000 },
+    prices: GPT_4O_PRICES,
     output_limit: OutputLimit::MaxTokens,
     temperature: true,
     reasoning_effort: None,
 };
-
-/// Prices and limits in integer micro-dollars; counts as integers.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub token_limit_per_request: u32,
-    pub max_reply_tokens: u32,
-    pub requests_per_hour: u32,
-    pub ip_requests_per_hour: u32,
-    pub spend_per_user_day_micro: u64,
-    pub spend_total_day_micro: u64,
-    /// The model's prices (its row of `prompts/models.json`).
-    pub prices: Prices,
-    pub max_body_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            token_limit_per_request: 1500,
-            max_reply_tokens: 400,
-            requests_per_hour: 15,
-            ip_requests_per_hour: 60,
-            spend_per_user_day_micro: 5_000_000,
-            spend_total_day_micro: 100_000_000,
-            prices: GPT_4O.prices,
-            max_body_bytes: 10 * 1024,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
@@ -171,7 +143,7 @@ pub struct Config {
     /// streamed route); otherwise buffered.
     pub lambda_streaming: bool,
     /// Total time a request may take, when no Lambda deadline is known (local serve).
-    pub request_budget: Duration,
+    pub request_time_limit: Duration,
     /// Kept free before the Lambda deadline to store the turn and answer.
     pub deadline_margin: Duration,
     /// How long a request may wait for admission and its context (the first DynamoDB wave)
@@ -204,7 +176,7 @@ impl Default for Config {
             log_filter: "info".into(),
             in_lambda: false,
             lambda_streaming: false,
-            request_budget: Duration::from_secs(25),
+            request_time_limit: Duration::from_secs(25),
             deadline_margin: Duration::from_millis(2500),
             admission_wait: Duration::from_secs(3),
             clock_offset_secs: 0,
@@ -218,6 +190,8 @@ pub enum ConfigError {
     Invalid { name: &'static str, problem: String },
     #[error("AUTH_MODE=local trusts a header for identity and is refused inside Lambda; set ALLOW_LOCAL_AUTH_IN_LAMBDA=true only for a test stage")]
     LocalAuthInLambda,
+    #[error(transparent)]
+    ModelTable(#[from] ModelTableError),
     #[error("CLOCK_OFFSET_SECONDS moves the service's clock for local trials and is refused inside Lambda: quotas and spend would land on the wrong hour and day")]
     ClockOffsetInLambda,
 }
@@ -264,9 +238,9 @@ pub static VARS: &[EnvVar] = &[
     EnvVar { name: "IP_RATE_LIMIT_PER_HOUR", default: "`60`", meaning: "messages per client IP per clock hour",
         set: |c, n, v| { c.limits.ip_requests_per_hour = number(n, v)?; Ok(()) } },
     EnvVar { name: "COST_LIMIT_PER_USER", default: "`5`", meaning: "dollars per golfer per UTC day",
-        set: |c, n, v| { c.limits.spend_per_user_day_micro = parse_dollars(n, v)?; Ok(()) } },
+        set: |c, n, v| { c.limits.spend_per_user_day_micro = dollars(n, v)?; Ok(()) } },
     EnvVar { name: "COST_LIMIT_TOTAL", default: "`100`", meaning: "dollars for everyone per UTC day",
-        set: |c, n, v| { c.limits.spend_total_day_micro = parse_dollars(n, v)?; Ok(()) } },
+        set: |c, n, v| { c.limits.spend_total_day_micro = dollars(n, v)?; Ok(()) } },
     EnvVar { name: "AUTH_MODE", default: "`cognito`", meaning: "`cognito` (claims.sub) or `local` (`X-User-Id`; refused inside Lambda)",
         set: |c, n, v| {
             c.auth_mode = match v {
@@ -362,7 +336,7 @@ impl Config {
                 (var.set)(&mut c, var.name, &v)?;
             }
         }
-        c.model.spec = crate::llm::models::spec(&c.model.model)?;
+        c.model.spec = crate::llm::table::spec(&c.model.model)?;
         c.limits.prices = c.model.spec.prices;
         c.check(non_empty("ALLOW_LOCAL_AUTH_IN_LAMBDA").as_deref() == Some("true"))?;
         Ok(c)
@@ -390,27 +364,9 @@ fn number<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, Config
     v.parse().map_err(|_| ConfigError::Invalid { name, problem: format!("'{v}' is not a number") })
 }
 
-/// Parses "5", "5.00" or "0.0075" into micro-dollars without floating point.
-pub fn parse_dollars(name: &'static str, v: &str) -> Result<u64, ConfigError> {
-    let bad = || ConfigError::Invalid {
-        name,
-        problem: format!("'{v}' is not an amount in dollars with at most 6 decimals"),
-    };
-    let v = v.trim().trim_start_matches('$');
-    let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
-    if whole.is_empty() && frac.is_empty() || frac.len() > 6 {
-        return Err(bad());
-    }
-    let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
-    let frac_micro: u64 = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<6}").parse().map_err(|_| bad())?
-    };
-    whole
-        .checked_mul(1_000_000)
-        .and_then(|w| w.checked_add(frac_micro))
-        .ok_or_else(bad)
+/// An amount in dollars as micro-dollars (`limits::parse_dollars`).
+fn dollars(name: &'static str, v: &str) -> Result<u64, ConfigError> {
+    crate::limits::parse_dollars(v).map_err(|problem| ConfigError::Invalid { name, problem })
 }
 
 #[cfg(test)]
@@ -423,17 +379,6 @@ mod tests {
         let m: HashMap<String, String> =
             pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| m.get(k).cloned())
-    }
-
-    #[test]
-    fn dollars_parse_to_exact_micro_dollars() {
-        assert_eq!(parse_dollars("X", "5").ok(), Some(5_000_000));
-        assert_eq!(parse_dollars("X", "100.00").ok(), Some(100_000_000));
-        assert_eq!(parse_dollars("X", "0.0075").ok(), Some(7_500));
-        assert_eq!(parse_dollars("X", "$2.5").ok(), Some(2_500_000));
-        assert!(parse_dollars("X", "1.0000001").is_err());
-        assert!(parse_dollars("X", "-1").is_err());
-        assert!(parse_dollars("X", "abc").is_err());
     }
 
     #[test]
@@ -483,7 +428,7 @@ mod tests {
     }
 
     #[test]
-    fn wildcard_cors_and_oversized_reply_budget_are_rejected() {
+    fn wildcard_cors_and_an_oversized_reply_token_limit_are_rejected() {
         assert!(cfg(&[("CORS_ALLOWED_ORIGINS", "*")]).is_err());
         assert!(cfg(&[("MAX_REPLY_TOKENS", "1500")]).is_err());
         assert!(cfg(&[("RATE_LIMIT_PER_HOUR", "many")]).is_err());
@@ -514,7 +459,7 @@ mod tests {
 
     #[test]
     fn the_default_model_row_is_the_tables_and_switching_is_one_variable() -> Result<(), ConfigError> {
-        let table = crate::llm::models::spec("gpt-4o")?;
+        let table = crate::llm::table::spec("gpt-4o")?;
         assert_eq!(ModelSpec { name: table.name.clone(), ..GPT_4O }, table);
         assert_eq!(cfg(&[])?.model.spec, table);
         let c = cfg(&[("OPENAI_MODEL", "gpt-5-mini")])?;

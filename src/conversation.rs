@@ -76,19 +76,18 @@ pub struct Turn<'a> {
     pub latest_score: Option<i64>,
 }
 
-/// The turn item for an exchange: `key` is its place in the table (the claim's key), `newest`
-/// the golfer's newest turn before it (today's, or an earlier day's).
-#[expect(clippy::too_many_arguments, reason = "each is a fact of the turn from its own step")]
-pub fn record(
-    key: String,
-    user: UserId,
-    conversation: ConversationId,
-    now: DateTime<Utc>,
-    newest: Option<&TurnItem>,
-    turn: &Turn<'_>,
-    response: StoredResponse,
-    request_hash: String,
-) -> TurnItem {
+/// Whose turn it is, in which day's conversation, and when the golfer asked.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub user: UserId,
+    pub conversation: ConversationId,
+    pub now: DateTime<Utc>,
+}
+
+/// The turn item for an exchange; `newest` is the golfer's newest turn before it (today's, or
+/// an earlier day's).
+pub fn record(place: Placement, newest: Option<&TurnItem>, turn: &Turn<'_>, response: StoredResponse, request_hash: String) -> TurnItem {
+    let Placement { user, conversation, now } = place;
     let today = newest.filter(|t| t.conversation == conversation);
     let mut themes = themes_before(newest, now);
     let mut referenced_swings = today.map(|t| t.referenced_swings.clone()).unwrap_or_default();
@@ -102,7 +101,6 @@ pub fn record(
         themes.progress_indicators.insert("latest_swing_score".into(), score.clamp(0, 100) as f64);
     }
     TurnItem {
-        conversation_id: key,
         user_id: user,
         last_updated: timestamp(now),
         conversation,
@@ -121,9 +119,7 @@ pub fn record(
 /// older ones folded into the summary, the themes after the newest turn.
 pub fn assemble(id: ConversationId, user: UserId, turns: &[TurnItem], max_messages: usize) -> Option<ConversationItem> {
     let (first, newest) = (turns.first()?, turns.last()?);
-    let mut messages: Vec<ChatMessage> = turns.iter().flat_map(|t| [t.user_message.clone(), t.reply.clone()]).collect();
-    let overflow = messages.len().saturating_sub(max_messages.max(2));
-    let folded: Vec<ChatMessage> = messages.drain(..overflow).collect();
+    let (messages, summary) = fold(turns, max_messages);
     Some(ConversationItem {
         conversation_id: id,
         user_id: user,
@@ -133,9 +129,18 @@ pub fn assemble(id: ConversationId, user: UserId, turns: &[TurnItem], max_messag
         coaching_themes: newest.coaching_themes.clone(),
         referenced_swings: newest.referenced_swings.clone(),
         total_tokens_used: turns.iter().map(|t| t.tokens).sum(),
-        conversation_status: if folded.is_empty() { ConversationStatus::Active } else { ConversationStatus::Compressed },
-        summary: (!folded.is_empty()).then(|| summary(&folded)),
+        conversation_status: if summary.is_none() { ConversationStatus::Active } else { ConversationStatus::Compressed },
+        summary,
     })
+}
+
+/// The messages of `turns` (oldest first): the last `max_messages`, and the older ones folded
+/// into a summary.
+pub fn fold(turns: &[TurnItem], max_messages: usize) -> (Vec<ChatMessage>, Option<String>) {
+    let mut messages: Vec<ChatMessage> = turns.iter().flat_map(|t| [t.user_message.clone(), t.reply.clone()]).collect();
+    let overflow = messages.len().saturating_sub(max_messages.max(2));
+    let folded: Vec<ChatMessage> = messages.drain(..overflow).collect();
+    (messages, (!folded.is_empty()).then(|| summary(&folded)))
 }
 
 fn reference_swing(referenced: &mut Vec<SwingId>, swing: &str, own: &[SwingId]) {
@@ -260,6 +265,10 @@ mod tests {
         }
     }
 
+    fn place(conversation: ConversationId, now: DateTime<Utc>) -> Placement {
+        Placement { user: user(), conversation, now }
+    }
+
     fn turn<'a>(question: &str, proposal: Option<&'a CoachReplyPayload>, own: &'a [SwingId]) -> Turn<'a> {
         Turn { user_message: msg(Role::User, question), reply: msg(Role::Assistant, "answer"), tokens: 20, proposal, own_swings: own, latest_score: None }
     }
@@ -267,23 +276,23 @@ mod tests {
     #[test]
     fn a_return_after_a_break_is_a_new_session_with_themes_carried() {
         let p = payload(Some("Tempo"), None, None);
-        let monday = record("k1".into(), user(), conv_id("20261123"), at(23, 9), None, &turn("hi", Some(&p), &[]), response(), "h".into());
+        let monday = record(place(conv_id("20261123"), at(23, 9)), None, &turn("hi", Some(&p), &[]), response(), "h".into());
         assert_eq!(monday.coaching_themes.session_count, 1, "a golfer's first turn is session 1");
-        let later = record("k2".into(), user(), conv_id("20261123"), at(23, 10), Some(&monday), &turn("again", None, &[]), response(), "h".into());
+        let later = record(place(conv_id("20261123"), at(23, 10)), Some(&monday), &turn("again", None, &[]), response(), "h".into());
         assert_eq!(later.coaching_themes.session_count, 1, "an hour later is the same session");
-        let tuesday = record("k3".into(), user(), conv_id("20261124"), at(24, 8), Some(&later), &turn("next day", None, &[]), response(), "h".into());
+        let tuesday = record(place(conv_id("20261124"), at(24, 8)), Some(&later), &turn("next day", None, &[]), response(), "h".into());
         assert_eq!(tuesday.coaching_themes.session_count, 2);
         assert_eq!(tuesday.coaching_themes.primary_focus, "Tempo", "carried");
-        let evening = record("k4".into(), user(), conv_id("20261124"), at(24, 23), Some(&tuesday), &turn("evening", None, &[]), response(), "h".into());
+        let evening = record(place(conv_id("20261124"), at(24, 23)), Some(&tuesday), &turn("evening", None, &[]), response(), "h".into());
         assert_eq!(evening.coaching_themes.session_count, 3, "back after 15 hours the same day: a new session");
     }
 
     #[test]
     fn a_midnight_crossed_inside_a_conversation_is_not_a_new_session() {
         let before = at(24, 23) + chrono::Duration::minutes(59) + chrono::Duration::seconds(59);
-        let late = record("k1".into(), user(), conv_id("20261124"), before, None, &turn("late", None, &[]), response(), "h".into());
+        let late = record(place(conv_id("20261124"), before), None, &turn("late", None, &[]), response(), "h".into());
         let after = before + chrono::Duration::seconds(6);
-        let next = record("k2".into(), user(), conv_id("20261125"), after, Some(&late), &turn("follow-up", None, &[]), response(), "h".into());
+        let next = record(place(conv_id("20261125"), after), Some(&late), &turn("follow-up", None, &[]), response(), "h".into());
         assert_eq!(next.coaching_themes.session_count, late.coaching_themes.session_count);
         assert_eq!(next.conversation, conv_id("20261125"), "the day's conversation view still changes at midnight");
     }
@@ -321,13 +330,13 @@ mod tests {
         let own = [SwingId::try_from("swing-mine".to_string()).unwrap_or_else(|e| panic!("{e}"))];
         let mut t = turn("hi", None, &own);
         t.reply.swing_reference = Some("swing-theirs".into());
-        let first = record("k1".into(), user(), conv_id("20261125"), at(25, 9), None, &t, response(), "h".into());
+        let first = record(place(conv_id("20261125"), at(25, 9)), None, &t, response(), "h".into());
         assert!(first.referenced_swings.is_empty());
         t.reply.swing_reference = Some("swing-mine".into());
-        let second = record("k2".into(), user(), conv_id("20261125"), at(25, 9), Some(&first), &t, response(), "h".into());
+        let second = record(place(conv_id("20261125"), at(25, 9)), Some(&first), &t, response(), "h".into());
         assert_eq!(second.referenced_swings, own.to_vec());
         t.reply.swing_reference = None;
-        let third = record("k3".into(), user(), conv_id("20261125"), at(25, 10), Some(&second), &t, response(), "h".into());
+        let third = record(place(conv_id("20261125"), at(25, 10)), Some(&second), &t, response(), "h".into());
         assert_eq!(third.referenced_swings, own.to_vec(), "the day's references carry to its later turns");
     }
 
@@ -337,7 +346,7 @@ mod tests {
         for i in 0..5000 {
             let mut t = turn(&format!("question {i} {}", "x".repeat(900)), None, &[]);
             t.reply.content = format!("answer {i} {}", "y".repeat(1400));
-            turns.push(record(format!("k{i}"), user(), conv_id("20261125"), at(25, 9), turns.last(), &t, response(), "h".into()));
+            turns.push(record(place(conv_id("20261125"), at(25, 9)), turns.last(), &t, response(), "h".into()));
         }
         let day = assemble(conv_id("20261125"), user(), &turns, 20).unwrap_or_else(|| panic!("a day with turns"));
         assert_eq!(day.recent_messages.len(), 20);

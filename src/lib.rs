@@ -1,5 +1,6 @@
 //! Golf-coaching chat backend: `POST /api/chat/coaching` on API Gateway + Lambda, or locally.
 
+pub mod account;
 pub mod api;
 pub mod aws;
 pub mod backoff;
@@ -18,5 +19,6 @@ pub mod schemas;
 pub mod secrets;
 pub mod seed;
 pub mod state;
+pub mod stats;
 pub mod store;
 pub mod tokens;

@@ -1,5 +1,6 @@
-//! Quotas and budgets: what a request may cost, its reservation before the model is called,
-//! and its settlement or release after. Money is integer micro-dollars throughout.
+//! Quotas and spend: the policy, pure (no I/O; nothing here imports the store or the model
+//! client, which import these types instead). What a message may cost, what admitting it asks
+//! of the counters, refusals and what is left. Money is integer micro-dollars throughout.
 //!
 //! The worst case is reserved before the prompt is known, so the reservation can run in the
 //! same DynamoDB wave as the context reads: prompt tokens are at most
@@ -10,11 +11,134 @@
 use chrono::{DateTime, Utc};
 
 use crate::clock::{next_day, next_hour, timestamp};
-use crate::config::Limits;
-use crate::llm::Billed;
 use crate::models::{Quota, UserId};
-use crate::store::counters::{hour_attr, Admission, Counter, CounterKeys, UsageSnapshot};
-use crate::store::keys::{self, IpHash};
+
+/// Integer micro-dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prices {
+    pub input_micro: u64,
+    pub cached_input_micro: u64,
+    pub output_micro: u64,
+}
+
+/// gpt-4o's prices: the default row's (a test keeps them equal to the table's).
+pub const GPT_4O_PRICES: Prices = Prices { input_micro: 2_500_000, cached_input_micro: 1_250_000, output_micro: 10_000_000 };
+
+/// The limits a deployment sets: tokens per request, requests per hour, spend per day.
+/// Prices are the configured model's; counts are integers, money micro-dollars.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub token_limit_per_request: u32,
+    pub max_reply_tokens: u32,
+    pub requests_per_hour: u32,
+    pub ip_requests_per_hour: u32,
+    pub spend_per_user_day_micro: u64,
+    pub spend_total_day_micro: u64,
+    /// The model's prices (its row of `prompts/models.json`).
+    pub prices: Prices,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            token_limit_per_request: 1500,
+            max_reply_tokens: 400,
+            requests_per_hour: 15,
+            ip_requests_per_hour: 60,
+            spend_per_user_day_micro: 5_000_000,
+            spend_total_day_micro: 100_000_000,
+            prices: GPT_4O_PRICES,
+            max_body_bytes: 10 * 1024,
+        }
+    }
+}
+
+/// What one model call billed, or may have: its usage, or (`estimated`) the worst case of a
+/// call that was sent and never answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Billed {
+    pub prompt_tokens: u64,
+    /// Of the prompt tokens, those billed at the cached-input price.
+    pub cached_tokens: u64,
+    /// Output tokens, reasoning included (billed as output).
+    pub completion_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub estimated: bool,
+    /// This call's answer is the reply the golfer gets.
+    pub used: bool,
+}
+
+/// A client IP reduced to a 16-hex-digit keyed hash (the log-hash key): counters and logs
+/// never hold the IP, and without the key the hash cannot be reversed by trying all 2^32
+/// IPv4 addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpHash(String);
+
+impl IpHash {
+    pub fn keyed(key: &str, ip: &str) -> Self {
+        Self(crate::safety::log_hash(key, &format!("ip-counter:{ip}")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Which counter refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    UserHour,
+    IpHour,
+    UserDay,
+    GlobalDay,
+}
+
+impl Counter {
+    /// The limit's name as templates, logs and metrics know it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::UserHour => "user_hour",
+            Self::IpHour => "ip_hour",
+            Self::UserDay => "user_day",
+            Self::GlobalDay => "global_day",
+        }
+    }
+}
+
+/// What a golfer has used, read after the request's own write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageSnapshot {
+    pub user_hour_count: i64,
+    pub user_day_spend_micro: i64,
+}
+
+/// What admitting one message asks of the counters: whose they are, when, and the limits
+/// with the worst case to reserve. The store turns it into counter items and their expiry.
+#[derive(Debug, Clone)]
+pub struct QuotaCheck {
+    pub user: UserId,
+    pub ip: IpHash,
+    pub at: DateTime<Utc>,
+    pub hour_limit: i64,
+    pub ip_hour_limit: i64,
+    pub user_day_limit_micro: i64,
+    /// The worst case this request can cost, reserved on the golfer's day.
+    pub cost_micro: i64,
+}
+
+/// Parses "5", "5.00" or "0.0075" into micro-dollars without floating point.
+pub fn parse_dollars(v: &str) -> Result<u64, String> {
+    let bad = || format!("'{v}' is not an amount in dollars with at most 6 decimals");
+    let v = v.trim().trim_start_matches('$');
+    let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
+    if whole.is_empty() && frac.is_empty() || frac.len() > 6 {
+        return Err(bad());
+    }
+    let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+    let frac_micro: u64 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().map_err(|_| bad())? };
+    whole.checked_mul(1_000_000).and_then(|w| w.checked_add(frac_micro)).ok_or_else(bad)
+}
 
 /// Micro-dollars for `tokens` at `per_mtok_micro` micro-dollars per million, rounded up.
 pub fn price(tokens: u64, per_mtok_micro: u64) -> i64 {
@@ -51,21 +175,22 @@ pub fn worst_case_cost(l: &Limits) -> i64 {
     call_worst_case(l) * BILLABLE_CALLS
 }
 
-/// The prompt's share of the per-request budget.
-pub fn prompt_budget(l: &Limits) -> usize {
+/// The prompt's share of the per-request token limit.
+pub fn prompt_token_limit(l: &Limits) -> usize {
     l.token_limit_per_request.saturating_sub(l.max_reply_tokens) as usize
 }
 
-pub fn admission(l: &Limits, user: &UserId, ip: &IpHash, now: DateTime<Utc>) -> Admission {
+/// What admitting `user`'s message from `ip` at `now` asks of the counters.
+pub fn quota_check(l: &Limits, user: &UserId, ip: &IpHash, now: DateTime<Utc>) -> QuotaCheck {
     let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    Admission {
-        keys: CounterKeys { user_quota: keys::user_quota(user, now), hour_attr: hour_attr(now), ip_hour: keys::ip_hour_quota(ip, now) },
+    QuotaCheck {
+        user: user.clone(),
+        ip: ip.clone(),
+        at: now,
         hour_limit: i64::from(l.requests_per_hour),
         ip_hour_limit: i64::from(l.ip_requests_per_hour),
         user_day_limit_micro: clamp(l.spend_per_user_day_micro),
         cost_micro: worst_case_cost(l),
-        ip_expires_at: now.timestamp() + keys::IP_QUOTA_TTL_SECS,
-        day_expires_at: now.timestamp() + keys::DAY_TTL_SECS,
     }
 }
 
@@ -133,7 +258,18 @@ mod tests {
         // Cached input at its price, reasoning as output.
         let b = Billed { prompt_tokens: 1000, cached_tokens: 400, completion_tokens: 300, reasoning_tokens: 200, ..Billed::default() };
         assert_eq!(billed_cost(&l, &b), 1_500 + 500 + 3_000);
-        assert_eq!(prompt_budget(&l), 1100);
+        assert_eq!(prompt_token_limit(&l), 1100);
+    }
+
+    #[test]
+    fn dollars_parse_to_exact_micro_dollars() {
+        assert_eq!(parse_dollars("5").ok(), Some(5_000_000));
+        assert_eq!(parse_dollars("100.00").ok(), Some(100_000_000));
+        assert_eq!(parse_dollars("0.0075").ok(), Some(7_500));
+        assert_eq!(parse_dollars("$2.5").ok(), Some(2_500_000));
+        assert!(parse_dollars("1.0000001").is_err());
+        assert!(parse_dollars("-1").is_err());
+        assert!(parse_dollars("abc").is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `coach-api`: the Lambda function when `AWS_LAMBDA_RUNTIME_API` is set, otherwise the
-//! operator's commands (design.md, "Contract for users and operators").
+//! operator's commands (README, "Configuration" and "Deploy").
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -146,8 +146,8 @@ fn preview(config: Config, file: &Path) -> Result<(), Failure> {
     let limit = config.limits.token_limit_per_request as usize;
     let reply = config.limits.max_reply_tokens as usize;
     let schema_tokens = llm::response_format_tokens();
-    let budget = limits::prompt_budget(&config.limits).saturating_sub(schema_tokens);
-    let packed = pack(&prompts, &vars, budget)?;
+    let token_limit = limits::prompt_token_limit(&config.limits).saturating_sub(schema_tokens);
+    let packed = pack(&prompts, &vars, token_limit)?;
     let mut out = std::io::stdout().lock();
     for (i, m) in packed.messages.iter().enumerate() {
         let tokens = coach_api::tokens::count_chat([(m.role.as_str(), m.content.as_str())]) - coach_api::tokens::REPLY_PRIMING;
@@ -160,9 +160,9 @@ fn preview(config: Config, file: &Path) -> Result<(), Failure> {
     writeln!(out, "token limit per request   {limit}")?;
     writeln!(out, "reply (max_tokens)        {reply}")?;
     writeln!(out, "structured-output schema  {schema_tokens}")?;
-    writeln!(out, "prompt budget             {budget}")?;
+    writeln!(out, "prompt token limit        {token_limit}")?;
     writeln!(out, "prompt tokens             {} (incl. {} of chat framing)", packed.prompt_tokens, coach_api::tokens::REPLY_PRIMING)?;
-    writeln!(out, "budget left               {}", budget.saturating_sub(packed.prompt_tokens))?;
+    writeln!(out, "tokens left               {}", token_limit.saturating_sub(packed.prompt_tokens))?;
     writeln!(out, "history turns dropped     {}", packed.dropped_turns)?;
     writeln!(out, "detail                    {:?}", packed.detail)?;
     Ok(())

@@ -69,7 +69,7 @@ pub struct Outcome {
     pub degraded: bool,
     pub filtered: bool,
     /// The counter that refused the request.
-    pub limit: Option<crate::store::counters::Counter>,
+    pub limit: Option<crate::limits::Counter>,
     /// Why the model could not answer (a fallback).
     pub model_error: Option<&'static str>,
     /// Model calls billed whose answer the golfer did not get (cut off, refused, off schema,
@@ -97,7 +97,7 @@ pub struct RequestMetrics {
     /// A 5xx answer other than a limit: ErrorRate's average over requests is the error ratio.
     pub server_error: bool,
     /// The request's I/O (properties on the line, not metrics).
-    pub io: crate::store::stats::IoStats,
+    pub io: crate::stats::IoStats,
     /// A streamed answer's time to its first words.
     pub first_delta_ms: Option<f64>,
 }

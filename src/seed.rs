@@ -93,6 +93,12 @@ pub async fn seed(store: &Store, extra: usize) -> Result<usize, StoreError> {
 
 async fn seed_golfer(store: &Store, user: &str, name: &str, d: &Demo, now: DateTime<Utc>) -> Result<(), StoreError> {
     let user: UserId = id(user)?;
+    seed_profile(store, &user, name, d).await?;
+    seed_swings(store, &user, d, now).await?;
+    seed_yesterday(store, &user, d, now).await
+}
+
+async fn seed_profile(store: &Store, user: &UserId, name: &str, d: &Demo) -> Result<(), StoreError> {
     store
         .put_profile(&GolferProfile {
             user_id: user.clone(),
@@ -103,7 +109,10 @@ async fn seed_golfer(store: &Store, user: &str, name: &str, d: &Demo, now: DateT
             goals: d.goals.iter().map(|g| g.to_string()).collect(),
             plan: Some(d.plan),
         })
-        .await?;
+        .await
+}
+
+async fn seed_swings(store: &Store, user: &UserId, d: &Demo, now: DateTime<Utc>) -> Result<(), StoreError> {
     let n = d.swings.len() as i64;
     for (i, (score, fault, advice)) in d.swings.iter().enumerate() {
         let at = now - Duration::days(2 * (n - i as i64));
@@ -125,9 +134,13 @@ async fn seed_golfer(store: &Store, user: &str, name: &str, d: &Demo, now: DateT
             })
             .await?;
     }
-    // Yesterday's conversation, one turn: its themes are what today's starts from.
+    Ok(())
+}
+
+/// Yesterday's conversation, one turn: its themes are what today's starts from.
+async fn seed_yesterday(store: &Store, user: &UserId, d: &Demo, now: DateTime<Utc>) -> Result<(), StoreError> {
     let yesterday = now - Duration::days(1);
-    let key = keys::turn(&user, "seed-yesterday");
+    let key = keys::turn(user, "seed-yesterday");
     let mut themes = conversation::default_themes();
     themes.primary_focus = d.focus.0.into();
     themes.secondary_focus = d.focus.1.into();
@@ -142,10 +155,9 @@ async fn seed_golfer(store: &Store, user: &str, name: &str, d: &Demo, now: DateT
         tokens_used: 0,
     };
     let turn = TurnItem {
-        conversation_id: key,
         user_id: user.clone(),
         last_updated: timestamp(yesterday),
-        conversation: id(&keys::conversation(&user, yesterday))?,
+        conversation: id(&keys::conversation(user, yesterday))?,
         status: TurnItemStatus::Completed,
         user_message: message(Role::User, "What should we work on this week?".into()),
         reply: message(Role::Assistant, format!("Let's keep building on {}.", d.focus.0.to_lowercase())),
@@ -155,12 +167,12 @@ async fn seed_golfer(store: &Store, user: &str, name: &str, d: &Demo, now: DateT
         response: StoredResponse {
             request_id: "seed".into(),
             usage: Usage { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, token_limit: 0, cost_micro_usd: 0 },
-            quota: crate::limits::quota(&crate::config::Limits::default(), Default::default(), yesterday),
+            quota: crate::limits::quota(&crate::limits::Limits::default(), Default::default(), yesterday),
             source: "offline".into(),
             degraded: false,
         },
         request_hash: "seed".into(),
     };
-    store.create_turn(&turn).await?;
+    store.create_turn(&key, &turn).await?;
     Ok(())
 }

@@ -15,7 +15,7 @@ use super::observe::current_request_id;
 use crate::chat::Caller;
 use crate::config::Config;
 use crate::state::AppState;
-use crate::store::keys::IpHash;
+use crate::limits::IpHash;
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -24,7 +24,7 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
         }
-        let user = caller_identity(state.config.auth_mode, parts)?;
+        let user = caller_identity(state.config.auth_mode, parts).ok_or(ApiError::Unauthorized)?;
         let ip = client_ip(parts).or_else(|| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()));
         let caller = Caller {
             user,
@@ -38,14 +38,14 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// One deadline for every wait of the request: the Lambda's remaining time (or the
-/// configured budget locally), less the margin kept to store the turn and answer.
+/// configured time limit locally), less the margin kept to store the turn and answer.
 fn deadline(config: &Config, parts: &Parts) -> Instant {
     let left = match lambda_deadline_ms(parts) {
         Some(deadline_ms) => {
             let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
-            Duration::from_millis(deadline_ms.saturating_sub(now_ms)).min(config.request_budget)
+            Duration::from_millis(deadline_ms.saturating_sub(now_ms)).min(config.request_time_limit)
         }
-        None => config.request_budget,
+        None => config.request_time_limit,
     };
     Instant::now() + left.saturating_sub(config.deadline_margin)
 }

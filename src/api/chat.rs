@@ -4,13 +4,13 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 
 use super::error::ApiError;
 use super::observe::respond;
 use super::rate_limit_headers;
-use crate::chat::{Answer, Caller, ChatInput};
+use crate::chat::{Caller, ChatInput};
 use crate::models::CoachingChatRequest;
 use crate::safety;
 use crate::schemas::{self, Violation};
@@ -62,15 +62,12 @@ fn validated(bytes: &[u8]) -> Result<CoachingChatRequest, ApiError> {
 pub async fn post_chat(State(state): State<AppState>, caller: Caller, input: ChatInput) -> Response {
     match state.answer(&caller, &input).await {
         Ok(answered) => {
-            let response = match answered.answer {
-                Answer::Fresh(body) => {
-                    let mut headers = HeaderMap::new();
-                    rate_limit_headers(&mut headers, &body.quota);
-                    (StatusCode::OK, headers, Json(body)).into_response()
-                }
-                Answer::Replay(body) => (StatusCode::OK, Json(body)).into_response(),
-            };
-            respond(&caller, answered.outcome, response)
+            let mut headers = HeaderMap::new();
+            // A replay is not counted against the hour again: it carries no RateLimit headers.
+            if !answered.replay {
+                rate_limit_headers(&mut headers, &answered.response.quota);
+            }
+            respond(&caller, answered.outcome, (StatusCode::OK, headers, Json(answered.response)))
         }
         Err(e) => {
             let e = ApiError::from(e);

@@ -5,14 +5,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::account::AccountError;
 use crate::chat::ChatError;
-use crate::limits::Refusal;
+use crate::limits::{Counter, Refusal};
+use crate::metrics::{Outcome, OutcomeKind};
 use crate::models::{ErrorBody, ErrorBodyCode, FieldError};
 use crate::prompts::PromptError;
 use crate::schemas::{SchemaError, Violation};
-use crate::metrics::{Outcome, OutcomeKind};
-use crate::store::counters::Counter;
-use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -37,8 +36,8 @@ pub enum ApiError {
     #[error(transparent)]
     Prompt(#[from] PromptError),
     #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("a streamed answer's task ended before it started")]
+    Account(#[from] AccountError),
+    #[error("a value of ours out of its shape")]
     Internal,
 }
 
@@ -61,9 +60,10 @@ impl ApiError {
                 ChatError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 ChatError::TooLong(_) => StatusCode::BAD_REQUEST,
                 ChatError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-                ChatError::Prompt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                ChatError::Prompt(_) | ChatError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
-            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Account(AccountError::NotFound) => StatusCode::NOT_FOUND,
+            Self::Account(AccountError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Schema(_) | Self::Prompt(_) | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -94,15 +94,19 @@ impl ApiError {
             Self::PayloadTooLarge => s("That's more than I can read in one go: keep a message under 10 KB."),
             Self::Unauthorized => s("Please sign in again so I know who I'm coaching."),
             Self::Forbidden | Self::Chat(ChatError::ForeignConversation) => s("That conversation isn't one of yours, so I can't open it."),
-            Self::NotFound => s("There's nothing here. The coach is at POST /api/chat/coaching."),
+            Self::NotFound | Self::Account(AccountError::NotFound) => s("There's nothing here. The coach is at POST /api/chat/coaching."),
             Self::MethodNotAllowed => s("That method isn't supported here."),
             Self::Chat(ChatError::SwingNotFound) => s("I couldn't find that swing in your analyses. Pick one from your list and ask me again."),
             Self::Chat(ChatError::InProgress) => s("I'm still answering that message. Give me a moment and I'll have it for you."),
             Self::Chat(ChatError::IdReused) => s("That message id was already used for a different message. Send this one with a new id."),
             Self::Chat(ChatError::Limited { message, .. }) => message.clone(),
             Self::Chat(ChatError::TooLong(_)) => s("That message is too long for me to answer well in one go. Could you ask it in a shorter way?"),
-            Self::Chat(ChatError::Store(_)) | Self::Store(_) => s("I can't reach your coaching notes right now. Nothing was charged: please try again in a minute."),
-            Self::Chat(ChatError::Prompt(_)) | Self::Schema(_) | Self::Prompt(_) | Self::Internal => s("Something went wrong on my side. Please try again in a moment."),
+            Self::Chat(ChatError::Store(_)) | Self::Account(AccountError::Unavailable(_)) => {
+                s("I can't reach your coaching notes right now. Nothing was charged: please try again in a minute.")
+            }
+            Self::Chat(ChatError::Prompt(_) | ChatError::Internal(_)) | Self::Schema(_) | Self::Prompt(_) | Self::Internal => {
+                s("Something went wrong on my side. Please try again in a moment.")
+            }
         }
     }
 

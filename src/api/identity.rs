@@ -7,7 +7,6 @@
 use axum::http::request::Parts;
 use lambda_http::request::RequestContext;
 
-use super::error::ApiError;
 use crate::config::AuthMode;
 use crate::models::UserId;
 
@@ -21,7 +20,8 @@ fn gateway_context(parts: &Parts) -> Option<&lambda_http::aws_lambda_events::api
     }
 }
 
-pub fn caller_identity(mode: AuthMode, parts: &Parts) -> Result<UserId, ApiError> {
+/// The caller's user id, when the request carries a valid one.
+pub fn caller_identity(mode: AuthMode, parts: &Parts) -> Option<UserId> {
     let raw = match mode {
         AuthMode::Cognito => gateway_context(parts)
             .and_then(|c| c.authorizer.fields.get("claims"))
@@ -30,8 +30,7 @@ pub fn caller_identity(mode: AuthMode, parts: &Parts) -> Result<UserId, ApiError
             .map(str::to_string),
         AuthMode::Local => parts.headers.get("x-user-id").and_then(|v| v.to_str().ok()).map(str::to_string),
     };
-    let raw = raw.ok_or(ApiError::Unauthorized)?;
-    UserId::try_from(raw).map_err(|_| ApiError::Unauthorized)
+    UserId::try_from(raw?).ok()
 }
 
 /// The client address API Gateway saw (not a client-supplied header).

@@ -1,21 +1,20 @@
 //! The observation layer around every route: it gives the request its id, opens its I/O
 //! scope, times it, and emits one EMF line and one security line (hashed ids, no message
 //! text) from the [`Outcome`] the handler left in the response's extensions. A streamed
-//! answer leaves a [`LateOutcome`] instead: the lines are emitted when its stream ends.
+//! answer leaves a [`LateOutcome`] instead: the lines are emitted when its answer ends.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::identity::lambda_request_id;
-use crate::chat::Caller;
+use crate::chat::{Caller, Ended};
 use crate::metrics::{Outcome, OutcomeKind, RequestMetrics};
 use crate::safety;
 use crate::state::AppState;
-use crate::store::stats::{self, IoStats};
+use crate::stats::{self, IoStats};
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -34,32 +33,21 @@ pub fn respond(caller: &Caller, outcome: Outcome, response: impl IntoResponse) -
     response
 }
 
-/// The outcome of a streamed answer, known when its stream ends: the status the JSON route
-/// would have answered with, the outcome, and the I/O of the work done after the headers.
-/// (Response extensions must be `Clone`: the receiver is shared, and taken once.)
+/// The outcome of a streamed answer, known when its answer ends (whether or not the client
+/// is still listening), with the I/O of its own task. A watch receiver: response extensions
+/// must be `Clone`.
 #[derive(Clone)]
-pub struct LateOutcome(std::sync::Arc<std::sync::Mutex<Option<LateReceiver>>>);
-
-type LateReceiver = oneshot::Receiver<(StatusCode, Outcome, IoStats)>;
+pub struct LateOutcome(pub tokio::sync::watch::Receiver<Option<Ended>>);
 
 impl LateOutcome {
-    pub fn new(receiver: LateReceiver) -> Self {
-        Self(std::sync::Arc::new(std::sync::Mutex::new(Some(receiver))))
+    /// The status the JSON route would have answered with, the outcome and the late I/O.
+    async fn wait(mut self) -> (StatusCode, Outcome, IoStats) {
+        match self.0.wait_for(Option::is_some).await.ok().and_then(|end| end.clone()) {
+            Some(Ended { outcome, io, failed: false }) => (StatusCode::OK, outcome, io),
+            Some(Ended { outcome, io, failed: true }) => (StatusCode::INTERNAL_SERVER_ERROR, outcome, io),
+            None => (StatusCode::INTERNAL_SERVER_ERROR, Outcome::of(OutcomeKind::Error), IoStats::default()),
+        }
     }
-
-    fn take(&self) -> Option<LateReceiver> {
-        self.0.lock().ok().and_then(|mut r| r.take())
-    }
-}
-
-/// Runs a streamed answer's work in the request's id and I/O scope, and hands its outcome
-/// to the layer through `done`.
-pub async fn observed<F>(id: String, done: oneshot::Sender<(StatusCode, Outcome, IoStats)>, work: F)
-where
-    F: std::future::Future<Output = (StatusCode, Outcome)>,
-{
-    let ((status, outcome), io) = REQUEST_ID.scope(id, stats::scope(work)).await;
-    let _ = done.send((status, outcome, io));
 }
 
 /// The middleware (`axum::middleware::from_fn_with_state`).
@@ -72,9 +60,9 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }
-    if let Some(late) = response.extensions_mut().remove::<LateOutcome>().and_then(|l| l.take()) {
+    if let Some(late) = response.extensions_mut().remove::<LateOutcome>() {
         tokio::spawn(async move {
-            let (status, outcome, late_io) = late.await.unwrap_or((StatusCode::INTERNAL_SERVER_ERROR, Outcome::of(OutcomeKind::Error), IoStats::default()));
+            let (status, outcome, late_io) = late.wait().await;
             emit(&state, &id, caller.as_ref(), status, outcome, started, io.plus(&late_io));
         });
         return response;

@@ -11,14 +11,10 @@ use super::error::ApiError;
 use super::observe::respond;
 use super::rate_limit_headers;
 use crate::chat::Caller;
-use crate::conversation::default_themes;
-use crate::limits;
 use crate::metrics::{Outcome, OutcomeKind};
-use crate::models::{ConversationStatus, ConversationView, ConversationViewConversationStatus, DeletionReport, ThemesView, UsageView};
+use crate::models::{ConversationStatus, ConversationView, ConversationViewConversationStatus};
 use crate::schemas::Violation;
 use crate::state::AppState;
-use crate::store::keys;
-use crate::store::StoreError;
 
 /// A read's result as a response, observed like every request.
 fn answered(caller: &Caller, result: Result<Response, ApiError>) -> Response {
@@ -48,13 +44,11 @@ async fn conversation_view(state: &AppState, caller: &Caller, query: Option<&str
         Some(d) => d.and_hms_opt(12, 0, 0).map(|t| t.and_utc()).unwrap_or_else(|| state.clock.now()),
         None => state.clock.now(),
     };
-    let Some(c) = state.store.conversation(&keys::conversation(&caller.user, day)).await? else {
-        return Err(ApiError::NotFound);
-    };
+    let c = state.conversation_of(caller, day).await?;
     let view = ConversationView {
         request_id: caller.request_id.clone(),
         conversation_id: c.conversation_id,
-        date: crate::clock::date(day).try_into().map_err(|_| ApiError::Store(StoreError::Rejected("date".into())))?,
+        date: crate::clock::date(day).try_into().map_err(|_| ApiError::Internal)?,
         messages: c.recent_messages,
         summary: c.summary,
         coaching_themes: c.coaching_themes,
@@ -69,48 +63,20 @@ async fn conversation_view(state: &AppState, caller: &Caller, query: Option<&str
 }
 
 pub async fn themes(State(state): State<AppState>, caller: Caller) -> Response {
-    let result = async {
-        let view = match state.store.latest_turn(&caller.user).await? {
-            Some(t) => ThemesView {
-                request_id: caller.request_id.clone(),
-                coaching_themes: t.coaching_themes,
-                referenced_swings: t.referenced_swings,
-                last_updated: Some(t.last_updated),
-            },
-            None => ThemesView {
-                request_id: caller.request_id.clone(),
-                coaching_themes: default_themes(),
-                referenced_swings: vec![],
-                last_updated: None,
-            },
-        };
-        Ok(Json(view).into_response())
-    };
-    answered(&caller, result.await)
+    let result = state.themes_of(&caller).await.map(|view| Json(view).into_response()).map_err(ApiError::from);
+    answered(&caller, result)
 }
 
 pub async fn usage(State(state): State<AppState>, caller: Caller) -> Response {
-    let result = async {
-        let now = state.clock.now();
-        let admission = limits::admission(&state.config.limits, &caller.user, &caller.ip, now);
-        let quota = limits::quota(&state.config.limits, state.store.usage(&admission.keys).await?, now);
+    let result = state.usage_of(&caller).await.map_err(ApiError::from).map(|view| {
         let mut headers = HeaderMap::new();
-        rate_limit_headers(&mut headers, &quota);
-        Ok((StatusCode::OK, headers, Json(UsageView { request_id: caller.request_id.clone(), quota })).into_response())
-    };
-    answered(&caller, result.await)
+        rate_limit_headers(&mut headers, &view.quota);
+        (StatusCode::OK, headers, Json(view)).into_response()
+    });
+    answered(&caller, result)
 }
 
 pub async fn delete_me(State(state): State<AppState>, caller: Caller) -> Response {
-    let result = async {
-        let d = state.store.delete_golfer(&caller.user, state.clock.now().timestamp_millis()).await?;
-        let report = DeletionReport {
-            request_id: caller.request_id.clone(),
-            conversations_deleted: d.conversations,
-            profile_deleted: d.profile,
-            turns_deleted: d.turns,
-        };
-        Ok(Json(report).into_response())
-    };
-    answered(&caller, result.await)
+    let result = state.erase(&caller).await.map(|report| Json(report).into_response()).map_err(ApiError::from);
+    answered(&caller, result)
 }

@@ -3,17 +3,17 @@
 //! the refusal template when the model declined; the fallback in the coach's voice when the
 //! coach could not answer. Every model call the coach made is kept with what it billed.
 
-use crate::config::Limits;
-use crate::limits;
-use crate::llm::{Billed, CoachAnswer, LlmError};
+use crate::limits::{self, Billed, Limits};
+use crate::llm::{Attempts, LlmError};
 use crate::metrics::{Outcome, OutcomeKind};
 use crate::models::CoachReplyPayload;
 use crate::prompts::{PromptError, PromptVars, Prompts, ReplyVars, FALLBACK, FILTERED, REFUSAL};
 use crate::safety;
 
-/// The reply after output safety, with what its model calls billed.
+/// The reply the golfer gets: the coach's draft after output safety (or the template that
+/// stands in for it), with what its model calls billed.
 #[derive(Debug, Clone)]
-pub struct SafeReply {
+pub struct Reply {
     pub text: String,
     /// Theme proposals; `None` when the model's answer is not what the golfer gets.
     pub payload: Option<CoachReplyPayload>,
@@ -36,10 +36,10 @@ pub struct SafeReply {
     pub model_error: Option<&'static str>,
 }
 
-impl SafeReply {
-    /// The golfer's reply from the coach's answer; `model` is the configured model's name.
-    pub fn from_coach(prompts: &Prompts, answer: CoachAnswer, vars: &PromptVars, l: &Limits, model: &str) -> Result<Self, PromptError> {
-        let billed = answer.billed;
+impl Reply {
+    /// The golfer's reply from the coach's attempts; `model` is the configured model's name.
+    pub fn from_coach(prompts: &Prompts, attempts: Attempts, vars: &PromptVars, l: &Limits, model: &str) -> Result<Self, PromptError> {
+        let billed = attempts.billed;
         let mut reply = Self {
             text: String::new(),
             payload: None,
@@ -53,7 +53,7 @@ impl SafeReply {
             refusal: false,
             model_error: None,
         };
-        match answer.reply {
+        match attempts.draft {
             Ok(r) => {
                 let clean = safety::clean_output(&r.payload.reply);
                 reply.source = r.source;

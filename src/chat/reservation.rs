@@ -1,20 +1,22 @@
-//! What admission took for one request, and the one way to give it back.
+//! What admission took for one message, and the one place that decides what is given back.
 //!
 //! A [`Reservation`] holds the counter keys, the worst-case spend reserved on the golfer's
 //! day and on this process's slice of the global budget, the claim on the clientMessageId
-//! and, when the admission got no definite answer, the transaction to resolve. Every exit
-//! after admission that stores no turn goes through [`Reservation::release`].
+//! and, when the admission got no definite answer, the transaction to resolve. A message
+//! that is answered settles it ([`Reservation::settle`]: the actual cost replaces the worst
+//! case); every other exit after admission gives it back whole ([`Reservation::release`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, Tried};
 use crate::budget::GlobalBudget;
+use crate::store::conversations::TurnWrite;
 use crate::store::counters::{CounterKeys, GiveBack};
 use crate::store::transact::Unsure;
-use crate::store::{deadline, stats, Store, StoreError};
+use crate::store::{deadline, Store, StoreError};
 
 /// How long a release that failed is retried in the background.
 pub const RELEASE_RETRY_FOR: Duration = Duration::from_secs(180);
@@ -35,38 +37,63 @@ pub struct Reservation {
     pub unsure: Option<Unsure>,
 }
 
+/// What an answered message settles: its cost, and whether its hour's slot is given back
+/// (the coach could not answer and nothing was billed).
+#[derive(Debug, Clone, Copy)]
+pub struct Settlement {
+    pub cost_micro: i64,
+    pub release_slots: bool,
+}
+
 impl Reservation {
+    /// The turn's write for an answered message: its spend settled at `s.cost_micro` on the
+    /// golfer's day (the worst case reserved is replaced), and what the global slice held
+    /// beyond the cost given back to it now (the slice is this process's own memory).
+    pub async fn settle<'a>(&'a self, key: &'a str, turn: &'a crate::models::TurnItem, s: Settlement, budget: &GlobalBudget) -> TurnWrite<'a> {
+        if let Some((day, reserved)) = &self.global {
+            budget.refund(day, reserved - s.cost_micro).await;
+        }
+        TurnWrite {
+            key,
+            turn,
+            claim: self.claim_key.as_deref(),
+            keys: &self.keys,
+            spend_delta_micro: s.cost_micro - self.reserved_micro,
+            release_slots: s.release_slots,
+        }
+    }
+
+    /// Gives back what this process's global slice held for the message (the counters'
+    /// part was never taken: the admission was refused).
+    pub async fn refund_global(&self, budget: &GlobalBudget) {
+        if let Some((day, amount)) = &self.global {
+            budget.refund(day, *amount).await;
+        }
+    }
+
     /// Gives back the whole reservation and the claim: nothing was stored. An unsure
     /// admission is resolved first, and only one that stands is given back. When the table
     /// cannot take this within a moment, it is retried in the background (within
     /// `RELEASE_RETRY_FOR`), so an outage leaves no reservation behind.
     pub async fn release(self, store: &Store, budget: &Arc<GlobalBudget>) {
-        if let Some((day, amount)) = &self.global {
-            budget.refund(day, *amount).await;
-        }
-        let wave = Instant::now();
-        let release = Release { unsure: self.unsure, give_back: GiveBack::new(self.keys, self.reserved_micro, self.claim_key) };
+        self.refund_global(budget).await;
+        let started = Instant::now();
+        let release = Arc::new(Release { unsure: self.unsure, give_back: GiveBack::new(self.keys, self.reserved_micro, self.claim_key) });
         let applied = deadline::scope(Instant::now() + RELEASE_INLINE_WAIT, release.apply(store)).await;
-        stats::store_wave(wave.elapsed());
+        crate::stats::store_wave(started.elapsed());
         if applied.is_ok() {
             return;
         }
         tracing::warn!("release deferred: storage unavailable; retrying in the background");
         let store = store.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            for attempt in 0.. {
-                if started.elapsed() >= RELEASE_RETRY_FOR {
-                    break;
-                }
-                RELEASE_BACKOFF.wait(attempt).await;
-                if release.apply(&store).await.is_ok() {
-                    tracing::info!("deferred release applied");
-                    return;
+        RELEASE_BACKOFF.in_background("release", RELEASE_RETRY_FOR, move || {
+            let (store, release) = (store.clone(), release.clone());
+            async move {
+                match release.apply(&store).await {
+                    Ok(()) => Tried::Done,
+                    Err(_) => Tried::Again,
                 }
             }
-            // Counters stay charged (never under-charged); they expire with their hour and day.
-            tracing::error!("deferred release gave up");
         });
     }
 }

@@ -1,61 +1,25 @@
-//! What a streamed answer shows while the coach writes: the model's reply text goes through
-//! output safety as it arrives ([`StreamSafety`]) and out as `delta` events; a `replace` event
-//! swaps the text shown when the content filter fires or the coach starts over; at the end
-//! the text shown is made to equal the reply as stored ([`reconcile`]).
+//! What a streamed answer shows while the coach writes: the coach's text goes through output
+//! safety as it arrives ([`StreamSafety`]) and out as `delta` events; a `replace` event swaps
+//! the text shown when the content filter fires or the coach starts over; at the end the
+//! text shown is made to equal the reply as stored ([`reconcile`]).
 
 use std::time::Duration;
 
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
-use tokio::sync::oneshot;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
-use super::ChatError;
-use crate::llm::ReplyText;
+use super::ChatEvent;
+use crate::llm::{Attempts, CoachEvent, LlmError};
 use crate::models::{ChatStreamEvent, StreamDelta, StreamDeltaText, StreamDeltaType, StreamReplace, StreamReplaceType};
 use crate::prompts::{PromptVars, Prompts, ReplyVars, FILTERED};
 use crate::safety::stream::{reconcile, Reconcile, Step, StreamSafety};
 
-/// Where a streamed answer's events go, and when it starts streaming: just before the coach
-/// is asked. A failure before then (a swing that is not the golfer's, a message too long for
-/// the budget, the context unreadable) is handed back to be answered as JSON with its status.
-/// A closed receiver (the client hung up) is not an error: the answer is still finished,
-/// billed and stored.
-pub struct EventSender {
-    events: UnboundedSender<ChatStreamEvent>,
-    start: std::sync::Mutex<Option<oneshot::Sender<Result<(), ChatError>>>>,
-}
-
-impl EventSender {
-    pub fn new(events: UnboundedSender<ChatStreamEvent>, start: oneshot::Sender<Result<(), ChatError>>) -> Self {
-        Self { events, start: std::sync::Mutex::new(Some(start)) }
-    }
-
-    pub fn send(&self, event: ChatStreamEvent) {
-        let _ = self.events.send(event);
-    }
-
-    /// The answer starts streaming: the coach is about to be asked.
-    pub fn start(&self) {
-        if let Some(start) = self.take_start() {
-            let _ = start.send(Ok(()));
-        }
-    }
-
-    /// A failure: before the stream started it is handed back (`None`); after, it is the
-    /// caller's to send as the last event.
-    pub fn fail(&self, error: ChatError) -> Option<ChatError> {
-        match self.take_start() {
-            Some(start) => {
-                let _ = start.send(Err(error));
-                None
-            }
-            None => Some(error),
-        }
-    }
-
-    fn take_start(&self) -> Option<oneshot::Sender<Result<(), ChatError>>> {
-        self.start.lock().ok().and_then(|mut s| s.take())
-    }
+/// Where a streamed answer's events go. A closed receiver (the client hung up) is not an
+/// error: the answer is still finished, billed and stored.
+fn send(events: &UnboundedSender<ChatEvent>, event: ChatStreamEvent) {
+    let _ = events.send(ChatEvent::Show(Box::new(event)));
 }
 
 pub fn delta(text: &str) -> Option<ChatStreamEvent> {
@@ -73,94 +37,115 @@ pub fn replace(text: &str) -> ChatStreamEvent {
 const COALESCE: Duration = Duration::from_millis(40);
 
 /// What a streamed answer showed while the coach wrote it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Shown {
     pub text: String,
     /// When the first event went out.
     pub first_at: Option<Instant>,
 }
 
-/// Shows the reply's text as it arrives, until the coach is done (the sender is dropped).
-pub async fn present(mut texts: UnboundedReceiver<ReplyText>, events: &EventSender, prompts: &Prompts, vars: &PromptVars) -> Shown {
-    let mut safety = StreamSafety::new();
-    let mut replaced: Option<String> = None;
-    let mut shown_at: Option<Instant> = None;
-    let mut first_at: Option<Instant> = None;
-    while let Some(first) = texts.recv().await {
-        let mut batch = vec![first];
-        let mut open = true;
-        if let Some(at) = shown_at {
-            loop {
-                match tokio::time::timeout_at(at + COALESCE, texts.recv()).await {
-                    Ok(Some(piece)) => batch.push(piece),
-                    Ok(None) => {
-                        open = false;
-                        break;
-                    }
-                    Err(_) => break,
-                }
+/// A piece of the coach's writing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Restart,
+}
+
+/// Shows the coach's text as it arrives, until the coach is done; returns its attempts and
+/// what was shown.
+pub async fn present(mut coach: BoxStream<'_, CoachEvent>, events: &UnboundedSender<ChatEvent>, prompts: &Prompts, vars: &PromptVars) -> (Attempts, Shown) {
+    let mut screen = Screen { safety: StreamSafety::new(), replaced: None, shown_at: None, first_at: None };
+    let mut done = None;
+    while done.is_none() {
+        let Some(first) = coach.next().await else { break };
+        let mut batch = vec![];
+        done = take(first, &mut batch);
+        // Pieces that arrive within COALESCE of the last one shown are shown together.
+        while let (None, Some(at)) = (&done, screen.shown_at) {
+            match tokio::time::timeout_at(at + COALESCE, coach.next()).await {
+                Ok(Some(event)) => done = take(event, &mut batch),
+                Ok(None) | Err(_) => break,
             }
         }
         for piece in merge(batch) {
-            if show(piece, &mut safety, &mut replaced, events, prompts, vars) {
-                shown_at = Some(Instant::now());
-                first_at = first_at.or(shown_at);
-            }
-        }
-        if !open {
-            break;
+            screen.show(piece, events, prompts, vars);
         }
     }
-    Shown { text: replaced.unwrap_or_else(|| safety.shown().to_string()), first_at }
+    let attempts = done.unwrap_or(Attempts { draft: Err(LlmError::Transport), billed: vec![] });
+    (attempts, Shown { text: screen.replaced.unwrap_or_else(|| screen.safety.shown().to_string()), first_at: screen.first_at })
+}
+
+/// Adds an event's piece to the batch; the attempts when it is the last.
+fn take(event: CoachEvent, batch: &mut Vec<Piece>) -> Option<Attempts> {
+    match event {
+        CoachEvent::Text(text) => batch.push(Piece::Text(text)),
+        CoachEvent::Restart => batch.push(Piece::Restart),
+        CoachEvent::Done(attempts) => return Some(attempts),
+    }
+    None
 }
 
 /// Consecutive texts as one.
-fn merge(batch: Vec<ReplyText>) -> Vec<ReplyText> {
-    let mut out: Vec<ReplyText> = Vec::with_capacity(batch.len());
+fn merge(batch: Vec<Piece>) -> Vec<Piece> {
+    let mut out: Vec<Piece> = Vec::with_capacity(batch.len());
     for piece in batch {
         match (out.last_mut(), piece) {
-            (Some(ReplyText::Text(so_far)), ReplyText::Text(more)) => so_far.push_str(&more),
+            (Some(Piece::Text(so_far)), Piece::Text(more)) => so_far.push_str(&more),
             (_, piece) => out.push(piece),
         }
     }
     out
 }
 
-/// Shows one piece; `true` when it sent an event. (A closed receiver, the client gone, is
-/// not an error: the answer goes on.)
-fn show(piece: ReplyText, safety: &mut StreamSafety, replaced: &mut Option<String>, events: &EventSender, prompts: &Prompts, vars: &PromptVars) -> bool {
-    let event = match piece {
-        ReplyText::Restart => {
-            let shown = !safety.shown().is_empty() || replaced.is_some();
-            *safety = StreamSafety::new();
-            *replaced = None;
-            shown.then(|| replace(""))
+/// The screen of a streamed answer: what output safety let through, or what replaced it.
+struct Screen {
+    safety: StreamSafety,
+    replaced: Option<String>,
+    shown_at: Option<Instant>,
+    first_at: Option<Instant>,
+}
+
+impl Screen {
+    fn show(&mut self, piece: Piece, events: &UnboundedSender<ChatEvent>, prompts: &Prompts, vars: &PromptVars) {
+        if let Some(event) = self.event(piece, prompts, vars) {
+            send(events, event);
+            self.shown_at = Some(Instant::now());
+            self.first_at = self.first_at.or(self.shown_at);
         }
-        ReplyText::Text(text) => match safety.push(&text) {
-            Step::Hold => None,
-            Step::Show(more) => delta(&more),
-            Step::Blocked => {
-                let filtered = prompts.render(FILTERED, &ReplyVars::from(vars)).unwrap_or_default();
-                let event = replace(&filtered);
-                *replaced = Some(filtered);
-                Some(event)
+    }
+
+    /// The event one piece makes, if any.
+    fn event(&mut self, piece: Piece, prompts: &Prompts, vars: &PromptVars) -> Option<ChatStreamEvent> {
+        match piece {
+            Piece::Restart => {
+                let shown = !self.safety.shown().is_empty() || self.replaced.is_some();
+                self.safety = StreamSafety::new();
+                self.replaced = None;
+                shown.then(|| replace(""))
             }
-        },
-    };
-    let Some(event) = event else { return false };
-    events.send(event);
-    true
+            Piece::Text(text) => match self.safety.push(&text) {
+                Step::Hold => None,
+                Step::Show(more) => delta(&more),
+                Step::Blocked => {
+                    let filtered = prompts.render(FILTERED, &ReplyVars::from(vars)).unwrap_or_default();
+                    let event = replace(&filtered);
+                    self.replaced = Some(filtered);
+                    Some(event)
+                }
+            },
+        }
+    }
 }
 
 /// Makes the text shown equal the reply as stored: the rest of it, or all of it instead.
-pub fn finish(shown: &str, stored: &str, events: &EventSender) {
+pub fn finish(shown: &str, stored: &str, events: &UnboundedSender<ChatEvent>) {
     let event = match reconcile(shown, stored) {
         Reconcile::Same => None,
         Reconcile::Append(rest) => delta(&rest),
         Reconcile::Replace(text) => Some(replace(&text)),
     };
     if let Some(event) = event {
-        events.send(event);
+        send(events, event);
     }
 }
 
@@ -173,34 +158,33 @@ mod tests {
     async fn pieces_close_together_are_shown_together_and_the_first_at_once() {
         let prompts = Prompts::embedded().unwrap_or_else(|e| panic!("{e}"));
         let vars = crate::prompts::pack::tests::example_vars();
-        let (texts, received) = tokio::sync::mpsc::unbounded_channel();
-        let (events, mut out) = tokio::sync::mpsc::unbounded_channel();
-        let (start, _) = oneshot::channel();
-        let events = EventSender::new(events, start);
-        let writer = tokio::spawn(async move {
-            for (i, word) in ["Keep ", "your ", "head ", "still ", "through ", "impact, ", "then ", "finish ", "tall. "].iter().enumerate() {
+        let words = ["Keep ", "your ", "head ", "still ", "through ", "impact, ", "then ", "finish ", "tall. "];
+        let coach = futures::stream::iter(words.iter().enumerate())
+            .then(|(i, word)| async move {
                 if i > 0 {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                let _ = texts.send(ReplyText::Text((*word).to_string()));
-            }
-        });
-        let shown = present(received, &events, &prompts, &vars).await.text;
-        let _ = writer.await;
+                CoachEvent::Text((*word).to_string())
+            })
+            .chain(futures::stream::once(async { CoachEvent::Done(Attempts { draft: Err(LlmError::Timeout), billed: vec![] }) }))
+            .boxed();
+        let (events, mut out) = tokio::sync::mpsc::unbounded_channel();
+        let (_, shown) = present(coach, &events, &prompts, &vars).await;
         let mut deltas = vec![];
-        while let Ok(ChatStreamEvent::Delta(d)) = out.try_recv() {
+        while let Ok(ChatEvent::Show(shown)) = out.try_recv() {
+            let ChatStreamEvent::Delta(d) = *shown else { continue };
             deltas.push(d.text.to_string());
         }
         assert_eq!(deltas.first().map(String::as_str), Some("Keep"), "the first word is not held: {deltas:?}");
         assert!(deltas.len() <= 4, "80 ms of words 10 ms apart come in a few events: {deltas:?}");
-        assert_eq!(deltas.concat(), shown);
-        assert_eq!(shown, "Keep your head still through impact, then finish tall.");
+        assert_eq!(deltas.concat(), shown.text);
+        assert_eq!(shown.text, "Keep your head still through impact, then finish tall.");
     }
 
     #[test]
     fn consecutive_texts_merge_but_a_restart_stays_between_them() {
-        let t = |s: &str| ReplyText::Text(s.into());
-        let merged = merge(vec![t("a "), t("b "), ReplyText::Restart, t("c")]);
-        assert_eq!(merged, vec![t("a b "), ReplyText::Restart, t("c")]);
+        let t = |s: &str| Piece::Text(s.into());
+        let merged = merge(vec![t("a "), t("b "), Piece::Restart, t("c")]);
+        assert_eq!(merged, vec![t("a b "), Piece::Restart, t("c")]);
     }
 }

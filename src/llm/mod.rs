@@ -2,23 +2,24 @@
 //! `OfflineCoach` answers from `prompts/offline.tera` when no model is configured.
 
 pub mod breaker;
-pub mod models;
+pub mod table;
 pub mod offline;
 pub mod openai;
 mod stream;
 
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use tokio::time::Instant;
 
-use crate::config::Limits;
+use crate::limits::{Billed, Limits};
 use crate::prompts::{PromptMessage, PromptVars};
 use crate::models::CoachReplyPayload;
 
-/// One call to the coach.
+/// One message for the coach.
 #[derive(Debug, Clone, Copy)]
 pub struct CoachRequest<'a> {
     pub messages: &'a [PromptMessage],
-    /// The reply's token budget (`max_tokens`, or `max_completion_tokens` with reasoning).
+    /// The reply's token limit (`max_tokens`, or `max_completion_tokens` with reasoning).
     pub max_tokens: u32,
     /// After this instant no attempt may still be running.
     pub deadline: Instant,
@@ -28,52 +29,37 @@ pub struct CoachRequest<'a> {
     pub shorter: &'a PromptMessage,
     /// A keyed hash of the caller, sent as OpenAI's `safety_identifier`.
     pub safety_identifier: &'a str,
-    /// What this request's calls may cost together (its reservation, micro-dollars): no
+    /// What this message's calls may cost together (its reservation, micro-dollars): no
     /// attempt is started that could take the total past it.
-    pub budget_micro: i64,
+    pub reserved_micro: i64,
     pub limits: &'a Limits,
-    /// For a streamed answer: where the reply's text goes as the model writes it.
-    pub stream: Option<&'a ReplyTextSender>,
 }
 
-/// The reply's text as the model writes it (the `reply` field, decoded), for a streamed answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReplyText {
+/// What a streamed answer yields: the reply's text as the model writes it (the `reply` field,
+/// decoded), and last the attempts' result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CoachEvent {
     /// More of the reply.
     Text(String),
     /// The coach starts over (another attempt): the text before is void.
     Restart,
+    /// The end: the draft (or why there is none) and every call billed.
+    Done(Attempts),
 }
 
-pub type ReplyTextSender = tokio::sync::mpsc::UnboundedSender<ReplyText>;
-
-/// A validated reply: the structured payload.
+/// A validated draft: the structured payload the coach wrote, before output safety.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CoachReply {
+pub struct Draft {
     pub payload: CoachReplyPayload,
     /// The model's name, or "offline".
     pub source: String,
 }
 
-/// What one model call billed, or may have: its usage, or (`estimated`) the worst case of a
-/// call that was sent and never answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Billed {
-    pub prompt_tokens: u64,
-    /// Of the prompt tokens, those billed at the cached-input price.
-    pub cached_tokens: u64,
-    /// Output tokens, reasoning included (billed as output).
-    pub completion_tokens: u64,
-    pub reasoning_tokens: u64,
-    pub estimated: bool,
-    /// This call's answer is the reply the golfer gets.
-    pub used: bool,
-}
-
-/// The coach's answer: the reply (or why there is none) and every call it billed.
+/// Every model call the coach made for one message, with what each billed, and the draft
+/// when one was usable.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CoachAnswer {
-    pub reply: Result<CoachReply, LlmError>,
+pub struct Attempts {
+    pub draft: Result<Draft, LlmError>,
     pub billed: Vec<Billed>,
 }
 
@@ -120,7 +106,10 @@ impl LlmError {
 }
 
 pub trait Coach: Send + Sync {
-    fn reply<'a>(&'a self, req: CoachRequest<'a>) -> BoxFuture<'a, CoachAnswer>;
+    /// The coach's answer to a message, whole.
+    fn reply<'a>(&'a self, req: CoachRequest<'a>) -> BoxFuture<'a, Attempts>;
+    /// The same, as the coach writes it: text pieces, restarts, then [`CoachEvent::Done`].
+    fn reply_stream<'a>(&'a self, req: CoachRequest<'a>) -> BoxStream<'a, CoachEvent>;
     /// The circuit breaker is open: the model is not being called (for metrics).
     fn breaker_open(&self) -> bool {
         false

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 
-use super::{Coach, CoachAnswer, CoachReply, CoachRequest, LlmError};
+use super::{Attempts, Coach, CoachEvent, CoachRequest, Draft, LlmError};
 use crate::prompts::ReplyVars;
 use crate::models::CoachReplyPayload;
 use crate::prompts::{Prompts, OFFLINE};
@@ -20,21 +21,28 @@ impl OfflineCoach {
     }
 }
 
+impl OfflineCoach {
+    fn answer(&self, req: &CoachRequest<'_>) -> Attempts {
+        // Nothing is billed: the offline coach renders a template.
+        let draft = self
+            .prompts
+            .render(OFFLINE, &ReplyVars::from(req.vars))
+            .map(|text| Draft { payload: offline_payload(req.vars, text), source: "offline".into() })
+            .map_err(|e| LlmError::Offline(e.to_string()));
+        Attempts { draft, billed: vec![] }
+    }
+}
+
 impl Coach for OfflineCoach {
-    fn reply<'a>(&'a self, req: CoachRequest<'a>) -> BoxFuture<'a, CoachAnswer> {
-        Box::pin(async move {
-            // Nothing is billed: the offline coach renders a template.
-            let reply = self
-                .prompts
-                .render(OFFLINE, &ReplyVars::from(req.vars))
-                .map(|text| CoachReply { payload: offline_payload(req.vars, text), source: "offline".into() })
-                .map_err(|e| LlmError::Offline(e.to_string()));
-            if let (Some(tx), Ok(r)) = (req.stream, &reply) {
-                // Rendered at once: streamed as one piece (a closed receiver only means no one listens).
-                let _ = tx.send(super::ReplyText::Text(r.payload.reply.clone()));
-            }
-            CoachAnswer { reply, billed: vec![] }
-        })
+    fn reply<'a>(&'a self, req: CoachRequest<'a>) -> BoxFuture<'a, Attempts> {
+        Box::pin(std::future::ready(self.answer(&req)))
+    }
+
+    fn reply_stream<'a>(&'a self, req: CoachRequest<'a>) -> BoxStream<'a, CoachEvent> {
+        let answer = self.answer(&req);
+        // Rendered at once: streamed as one piece.
+        let text = answer.draft.as_ref().ok().map(|d| CoachEvent::Text(d.payload.reply.clone()));
+        Box::pin(futures::stream::iter(text.into_iter().chain([CoachEvent::Done(answer)])))
     }
 }
 

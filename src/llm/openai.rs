@@ -27,12 +27,15 @@ use async_openai::types::chat::{
 };
 use async_openai::Client;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
 use super::breaker::{Breaker, Permit};
-use super::models::{Effort, OutputLimit};
-use super::{parse_reply, Billed, Coach, CoachAnswer, CoachReply, CoachRequest, LlmError, ReplyText};
+use super::table::{Effort, OutputLimit};
+use super::{parse_reply, Attempts, Coach, CoachEvent, CoachRequest, Draft, LlmError};
+use crate::limits::Billed;
 use crate::backoff::Backoff;
 use crate::config::{BreakerConfig, ModelConfig};
 use crate::limits;
@@ -61,7 +64,7 @@ pub struct OpenAiCoach {
 
 /// How one attempt ended.
 pub(super) enum Attempt {
-    Done(CoachReply, Billed),
+    Done(Draft, Billed),
     /// The provider answered, and billed, but the golfer cannot use the answer.
     Unusable(LlmError, Billed),
     /// The provider did not answer usefully; a timeout may still have been billed.
@@ -218,7 +221,7 @@ impl OpenAiCoach {
             return Attempt::Unusable(LlmError::CutOff, billed);
         }
         match parse_reply(content) {
-            Ok(payload) => Attempt::Done(CoachReply { payload, source: self.cfg.model.clone() }, Billed { used: true, ..billed }),
+            Ok(payload) => Attempt::Done(Draft { payload, source: self.cfg.model.clone() }, Billed { used: true, ..billed }),
             Err(e) => Attempt::Unusable(e, billed),
         }
     }
@@ -283,13 +286,82 @@ fn shorter(req: &CoachRequest<'_>) -> (Vec<PromptMessage>, u32) {
     (messages, req.max_tokens.saturating_sub(extra))
 }
 
+/// A streamed attempt's pieces: the reply's text as it comes, then how the attempt ended.
+pub(super) enum AttemptPiece {
+    Text(String),
+    Ended(Attempt),
+}
+
+/// What comes after an attempt.
+enum Next {
+    /// Try again after this wait (or give up if the deadline is too close).
+    Retry(Duration),
+    /// The draft, or why there is none.
+    Stop(Result<Draft, LlmError>),
+}
+
+/// One message's attempts: what has been tried, billed and learnt so far.
+struct Tries<'a> {
+    req: CoachRequest<'a>,
+    /// The worst a call can bill: the whole prompt and the whole reply.
+    worst: Billed,
+    messages: Vec<PromptMessage>,
+    max_tokens: u32,
+    billed: Vec<Billed>,
+    attempts: u32,
+    cut: bool,
+    malformed: bool,
+    rekeyed: bool,
+    last: LlmError,
+}
+
+impl<'a> Tries<'a> {
+    fn new(req: CoachRequest<'a>) -> Self {
+        let prompt_tokens = tokens::count_chat(req.messages.iter().map(|m| (m.role.as_str(), m.content.as_str()))) as u64;
+        let worst = Billed { prompt_tokens, completion_tokens: u64::from(req.max_tokens), estimated: true, ..Billed::default() };
+        Self {
+            req,
+            worst,
+            messages: req.messages.to_vec(),
+            max_tokens: req.max_tokens,
+            billed: vec![],
+            attempts: 0,
+            cut: false,
+            malformed: false,
+            rekeyed: false,
+            last: LlmError::Timeout,
+        }
+    }
+
+    /// The time the next attempt may take, or `None` when none may start: out of time, or
+    /// the reservation could not cover another worst case.
+    fn room(&self, max_attempts: u32) -> Option<Duration> {
+        let left = self.req.deadline.saturating_duration_since(Instant::now());
+        let spent: i64 = self.billed.iter().map(|b| limits::billed_cost(self.req.limits, b)).sum();
+        let affordable = spent + limits::billed_cost(self.req.limits, &self.worst) <= self.req.reserved_micro;
+        (self.attempts < max_attempts && left >= MIN_ATTEMPT && affordable).then_some(left)
+    }
+
+    fn done(self, draft: Result<Draft, LlmError>) -> CoachEvent {
+        CoachEvent::Done(Attempts { draft, billed: self.billed })
+    }
+}
+
 impl Coach for OpenAiCoach {
-    fn reply<'a>(&'a self, req: CoachRequest<'a>) -> BoxFuture<'a, CoachAnswer> {
+    fn reply<'a>(&'a self, req: CoachRequest<'a>) -> BoxFuture<'a, Attempts> {
         Box::pin(async move {
-            let mut billed: Vec<Billed> = vec![];
-            let reply = self.attempts(&req, &mut billed).await;
-            CoachAnswer { reply, billed }
+            let mut events = self.run(req, false);
+            while let Some(event) = events.next().await {
+                if let CoachEvent::Done(attempts) = event {
+                    return attempts;
+                }
+            }
+            Attempts { draft: Err(LlmError::Transport), billed: vec![] }
         })
+    }
+
+    fn reply_stream<'a>(&'a self, req: CoachRequest<'a>) -> BoxStream<'a, CoachEvent> {
+        self.run(req, true)
     }
 
     fn breaker_open(&self) -> bool {
@@ -298,77 +370,92 @@ impl Coach for OpenAiCoach {
 }
 
 impl OpenAiCoach {
-    async fn attempts(&self, req: &CoachRequest<'_>, billed: &mut Vec<Billed>) -> Result<CoachReply, LlmError> {
-        let prompt_tokens = tokens::count_chat(req.messages.iter().map(|m| (m.role.as_str(), m.content.as_str()))) as u64;
-        let worst = Billed { prompt_tokens, completion_tokens: u64::from(req.max_tokens), estimated: true, ..Billed::default() };
-        let (mut messages, mut max_tokens) = (req.messages.to_vec(), req.max_tokens);
-        let (mut attempts, mut cut, mut malformed, mut rekeyed) = (0u32, false, false, false);
-        let mut last = LlmError::Timeout;
-        while attempts < self.cfg.max_attempts {
-            let left = req.deadline.saturating_duration_since(Instant::now());
-            let spent: i64 = billed.iter().map(|b| limits::billed_cost(req.limits, b)).sum();
-            if left < MIN_ATTEMPT || spent + limits::billed_cost(req.limits, &worst) > req.budget_micro {
-                break;
-            }
-            let Some(permit) = self.breaker.permit() else {
-                return Err(if attempts == 0 { LlmError::CircuitOpen } else { last });
-            };
-            attempts += 1;
-            let request = self.request(&messages, max_tokens, req.safety_identifier);
-            let timeout = self.cfg.attempt_timeout.min(left);
-            let attempted = match req.stream {
-                Some(tx) => {
-                    if attempts > 1 {
-                        let _ = tx.send(ReplyText::Restart);
+    /// The attempts for one message, within its deadline, its reservation and the breaker;
+    /// `streamed`, each attempt streams and its text is yielded as it comes.
+    fn run<'a>(&'a self, req: CoachRequest<'a>, streamed: bool) -> BoxStream<'a, CoachEvent> {
+        Box::pin(async_stream::stream! {
+            let mut tries = Tries::new(req);
+            while let Some(left) = tries.room(self.cfg.max_attempts) {
+                let Some(permit) = self.breaker.permit() else {
+                    let error = if tries.attempts == 0 { LlmError::CircuitOpen } else { tries.last.clone() };
+                    yield tries.done(Err(error));
+                    return;
+                };
+                tries.attempts += 1;
+                let request = self.request(&tries.messages, tries.max_tokens, req.safety_identifier);
+                let timeout = self.cfg.attempt_timeout.min(left);
+                let attempted = if streamed {
+                    if tries.attempts > 1 {
+                        yield CoachEvent::Restart;
                     }
-                    self.attempt_streamed(request, timeout, worst, tx).await
-                }
-                None => self.attempt(request, timeout, worst).await,
-            };
-            let (error, wait) = match attempted {
-                Attempt::Done(reply, b) => {
-                    permit.answered();
-                    billed.push(b);
-                    return Ok(reply);
-                }
-                Attempt::Refused(LlmError::Refused(401)) if !rekeyed && self.refresh_key().await => {
-                    // The key may have been rotated: once, with the key read again.
-                    permit.answered();
-                    rekeyed = true;
-                    (LlmError::Refused(401), Duration::ZERO)
-                }
-                Attempt::Refused(e) => {
-                    permit.answered();
-                    return Err(e);
-                }
-                Attempt::Unusable(error, b) => {
-                    permit.answered();
-                    billed.push(b);
-                    tracing::warn!(attempt = attempts, error = error.label(), "the model's answer cannot be used");
-                    match error {
-                        LlmError::CutOff if !cut => {
-                            cut = true;
-                            (messages, max_tokens) = shorter(req);
+                    let mut pieces = self.attempt_streamed(request, timeout, tries.worst);
+                    let mut ended = Attempt::Outage { error: LlmError::Transport, billed: Some(tries.worst), retry_after: None };
+                    while let Some(piece) = pieces.next().await {
+                        match piece {
+                            AttemptPiece::Text(text) => yield CoachEvent::Text(text),
+                            AttemptPiece::Ended(attempt) => ended = attempt,
                         }
-                        LlmError::Malformed if !malformed => malformed = true,
-                        e => return Err(e),
                     }
-                    (error, Duration::ZERO)
+                    ended
+                } else {
+                    self.attempt(request, timeout, tries.worst).await
+                };
+                match self.next(&mut tries, attempted, permit).await {
+                    Next::Stop(draft) => {
+                        yield tries.done(draft);
+                        return;
+                    }
+                    Next::Retry(wait) if Instant::now() + wait + MIN_ATTEMPT > req.deadline => break,
+                    Next::Retry(wait) => tokio::time::sleep(wait).await,
                 }
-                Attempt::Outage { error, billed: b, retry_after } => {
-                    Permit::outage(permit);
-                    billed.extend(b);
-                    tracing::warn!(attempt = attempts, error = error.label(), "model attempt failed");
-                    let wait = retry_after.unwrap_or_default().max(self.backoff().delay(attempts - 1));
-                    (error, wait)
-                }
-            };
-            last = error;
-            if Instant::now() + wait + MIN_ATTEMPT > req.deadline {
-                break;
             }
-            tokio::time::sleep(wait).await;
-        }
-        Err(last)
+            let last = tries.last.clone();
+            yield tries.done(Err(last));
+        })
+    }
+
+    /// What an attempt's ending means for the next: its bill kept, the breaker told, and a
+    /// retry (with what it changes) or the end.
+    async fn next(&self, tries: &mut Tries<'_>, attempted: Attempt, permit: Permit<'_>) -> Next {
+        let n = tries.attempts;
+        let (error, wait) = match attempted {
+            Attempt::Done(draft, b) => {
+                permit.answered();
+                tries.billed.push(b);
+                return Next::Stop(Ok(draft));
+            }
+            Attempt::Refused(LlmError::Refused(401)) if !tries.rekeyed && self.refresh_key().await => {
+                // The key may have been rotated: once, with the key read again.
+                permit.answered();
+                tries.rekeyed = true;
+                (LlmError::Refused(401), Duration::ZERO)
+            }
+            Attempt::Refused(e) => {
+                permit.answered();
+                return Next::Stop(Err(e));
+            }
+            Attempt::Unusable(error, b) => {
+                permit.answered();
+                tries.billed.push(b);
+                tracing::warn!(attempt = n, error = error.label(), "the model's answer cannot be used");
+                match error {
+                    LlmError::CutOff if !tries.cut => {
+                        tries.cut = true;
+                        (tries.messages, tries.max_tokens) = shorter(&tries.req);
+                    }
+                    LlmError::Malformed if !tries.malformed => tries.malformed = true,
+                    e => return Next::Stop(Err(e)),
+                }
+                (error, Duration::ZERO)
+            }
+            Attempt::Outage { error, billed: b, retry_after } => {
+                Permit::outage(permit);
+                tries.billed.extend(b);
+                tracing::warn!(attempt = n, error = error.label(), "model attempt failed");
+                (error, retry_after.unwrap_or_default().max(self.backoff().delay(n - 1)))
+            }
+        };
+        tries.last = error;
+        Next::Retry(wait)
     }
 }

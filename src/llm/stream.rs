@@ -1,24 +1,24 @@
 //! A streamed attempt: the model is asked with `stream: true` and
 //! `stream_options.include_usage`; the `reply` field of its structured answer is read from the
-//! partial JSON as it grows and sent on as [`ReplyText`]; the whole answer is judged at the
-//! end exactly as a buffered one, and billed at the usage of the stream's last chunk.
+//! partial JSON as it grows and yielded as text; the whole answer is judged at the end exactly
+//! as a buffered one, and billed at the usage of the stream's last chunk.
 
 use std::time::Duration;
 
 use async_openai::error::OpenAIError;
-use async_openai::types::chat::{ChatCompletionStreamOptions, CreateChatCompletionRequest, FinishReason};
-use async_openai::Client;
+use async_openai::types::chat::{ChatCompletionStreamOptions, CreateChatCompletionRequest, CreateChatCompletionStreamResponse, FinishReason};
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use jiter::{JsonValue, PartialMode};
+use tokio::time::Instant;
 
-use super::openai::{failed, usage, Attempt, OpenAiCoach};
-use super::{Billed, LlmError, ReplyText, ReplyTextSender};
+use super::openai::{failed, usage, Attempt, AttemptPiece, OpenAiCoach};
+use super::LlmError;
+use crate::limits::Billed;
 
 /// What a stream delivered, however far it got.
 #[derive(Debug, Default)]
 struct Streamed {
-    /// The provider answered with a success status: from here the call may be billed.
-    started: bool,
     content: String,
     refused: bool,
     finish: Option<FinishReason>,
@@ -26,48 +26,72 @@ struct Streamed {
 }
 
 impl OpenAiCoach {
-    pub(super) async fn attempt_streamed(&self, mut request: CreateChatCompletionRequest, timeout: Duration, worst: Billed, tx: &ReplyTextSender) -> Attempt {
+    /// One streamed attempt: the reply's text as it comes, then how the attempt ended. The
+    /// whole attempt, from the request to the stream's last chunk, takes at most `timeout`.
+    pub(super) fn attempt_streamed(&self, mut request: CreateChatCompletionRequest, timeout: Duration, worst: Billed) -> BoxStream<'_, AttemptPiece> {
         request.stream = Some(true);
         request.stream_options = Some(ChatCompletionStreamOptions { include_usage: Some(true), include_obfuscation: None });
-        let (client, retry_after) = self.client();
-        let mut got = Streamed::default();
-        let result = tokio::time::timeout(timeout, read(&client, request, &mut got, tx)).await;
-        let after = retry_after.lock().ok().and_then(|s| *s);
-        match result {
-            Ok(Ok(())) => self.judge(&got.content, got.refused, got.finish, got.usage, worst),
-            // Cut off before its end: billed, at its usage if it came, else at the worst case.
-            Err(_) => Attempt::Outage { error: LlmError::Timeout, billed: Some(got.usage.unwrap_or(worst)), retry_after: after },
-            Ok(Err(OpenAIError::JSONDeserialize(..))) if got.started => Attempt::Unusable(LlmError::Malformed, got.usage.unwrap_or(worst)),
-            Ok(Err(_)) if got.started => Attempt::Outage { error: LlmError::Transport, billed: Some(got.usage.unwrap_or(worst)), retry_after: after },
-            Ok(Err(e)) => failed(e, worst, after),
-        }
+        Box::pin(async_stream::stream! {
+            let by = Instant::now() + timeout;
+            let (client, retry_after) = self.client();
+            let after = || retry_after.lock().ok().and_then(|s| *s);
+            let mut chunks = match tokio::time::timeout_at(by, client.chat().create_stream(request)).await {
+                Err(_) => {
+                    yield AttemptPiece::Ended(Attempt::Outage { error: LlmError::Timeout, billed: Some(worst), retry_after: after() });
+                    return;
+                }
+                Ok(Err(e)) => {
+                    yield AttemptPiece::Ended(failed(e, worst, after()));
+                    return;
+                }
+                Ok(Ok(chunks)) => chunks,
+            };
+            // The provider answered with a success status: from here the call may be billed.
+            let mut got = Streamed::default();
+            let mut reply = ReplyField::default();
+            let ended = loop {
+                let chunk = match tokio::time::timeout_at(by, chunks.next()).await {
+                    Ok(None) => break None,
+                    Ok(Some(Ok(chunk))) => chunk,
+                    Ok(Some(Err(e))) => break Some(Some(e)),
+                    // Cut off before its end.
+                    Err(_) => break Some(None),
+                };
+                for text in got.take(chunk, &mut reply) {
+                    yield AttemptPiece::Text(text);
+                }
+            };
+            let attempt = match ended {
+                None => self.judge(&got.content, got.refused, got.finish, got.usage, worst),
+                // Billed at its usage if it came, else at the worst case.
+                Some(None) => Attempt::Outage { error: LlmError::Timeout, billed: Some(got.usage.unwrap_or(worst)), retry_after: after() },
+                Some(Some(OpenAIError::JSONDeserialize(..))) => Attempt::Unusable(LlmError::Malformed, got.usage.unwrap_or(worst)),
+                Some(Some(_)) => Attempt::Outage { error: LlmError::Transport, billed: Some(got.usage.unwrap_or(worst)), retry_after: after() },
+            };
+            yield AttemptPiece::Ended(attempt);
+        })
     }
 }
 
-async fn read(client: &Client<async_openai::config::OpenAIConfig>, request: CreateChatCompletionRequest, got: &mut Streamed, tx: &ReplyTextSender) -> Result<(), OpenAIError> {
-    let mut stream = client.chat().create_stream(request).await?;
-    got.started = true;
-    let mut reply = ReplyField::default();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
+impl Streamed {
+    /// Takes one chunk: its usage, refusal and finish reason, and the reply's new text.
+    fn take(&mut self, chunk: CreateChatCompletionStreamResponse, reply: &mut ReplyField) -> Vec<String> {
         if let Some(u) = usage(chunk.usage.as_ref()) {
-            got.usage = Some(u);
+            self.usage = Some(u);
         }
+        let mut texts = vec![];
         for choice in chunk.choices {
             if let Some(text) = choice.delta.content {
-                got.content.push_str(&text);
-                if let Some(more) = reply.advance(&got.content) {
-                    // A closed receiver only means no one is listening: the answer is still read.
-                    let _ = tx.send(ReplyText::Text(more));
-                }
+                self.content.push_str(&text);
+                texts.extend(reply.advance(&self.content));
             }
-            got.refused |= choice.delta.refusal.is_some();
+            self.refused |= choice.delta.refusal.is_some();
             if choice.finish_reason.is_some() {
-                got.finish = choice.finish_reason;
+                self.finish = choice.finish_reason;
             }
         }
+        texts
     }
-    Ok(())
 }
 
 /// The top-level `reply` string of a JSON object that is still being written.

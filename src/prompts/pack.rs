@@ -1,4 +1,4 @@
-//! Token-budget packing: renders the prompt's messages and fits them into the prompt budget
+//! Packing: renders the prompt's messages and fits them into the prompt's token limit
 //! (`TOKEN_LIMIT_PER_REQUEST` minus the reply's `max_tokens`): it drops the oldest history
 //! first, then shortens swing and profile detail. The golfer's message is never cut.
 
@@ -6,12 +6,12 @@ use super::vars::{Detail, HistoryTurn, PromptMessage, PromptRole, PromptVars};
 use super::{PromptError, Prompts, CONTEXT, MESSAGE, SYSTEM};
 use crate::tokens;
 
-/// The rendered prompt that fits the budget, with its size in model tokens.
+/// The rendered prompt that fits the token limit, with its size in model tokens.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Packed {
     pub messages: Vec<PromptMessage>,
     pub prompt_tokens: usize,
-    pub budget: usize,
+    pub token_limit: usize,
     /// History turns left out to fit.
     pub dropped_turns: usize,
     pub detail: Detail,
@@ -19,8 +19,8 @@ pub struct Packed {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
-    #[error("the message needs {needed} tokens with the coach's instructions; the budget is {budget}")]
-    MessageTooLong { needed: usize, budget: usize },
+    #[error("the message needs {needed} tokens with the coach's instructions; the limit is {limit}")]
+    MessageTooLong { needed: usize, limit: usize },
     #[error(transparent)]
     Prompt(#[from] PromptError),
 }
@@ -50,11 +50,11 @@ fn frame(prompts: &Prompts, vars: &PromptVars) -> Result<[Counted; 2], PromptErr
     ])
 }
 
-/// Renders the prompt and fits it into `budget` tokens. A chat request's tokens are the sum
+/// Renders the prompt and fits it into `token_limit` tokens. A chat request's tokens are the sum
 /// of its messages', so each message is rendered and counted at most once: history turns
 /// newest first until one does not fit, and only when no turn fits is swing and profile
 /// detail shortened.
-pub fn pack(prompts: &Prompts, vars: &PromptVars, budget: usize) -> Result<Packed, PackError> {
+pub fn pack(prompts: &Prompts, vars: &PromptVars, token_limit: usize) -> Result<Packed, PackError> {
     let mut v = vars.clone();
     v.detail = Detail::Full;
     let turn = |turn: &HistoryTurn| -> Result<Counted, PromptError> {
@@ -71,14 +71,14 @@ pub fn pack(prompts: &Prompts, vars: &PromptVars, budget: usize) -> Result<Packe
         let mut messages: Vec<PromptMessage> = frame.into_iter().map(|c| c.message).collect();
         messages.extend(kept.into_iter().map(|c| c.message));
         messages.push(current.message.clone());
-        Packed { messages, prompt_tokens, budget, dropped_turns, detail }
+        Packed { messages, prompt_tokens, token_limit, dropped_turns, detail }
     };
     let fixed = |frame: &[Counted; 2]| tokens::REPLY_PRIMING + current.tokens + frame[0].tokens + frame[1].tokens;
 
     // 1. Full detail with the newest history that fits, dropping the oldest turns first:
     //    turns are rendered and counted newest first, only until one does not fit.
     let full = frame(prompts, &v)?;
-    if let Some(mut room) = budget.checked_sub(fixed(&full)) {
+    if let Some(mut room) = token_limit.checked_sub(fixed(&full)) {
         let mut kept = vec![];
         for t in vars.history.iter().rev() {
             let counted = turn(t)?;
@@ -106,11 +106,11 @@ pub fn pack(prompts: &Prompts, vars: &PromptVars, budget: usize) -> Result<Packe
         step(&mut v);
         let f = frame(prompts, &v)?;
         last = fixed(&f);
-        if last <= budget {
+        if last <= token_limit {
             return Ok(assemble(f, vec![], v.detail));
         }
     }
-    Err(PackError::MessageTooLong { needed: last, budget })
+    Err(PackError::MessageTooLong { needed: last, limit: token_limit })
 }
 
 #[cfg(test)]
@@ -255,7 +255,7 @@ pub(crate) mod tests {
         assert!(matches!(r, Err(PackError::MessageTooLong { .. })), "{r:?}");
     }
 
-    mod budget {
+    mod token_limit {
         use super::super::*;
         use super::{example_vars, prompts};
         use proptest::prelude::*;
@@ -273,7 +273,7 @@ pub(crate) mod tests {
             // Prompt + max_tokens never exceeds the per-request limit, counted by the model's
             // tokenizer, and the count is of exactly the messages that would be sent.
             #[test]
-            fn packed_prompts_fit_the_budget(
+            fn packed_prompts_fit_the_token_limit(
                 history in proptest::collection::vec(turn(), 0..60),
                 message in "[ -~\u{00e0}-\u{00ff}\u{4e00}-\u{4e50}]{1,1000}",
                 swings in 0usize..4,
@@ -289,8 +289,8 @@ pub(crate) mod tests {
                 if let Some(p) = vars.profile.as_mut() { p.goals = goals; }
                 let limit = 1500usize;
                 let max_tokens = 400usize;
-                let budget = limit - max_tokens - crate::llm::response_format_tokens();
-                match pack(&prompts(), &vars, budget) {
+                let token_limit = limit - max_tokens - crate::llm::response_format_tokens();
+                match pack(&prompts(), &vars, token_limit) {
                     Ok(packed) => {
                         let counted = tokens::count_chat(packed.messages.iter().map(|m| (m.role.as_str(), m.content.as_str())));
                         prop_assert_eq!(counted, packed.prompt_tokens);
@@ -298,7 +298,7 @@ pub(crate) mod tests {
                         let last = &packed.messages[packed.messages.len() - 1].content;
                         prop_assert!(last.contains(message.trim()), "the message is never cut");
                     }
-                    Err(PackError::MessageTooLong { needed, budget: b }) => {
+                    Err(PackError::MessageTooLong { needed, limit: b }) => {
                         prop_assert!(needed > b);
                         // Any message up to 350 tokens (1,000 characters of ordinary text is ~250) fits.
                         prop_assert!(tokens::count(&message) > 350, "refused a {}-token message", tokens::count(&message));

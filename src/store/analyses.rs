@@ -2,15 +2,12 @@
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity as Rcc};
 
-use super::deadline::{deadline, within};
-use super::{from_item, keys, s, sdk_error, to_item, Item, Store, StoreError};
+use super::{from_item, keys, s, to_item, Item, Store, StoreError};
 use crate::models::{SwingAnalysis, UserId};
 
 impl Store {
     /// The caller's most recent analyses, newest first.
     pub async fn recent_swings(&self, user: &UserId, limit: i32) -> Result<Vec<SwingAnalysis>, StoreError> {
-        let op = "Query analyses";
-        super::stats::call();
         let send = self
             .client
             .query()
@@ -23,8 +20,7 @@ impl Store {
             .limit(limit)
             .return_consumed_capacity(Rcc::Total)
             .send();
-        let out = within(send).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
-        super::stats::consumed(out.consumed_capacity());
+        let out = self.send("Query analyses", send).await?;
         out.items
             .unwrap_or_default()
             .into_iter()
@@ -34,13 +30,8 @@ impl Store {
 
     /// Writes an analysis (demo data and tests only: production analyses come from the analysis system).
     pub async fn put_swing(&self, swing: &SwingAnalysis) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.analyses_table)
-            .set_item(Some(to_item(swing)?))
-            .send()
-            .await
-            .map_err(|e| sdk_error("PutItem analysis", e))?;
+        let put = self.client.put_item().table_name(&self.analyses_table).set_item(Some(to_item(swing)?)).send();
+        self.send("PutItem analysis", put).await?;
         Ok(())
     }
 }

@@ -4,7 +4,6 @@
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{ReturnConsumedCapacity as Rcc, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
-use super::deadline::{deadline, within};
 use super::{keys, n, number, s, sdk_error, Store, StoreError};
 
 pub const LEASED: &str = "leased_micro";
@@ -26,7 +25,6 @@ impl Store {
                 break;
             }
             let op = "UpdateItem budget lease";
-            super::stats::call();
             let send = self
                 .client
                 .update_item()
@@ -43,9 +41,8 @@ impl Store {
                 .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
                 .return_consumed_capacity(Rcc::Total)
                 .send();
-            match within(send).await.ok_or_else(|| deadline(op))? {
+            match self.send_raw(op, send).await? {
                 Ok(out) => {
-                    super::stats::consumed_write(out.consumed_capacity());
                     let leased = number(out.attributes.as_ref(), LEASED);
                     return Ok(Leased { amount_micro: want, left_micro: limit_micro - leased });
                 }

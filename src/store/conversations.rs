@@ -8,10 +8,9 @@ use aws_sdk_dynamodb::types::{KeysAndAttributes, Put, ReturnConsumedCapacity as 
 use chrono::{DateTime, Utc};
 
 use super::counters::CounterKeys;
-use super::deadline::{deadline, within};
 use super::idempotency::{IN_PROGRESS, STATUS};
 use super::transact::{Failed, Written};
-use super::{from_item, keys, s, sdk_error, to_item, Item, Store, StoreError};
+use super::{from_item, keys, s, to_item, Item, Store, StoreError};
 use crate::backoff::Backoff;
 use crate::clock::{day_start, next_day, timestamp};
 use crate::models::{ConversationId, ConversationItem, GolferProfile, SwingAnalysis, SwingId, TurnItem, UserId};
@@ -51,6 +50,8 @@ impl CoachingContext {
 /// settlement on the golfer's counters.
 #[derive(Debug, Clone, Copy)]
 pub struct TurnWrite<'a> {
+    /// The turn's key (`msg_{user}_{id}`).
+    pub key: &'a str,
     pub turn: &'a TurnItem,
     /// The claim this request holds on its clientMessageId: the turn replaces it when stored
     /// under its key; a turn stored under another key (a fallback) deletes it.
@@ -60,9 +61,6 @@ pub struct TurnWrite<'a> {
     pub spend_delta_micro: i64,
     /// The model was not reached: the request slots are given back too.
     pub release_slots: bool,
-    /// When the golfer asked (epoch ms): the turn is not written if they deleted their data
-    /// since (a message in flight during DELETE /me must not write it back).
-    pub asked_ms: i64,
 }
 
 /// A turn's transaction, built once so every send of it is the same (one client request
@@ -123,7 +121,6 @@ impl Store {
     async fn keyed_context(&self, user: &UserId, swing: Option<&SwingId>) -> Result<(Option<GolferProfile>, Option<SwingAnalysis>), StoreError> {
         let profile_key = keys::profile(user);
         let key = |attr: &str, value: &str| HashMap::from([(attr.to_string(), s(value))]);
-        let rejected = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Rejected(e.to_string());
         let mut coaching = KeysAndAttributes::builder().keys(key(keys::PK, &profile_key));
         let mut request = HashMap::new();
         if let Some(id) = swing {
@@ -131,18 +128,16 @@ impl Store {
             if self.analyses_table == self.table {
                 coaching = coaching.keys(swing_key);
             } else {
-                request.insert(self.analyses_table.clone(), KeysAndAttributes::builder().keys(swing_key).build().map_err(rejected)?);
+                request.insert(self.analyses_table.clone(), KeysAndAttributes::builder().keys(swing_key).build()?);
             }
         }
-        request.insert(self.table.clone(), coaching.build().map_err(rejected)?);
+        request.insert(self.table.clone(), coaching.build()?);
 
         let mut found: Vec<Item> = vec![];
+        let op = "BatchGetItem context";
         for attempt in 0u32.. {
-            super::stats::call();
-            let op = "BatchGetItem context";
             let send = self.client.batch_get_item().set_request_items(Some(request)).return_consumed_capacity(Rcc::Total).send();
-            let out = within(send).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
-            super::stats::consumed(out.consumed_capacity());
+            let out = self.send(op, send).await?;
             found.extend(out.responses.unwrap_or_default().into_values().flatten());
             // Keys DynamoDB did not get to (throttling): ask again for those, with backoff.
             match out.unprocessed_keys.filter(|u| !u.is_empty()) {
@@ -184,15 +179,13 @@ impl Store {
     /// Every item of a query, page after page (`query` builds a page from its start key).
     pub(crate) async fn all_pages(
         &self,
-        op: &str,
+        op: &'static str,
         query: impl Fn(Option<Item>) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
     ) -> Result<Vec<Item>, StoreError> {
         let mut items = vec![];
         let mut start: Option<Item> = None;
         loop {
-            super::stats::call();
-            let page = within(query(start.take()).send()).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
-            super::stats::consumed(page.consumed_capacity());
+            let page = self.send(op, query(start.take()).send()).await?;
             items.extend(page.items.unwrap_or_default());
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
@@ -203,11 +196,8 @@ impl Store {
 
     /// The golfer's newest `limit` turns, newest first (user-index; eventually consistent).
     pub async fn recent_turns(&self, user: &UserId, limit: i32) -> Result<Vec<TurnItem>, StoreError> {
-        let op = "Query user-index recent turns";
-        super::stats::call();
         let send = self.user_index(user).key_condition_expression("#u = :u").scan_index_forward(false).limit(limit).send();
-        let out = within(send).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
-        super::stats::consumed(out.consumed_capacity());
+        let out = self.send("Query user-index recent turns", send).await?;
         turns(out.items.unwrap_or_default())
     }
 
@@ -229,7 +219,7 @@ impl Store {
 
     /// A day's conversation assembled from its turns; `id` is `conv_{user}_{yyyymmdd}`.
     pub async fn conversation(&self, id: &str) -> Result<Option<ConversationItem>, StoreError> {
-        let rejected = || StoreError::Rejected(format!("{id} is not a conversation id"));
+        let rejected = || StoreError::Invalid(format!("{id} is not a conversation id"));
         let id = ConversationId::try_from(id.to_string()).map_err(|_| rejected())?;
         let (user, day) = keys::conversation_parts(&id).ok_or_else(rejected)?;
         let user = UserId::try_from(user.to_string()).map_err(|_| rejected())?;
@@ -239,11 +229,8 @@ impl Store {
 
     pub async fn profile(&self, user: &UserId) -> Result<Option<GolferProfile>, StoreError> {
         let key = keys::profile(user);
-        let op = "GetItem profile";
-        super::stats::call();
         let send = self.client.get_item().table_name(&self.table).key(keys::PK, s(&key)).return_consumed_capacity(Rcc::Total).send();
-        let out = within(send).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
-        super::stats::consumed(out.consumed_capacity());
+        let out = self.send("GetItem profile", send).await?;
         let Some(mut item) = out.item else { return Ok(None) };
         item.remove(keys::PK);
         from_item("profile", item).map(Some)
@@ -252,24 +239,26 @@ impl Store {
     pub async fn put_profile(&self, profile: &GolferProfile) -> Result<(), StoreError> {
         let mut item = to_item(profile)?;
         item.insert(keys::PK.into(), s(keys::profile(&profile.user_id)));
-        let op = "PutItem profile";
         let send = self.client.put_item().table_name(&self.table).set_item(Some(item)).send();
-        within(send).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
+        self.send("PutItem profile", send).await?;
         Ok(())
     }
 
     /// The turn's transaction: the turn (replacing this request's claim, or new) and its
     /// settlement, under one client request token.
     pub fn prepare_turn(&self, w: TurnWrite<'_>) -> Result<PreparedTurn, StoreError> {
-        let replaces_claim = w.claim == Some(w.turn.conversation_id.as_str());
-        let mut items = vec![self.turn_put(w.turn, replaces_claim)?];
+        let replaces_claim = w.claim == Some(w.key);
+        let mut items = vec![self.turn_put(w.key, w.turn, replaces_claim)?];
         if let Some(claim) = w.claim.filter(|_| !replaces_claim) {
             items.push(self.claim_release_item(claim)?);
         }
         let settlement = self.settlement(w.keys, w.spend_delta_micro, i64::try_from(w.turn.tokens).unwrap_or(i64::MAX), w.release_slots)?;
         items.extend(settlement.iter().cloned());
+        // Not written if the golfer deleted their data since asking (a message in flight
+        // during DELETE /me must not write it back).
+        let asked_ms = chrono::DateTime::parse_from_rfc3339(&w.turn.last_updated).map_err(|_| StoreError::Invalid("a turn's time out of its format".into()))?.timestamp_millis();
         let erase_check = items.len();
-        items.push(self.not_erased_since(&w.turn.user_id, w.asked_ms)?);
+        items.push(self.not_erased_since(&w.turn.user_id, asked_ms)?);
         let mut discard: Vec<TransactWriteItem> = w.claim.map(|c| self.claim_release_item(c)).transpose()?.into_iter().collect();
         discard.extend(settlement);
         Ok(PreparedTurn { items, token: super::transact::token(), erase_check, discard })
@@ -294,8 +283,8 @@ impl Store {
     }
 
     /// Writes a turn whose key must be new (demo data).
-    pub async fn create_turn(&self, turn: &TurnItem) -> Result<bool, StoreError> {
-        let put = self.turn_put(turn, false)?;
+    pub async fn create_turn(&self, key: &str, turn: &TurnItem) -> Result<bool, StoreError> {
+        let put = self.turn_put(key, turn, false)?;
         match self.transact("TransactWriteItems turn", &[put], None).await.map_err(|f| f.error)? {
             Written::Applied => Ok(true),
             Written::ConditionFailed { .. } => Ok(false),
@@ -310,13 +299,14 @@ impl Store {
             .condition_expression("attribute_not_exists(#at) OR #at < :asked")
             .expression_attribute_names("#at", super::golfer::ERASED_AT)
             .expression_attribute_values(":asked", super::n(asked_ms))
-            .build()
-            .map_err(|e| StoreError::Rejected(e.to_string()))?;
+            .build()?;
         Ok(TransactWriteItem::builder().condition_check(check).build())
     }
 
-    fn turn_put(&self, turn: &TurnItem, claimed: bool) -> Result<TransactWriteItem, StoreError> {
-        let put = Put::builder().table_name(&self.table).set_item(Some(to_item(turn)?));
+    fn turn_put(&self, key: &str, turn: &TurnItem, claimed: bool) -> Result<TransactWriteItem, StoreError> {
+        let mut item = to_item(turn)?;
+        item.insert(keys::PK.into(), s(key));
+        let put = Put::builder().table_name(&self.table).set_item(Some(item));
         let put = match claimed {
             true => put
                 .condition_expression("#st = :inprog")
@@ -324,7 +314,7 @@ impl Store {
                 .expression_attribute_values(":inprog", s(IN_PROGRESS)),
             false => put.condition_expression("attribute_not_exists(#pk)").expression_attribute_names("#pk", keys::PK),
         };
-        let put = put.build().map_err(|e| StoreError::Rejected(e.to_string()))?;
+        let put = put.build()?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
 }
@@ -335,6 +325,12 @@ fn turns(items: Vec<Item>) -> Result<Vec<TurnItem>, StoreError> {
     items
         .into_iter()
         .filter(|i| i.get(keys::PK).and_then(|v| v.as_s().ok()).is_some_and(|k| k.starts_with(keys::TURN_PREFIX)))
-        .map(|i| from_item("turn", i))
+        .map(turn)
         .collect()
+}
+
+/// A turn item as its type: its key is the store's, not part of the turn.
+pub(crate) fn turn(mut item: Item) -> Result<TurnItem, StoreError> {
+    item.remove(keys::PK);
+    from_item("turn", item)
 }

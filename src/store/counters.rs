@@ -8,33 +8,13 @@ use aws_sdk_dynamodb::types::{ReturnConsumedCapacity as Rcc, ReturnValuesOnCondi
 
 use super::idempotency::{Claim, Previous};
 use super::transact::{built, update, Unsure, Written};
-use super::deadline::{deadline, within};
-use super::{keys, n, number, s, sdk_error, Store, StoreError};
+use super::{keys, n, number, s, Store, StoreError};
+use crate::limits::{Counter, IpHash, QuotaCheck, UsageSnapshot};
+use crate::models::UserId;
 
 pub const COUNT: &str = "request_count";
 pub const SPEND: &str = "spend_micro";
 pub const TOKENS: &str = "tokens";
-
-/// Which counter refused a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counter {
-    UserHour,
-    IpHour,
-    UserDay,
-    GlobalDay,
-}
-
-impl Counter {
-    /// The limit's name as templates, logs and metrics know it.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::UserHour => "user_hour",
-            Self::IpHour => "ip_hour",
-            Self::UserDay => "user_day",
-            Self::GlobalDay => "global_day",
-        }
-    }
-}
 
 /// The counter items one request touches; fixed at reservation so release and settlement
 /// hit the same hour and day even across a boundary.
@@ -45,19 +25,6 @@ pub struct CounterKeys {
     /// The attribute of the hour's request count on it (`hour_HH`).
     pub hour_attr: String,
     pub ip_hour: String,
-}
-
-/// What admitting one request asks of the counters.
-#[derive(Debug, Clone)]
-pub struct Admission {
-    pub keys: CounterKeys,
-    pub hour_limit: i64,
-    pub ip_hour_limit: i64,
-    pub user_day_limit_micro: i64,
-    /// The worst case this request can cost, reserved on the golfer's day.
-    pub cost_micro: i64,
-    pub ip_expires_at: i64,
-    pub day_expires_at: i64,
 }
 
 /// The counters' answer to an admission.
@@ -76,13 +43,6 @@ pub enum AdmitDecision {
 pub struct AdmitError {
     pub error: StoreError,
     pub unsure: Option<Unsure>,
-}
-
-/// What a golfer has used, read after the request's own write.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct UsageSnapshot {
-    pub user_hour_count: i64,
-    pub user_day_spend_micro: i64,
 }
 
 /// A reservation to give back whole: its worst-case spend, its request slots and its claim.
@@ -106,19 +66,27 @@ pub fn hour_attr(at: chrono::DateTime<chrono::Utc>) -> String {
     format!("hour_{}", at.format("%H"))
 }
 
+impl CounterKeys {
+    /// The items counting `user`'s and `ip`'s messages at `at`.
+    pub fn of(user: &UserId, ip: &IpHash, at: chrono::DateTime<chrono::Utc>) -> Self {
+        Self { user_quota: keys::user_quota(user, at), hour_attr: hour_attr(at), ip_hour: keys::ip_hour_quota(ip, at) }
+    }
+}
+
 impl Store {
     /// Admits a request against the golfer's hour and day and the IP's hour at once, or
     /// refuses it touching none. `claim` (the claim on the clientMessageId) joins the same
     /// transaction and is checked first. When no answer arrives the error carries an
     /// [`Unsure`] to resolve.
-    pub async fn admit(&self, a: &Admission, claim: Option<&Claim>) -> Result<AdmitDecision, AdmitError> {
+    pub async fn admit(&self, a: &QuotaCheck, claim: Option<&Claim>) -> Result<AdmitDecision, AdmitError> {
         if a.user_day_limit_micro < a.cost_micro {
             return Ok(AdmitDecision::Refused { counter: Counter::UserDay, current: 0 });
         }
         let definite = |error| AdmitError { error, unsure: None };
         let claimed = usize::from(claim.is_some());
+        let keys = CounterKeys::of(&a.user, &a.ip, a.at);
         let mut items: Vec<TransactWriteItem> = claim.map(|c| self.claim_item(c)).transpose().map_err(definite)?.into_iter().collect();
-        items.extend(self.admission_items(a).map_err(definite)?);
+        items.extend(self.admission_items(a, &keys).map_err(definite)?);
 
         let written = self.transact_resolvable("TransactWriteItems admit", items).await;
         match written.map_err(|(error, unsure)| AdmitError { error, unsure })? {
@@ -126,7 +94,7 @@ impl Store {
             Written::ConditionFailed { index, item } if index < claimed => Ok(AdmitDecision::Duplicate(Previous::from_item(item))),
             Written::ConditionFailed { index, item } if index == claimed => {
                 // The golfer's item: the hour's count or the day's spend refused.
-                let count = number(item.as_ref(), &a.keys.hour_attr);
+                let count = number(item.as_ref(), &keys.hour_attr);
                 Ok(match count >= a.hour_limit {
                     true => AdmitDecision::Refused { counter: Counter::UserHour, current: count },
                     false => AdmitDecision::Refused { counter: Counter::UserDay, current: number(item.as_ref(), SPEND) },
@@ -136,29 +104,31 @@ impl Store {
         }
     }
 
-    fn admission_items(&self, a: &Admission) -> Result<Vec<TransactWriteItem>, StoreError> {
+    fn admission_items(&self, a: &QuotaCheck, k: &CounterKeys) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let day_expires_at = a.at.timestamp() + keys::DAY_TTL_SECS;
+        let ip_expires_at = a.at.timestamp() + keys::IP_QUOTA_TTL_SECS;
         let golfer = built(
-            update(&a.keys.user_quota, "ADD #h :one, #s :cost SET #ttl = if_not_exists(#ttl, :ttl)")
+            update(&k.user_quota, "ADD #h :one, #s :cost SET #ttl = if_not_exists(#ttl, :ttl)")
                 .condition_expression("(attribute_not_exists(#h) OR #h < :hl) AND (attribute_not_exists(#s) OR #s <= :room)")
-                .expression_attribute_names("#h", &a.keys.hour_attr)
+                .expression_attribute_names("#h", &k.hour_attr)
                 .expression_attribute_names("#s", SPEND)
                 .expression_attribute_names("#ttl", keys::TTL_ATTRIBUTE)
                 .expression_attribute_values(":one", n(1))
                 .expression_attribute_values(":hl", n(a.hour_limit))
                 .expression_attribute_values(":cost", n(a.cost_micro))
                 .expression_attribute_values(":room", n(a.user_day_limit_micro - a.cost_micro))
-                .expression_attribute_values(":ttl", n(a.day_expires_at))
+                .expression_attribute_values(":ttl", n(day_expires_at))
                 .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld),
             &self.table,
         )?;
         let ip = built(
-            update(&a.keys.ip_hour, "ADD #c :one SET #ttl = if_not_exists(#ttl, :ttl)")
+            update(&k.ip_hour, "ADD #c :one SET #ttl = if_not_exists(#ttl, :ttl)")
                 .condition_expression("attribute_not_exists(#c) OR #c < :limit")
                 .expression_attribute_names("#c", COUNT)
                 .expression_attribute_names("#ttl", keys::TTL_ATTRIBUTE)
                 .expression_attribute_values(":one", n(1))
                 .expression_attribute_values(":limit", n(a.ip_hour_limit))
-                .expression_attribute_values(":ttl", n(a.ip_expires_at))
+                .expression_attribute_values(":ttl", n(ip_expires_at))
                 .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld),
             &self.table,
         )?;
@@ -176,20 +146,8 @@ impl Store {
 
     /// Read after the request's own write: what the golfer has used this hour and day.
     pub async fn usage(&self, k: &CounterKeys) -> Result<UsageSnapshot, StoreError> {
-        super::stats::call();
-        let out = within(
-            self.client
-                .get_item()
-                .table_name(&self.table)
-                .key(keys::PK, s(&k.user_quota))
-                .consistent_read(true)
-                .return_consumed_capacity(Rcc::Total)
-                .send(),
-        )
-        .await
-        .ok_or_else(|| deadline("GetItem usage"))?
-        .map_err(|e| sdk_error("GetItem usage", e))?;
-        super::stats::consumed(out.consumed_capacity());
+        let get = self.client.get_item().table_name(&self.table).key(keys::PK, s(&k.user_quota)).consistent_read(true).return_consumed_capacity(Rcc::Total).send();
+        let out = self.send("GetItem usage", get).await?;
         Ok(UsageSnapshot {
             user_hour_count: number(out.item.as_ref(), &k.hour_attr),
             user_day_spend_micro: number(out.item.as_ref(), SPEND),

@@ -33,6 +33,6 @@ pub(crate) async fn within<F: Future>(f: F) -> Option<F::Output> {
 }
 
 /// The error of a call the deadline cut short.
-pub(crate) fn deadline(op: &str) -> StoreError {
+pub(crate) fn missed(op: &str) -> StoreError {
     StoreError::Unavailable(format!("{op}: no answer before the request's deadline"))
 }

@@ -2,8 +2,7 @@
 
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnConsumedCapacity as Rcc, ReturnValue, WriteRequest};
 
-use super::deadline::{deadline, within};
-use super::{keys, s, sdk_error, Store, StoreError};
+use super::{keys, s, Store, StoreError};
 use crate::backoff::Backoff;
 use crate::models::{TurnItem, UserId};
 
@@ -64,7 +63,6 @@ impl Store {
     /// running it again deletes what is left. Counters expire on their own (they hold counts,
     /// not content); a message in flight deletes its own claim when its turn is refused.
     pub async fn delete_golfer(&self, user: &UserId, now_ms: i64) -> Result<Deleted, StoreError> {
-        let op = "PutItem erase marker";
         let marker = self
             .client
             .put_item()
@@ -73,14 +71,14 @@ impl Store {
             .item(ERASED_AT, super::n(now_ms))
             .item(keys::TTL_ATTRIBUTE, super::n(now_ms / 1000 + keys::CLAIM_TTL_SECS))
             .send();
-        within(marker).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
+        self.send("PutItem erase marker", marker).await?;
 
         let until = crate::clock::timestamp(chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default());
         let profile_key = keys::profile(user);
-        let profile = within(self.client.delete_item().table_name(&self.table).key(keys::PK, s(&profile_key)).return_values(ReturnValue::AllOld).send());
+        let profile = self.send("DeleteItem profile", self.client.delete_item().table_name(&self.table).key(keys::PK, s(&profile_key)).return_values(ReturnValue::AllOld).send());
         let (first, profile) = tokio::join!(self.delete_turns(user, &until), profile);
         let mut deleted = first?;
-        let profile = profile.ok_or_else(|| deadline("DeleteItem profile"))?.map_err(|e| sdk_error("DeleteItem profile", e))?;
+        let profile = profile?;
         tokio::time::sleep(SECOND_SWEEP_AFTER).await;
         let second = self.delete_turns(user, &until).await?;
         deleted.extend(second);
@@ -110,10 +108,8 @@ impl Store {
             .map(|d| WriteRequest::builder().delete_request(d).build())
             .collect();
         for attempt in 0..8 {
-            super::stats::call();
             let send = self.client.batch_write_item().request_items(&self.table, requests.clone()).return_consumed_capacity(Rcc::Total).send();
-            let out = within(send).await.ok_or_else(|| deadline(op))?.map_err(|e| sdk_error(op, e))?;
-            super::stats::consumed_write(out.consumed_capacity());
+            let out = self.send(op, send).await?;
             requests = out.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
             if requests.is_empty() {
                 return Ok(());

@@ -41,7 +41,7 @@ impl Previous {
             return Self::InProgress(item.get(REQUEST_HASH).and_then(|v| v.as_s().ok()).cloned());
         }
         // A completed turn that does not read as one is answered as in progress (409), never replayed wrong.
-        match serde_dynamo::from_item::<_, TurnItem>(item) {
+        match super::conversations::turn(item) {
             Ok(turn) => Self::Completed(Box::new(turn)),
             Err(e) => {
                 tracing::error!(error = %e, "a stored turn does not match its schema");
@@ -68,8 +68,7 @@ impl Store {
             .expression_attribute_values(":now", n(c.now))
             .expression_attribute_values(":inprog", s(IN_PROGRESS))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .map_err(|e| StoreError::Rejected(e.to_string()))?;
+            .build()?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
@@ -78,8 +77,7 @@ impl Store {
         let delete = Delete::builder()
             .table_name(&self.table)
             .key(keys::PK, s(key))
-            .build()
-            .map_err(|e| StoreError::Rejected(e.to_string()))?;
+            .build()?;
         Ok(TransactWriteItem::builder().delete(delete).build())
     }
 }

@@ -28,8 +28,8 @@
 //!
 //! User ids match `^[A-Za-z0-9][A-Za-z0-9-]{0,63}$` (schema/common.json), so no id holds an
 //! underscore and every key splits unambiguously into prefix, user and period. The global
-//! budget key is `spendall_` rather than design.md's `spend_all_`: with `spend_all_`, a
-//! golfer whose id is `all` would have shared it.
+//! budget key is `spendall_` rather than `spend_all_`: with `spend_all_`, a golfer whose id
+//! is `all` would have shared it.
 //!
 //! Table `golf-coach-analyses` (read-only, owned by the analysis system): partition key
 //! `analysis_id`; GSI `user-created-index` (`user_id`, `created_at`).
@@ -37,6 +37,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::clock::{day_key as day, hour_key as hour};
+use crate::limits::IpHash;
 
 use crate::models::{ConversationId, UserId};
 
@@ -90,7 +91,7 @@ pub fn user_quota(user: &UserId, at: DateTime<Utc>) -> String {
 }
 
 pub fn ip_hour_quota(ip_hash: &IpHash, at: DateTime<Utc>) -> String {
-    format!("ipquota_{}_{}", ip_hash.0, hour(at))
+    format!("ipquota_{}_{}", ip_hash.as_str(), hour(at))
 }
 
 pub fn global_day_spend(at: DateTime<Utc>) -> String {
@@ -109,22 +110,6 @@ pub fn turn(user: &UserId, id: &str) -> String {
 /// `^[A-Za-z0-9][A-Za-z0-9-]{7,63}$`, and so does this one, in the caller's own key space.
 pub fn server_message_id() -> String {
     format!("srv-{}", uuid::Uuid::new_v4().simple())
-}
-
-/// A client IP reduced to a 16-hex-digit keyed hash (the log-hash key): counters and logs
-/// never hold the IP, and without the key the hash cannot be reversed by trying all 2^32
-/// IPv4 addresses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IpHash(String);
-
-impl IpHash {
-    pub fn keyed(key: &str, ip: &str) -> Self {
-        Self(crate::safety::log_hash(key, &format!("ip-counter:{ip}")))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 #[cfg(test)]

@@ -8,9 +8,10 @@ pub mod deadline;
 pub mod golfer;
 pub mod idempotency;
 pub mod keys;
-pub mod stats;
 pub mod tables;
 pub mod transact;
+
+use std::future::Future;
 
 use std::collections::HashMap;
 
@@ -39,6 +40,9 @@ pub enum StoreError {
     /// The request itself was refused by DynamoDB (a bug on our side, e.g. an invalid expression).
     #[error("storage refused the request: {0}")]
     Rejected(String),
+    /// A request could not be built before it was sent (a bug on our side).
+    #[error("a storage request could not be built: {0}")]
+    Invalid(String),
 }
 
 /// Classifies an SDK error: service-side problems and transport failures are availability,
@@ -72,8 +76,37 @@ fn short_sdk_kind<E>(e: &SdkError<E>) -> &'static str {
 }
 
 pub(crate) fn to_item<T: Serialize>(value: &T) -> Result<Item, StoreError> {
-    serde_dynamo::to_item(value).map_err(|e| StoreError::Rejected(format!("serialize: {e}")))
+    serde_dynamo::to_item(value).map_err(|e| StoreError::Invalid(format!("serialize: {e}")))
 }
+
+impl From<aws_sdk_dynamodb::error::BuildError> for StoreError {
+    fn from(e: aws_sdk_dynamodb::error::BuildError) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}
+
+/// What a DynamoDB answer reports of the capacity it consumed (`ReturnConsumedCapacity::Total`).
+pub(crate) trait Consumed {
+    fn record(&self);
+}
+
+fn units<'a>(caps: impl IntoIterator<Item = &'a aws_sdk_dynamodb::types::ConsumedCapacity>) -> f64 {
+    caps.into_iter().map(|c| c.capacity_units().unwrap_or(0.0)).sum()
+}
+
+macro_rules! consumed {
+    ($record:ident: $($output:ty),*) => {
+        $(impl Consumed for $output {
+            fn record(&self) {
+                crate::stats::$record(units(self.consumed_capacity()));
+            }
+        })*
+    };
+}
+use aws_sdk_dynamodb::operation as ops;
+consumed!(read_units: ops::get_item::GetItemOutput, ops::query::QueryOutput, ops::batch_get_item::BatchGetItemOutput);
+consumed!(write_units: ops::put_item::PutItemOutput, ops::delete_item::DeleteItemOutput, ops::update_item::UpdateItemOutput,
+    ops::batch_write_item::BatchWriteItemOutput, ops::transact_write_items::TransactWriteItemsOutput);
 
 /// An item as its type; `what` names the kind of item (never its key: keys hold user ids).
 pub(crate) fn from_item<T: DeserializeOwned>(what: &'static str, item: Item) -> Result<T, StoreError> {
@@ -107,6 +140,26 @@ pub struct Store {
 }
 
 impl Store {
+    /// Every DynamoDB call goes through here: counted for the request's I/O statistics,
+    /// bounded by the request's deadline ([`deadline`]), its consumed capacity recorded. The
+    /// SDK's error is handed back for the caller to read (a cancelled transaction's reasons).
+    pub(crate) async fn send_raw<T: Consumed, E>(&self, op: &'static str, send: impl Future<Output = Result<T, SdkError<E>>>) -> Result<Result<T, SdkError<E>>, StoreError> {
+        crate::stats::call();
+        let out = deadline::within(send).await.ok_or_else(|| deadline::missed(op))?;
+        if let Ok(answer) = &out {
+            answer.record();
+        }
+        Ok(out)
+    }
+
+    /// [`Store::send_raw`] with the SDK's error classified.
+    pub(crate) async fn send<T: Consumed, E>(&self, op: &'static str, send: impl Future<Output = Result<T, SdkError<E>>>) -> Result<T, StoreError>
+    where
+        E: ProvideErrorMetadata + std::fmt::Debug,
+    {
+        self.send_raw(op, send).await?.map_err(|e| sdk_error(op, e))
+    }
+
     pub async fn connect(config: &Config) -> Self {
         let shared = crate::aws::sdk_config(config, config.dynamodb_endpoint.as_deref()).await;
         Self {

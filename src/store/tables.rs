@@ -12,7 +12,7 @@ fn attr(name: &str) -> Result<AttributeDefinition, StoreError> {
         .attribute_name(name)
         .attribute_type(ScalarAttributeType::S)
         .build()
-        .map_err(|e| StoreError::Rejected(e.to_string()))
+        .map_err(StoreError::from)
 }
 
 fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, StoreError> {
@@ -20,7 +20,7 @@ fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, StoreError> {
         .attribute_name(name)
         .key_type(kind)
         .build()
-        .map_err(|e| StoreError::Rejected(e.to_string()))
+        .map_err(StoreError::from)
 }
 
 fn gsi(name: &str, pk: &str, sk: &str) -> Result<GlobalSecondaryIndex, StoreError> {
@@ -30,70 +30,55 @@ fn gsi(name: &str, pk: &str, sk: &str) -> Result<GlobalSecondaryIndex, StoreErro
         .key_schema(key(sk, KeyType::Range)?)
         .projection(Projection::builder().projection_type(ProjectionType::All).build())
         .build()
-        .map_err(|e| StoreError::Rejected(e.to_string()))
+        .map_err(StoreError::from)
 }
 
 impl Store {
     /// Creates both tables if they do not exist; returns the names it created.
     pub async fn create_tables(&self) -> Result<Vec<String>, StoreError> {
+        let existing = self.client.list_tables().send().await.map_err(|e| sdk_error("ListTables", e))?.table_names.unwrap_or_default();
         let mut created = vec![];
-        let existing = self
-            .client
-            .list_tables()
-            .send()
-            .await
-            .map_err(|e| sdk_error("ListTables", e))?
-            .table_names
-            .unwrap_or_default();
-
         if !existing.contains(&self.table) {
-            self.client
-                .create_table()
-                .table_name(&self.table)
-                .billing_mode(BillingMode::PayPerRequest)
-                .attribute_definitions(attr(keys::PK)?)
-                .attribute_definitions(attr(keys::USER_INDEX_PK)?)
-                .attribute_definitions(attr(keys::USER_INDEX_SK)?)
-                .key_schema(key(keys::PK, KeyType::Hash)?)
-                .global_secondary_indexes(gsi(keys::USER_INDEX, keys::USER_INDEX_PK, keys::USER_INDEX_SK)?)
-                .send()
-                .await
-                .map_err(|e| sdk_error("CreateTable", e))?;
-            self.client
-                .update_time_to_live()
-                .table_name(&self.table)
-                .time_to_live_specification(
-                    TimeToLiveSpecification::builder()
-                        .attribute_name(keys::TTL_ATTRIBUTE)
-                        .enabled(true)
-                        .build()
-                        .map_err(|e| StoreError::Rejected(e.to_string()))?,
-                )
-                .send()
-                .await
-                .map_err(|e| sdk_error("UpdateTimeToLive", e))?;
+            self.create_coaching_table().await?;
             created.push(self.table.clone());
         }
-
         if !existing.contains(&self.analyses_table) {
-            self.client
-                .create_table()
-                .table_name(&self.analyses_table)
-                .billing_mode(BillingMode::PayPerRequest)
-                .attribute_definitions(attr(keys::ANALYSES_PK)?)
-                .attribute_definitions(attr(keys::ANALYSES_USER_INDEX_PK)?)
-                .attribute_definitions(attr(keys::ANALYSES_USER_INDEX_SK)?)
-                .key_schema(key(keys::ANALYSES_PK, KeyType::Hash)?)
-                .global_secondary_indexes(gsi(
-                    keys::ANALYSES_USER_INDEX,
-                    keys::ANALYSES_USER_INDEX_PK,
-                    keys::ANALYSES_USER_INDEX_SK,
-                )?)
-                .send()
-                .await
-                .map_err(|e| sdk_error("CreateTable", e))?;
+            let index = gsi(keys::ANALYSES_USER_INDEX, keys::ANALYSES_USER_INDEX_PK, keys::ANALYSES_USER_INDEX_SK)?;
+            self.create_table(&self.analyses_table, [keys::ANALYSES_PK, keys::ANALYSES_USER_INDEX_PK, keys::ANALYSES_USER_INDEX_SK], index).await?;
             created.push(self.analyses_table.clone());
         }
         Ok(created)
+    }
+
+    /// The single table, its user index and its TTL attribute.
+    async fn create_coaching_table(&self) -> Result<(), StoreError> {
+        let index = gsi(keys::USER_INDEX, keys::USER_INDEX_PK, keys::USER_INDEX_SK)?;
+        self.create_table(&self.table, [keys::PK, keys::USER_INDEX_PK, keys::USER_INDEX_SK], index).await?;
+        let ttl = TimeToLiveSpecification::builder().attribute_name(keys::TTL_ATTRIBUTE).enabled(true).build()?;
+        self.client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(ttl)
+            .send()
+            .await
+            .map_err(|e| sdk_error("UpdateTimeToLive", e))?;
+        Ok(())
+    }
+
+    /// An on-demand table keyed by `attrs[0]`, with one index over `attrs[1]` and `attrs[2]`.
+    async fn create_table(&self, name: &str, attrs: [&str; 3], index: GlobalSecondaryIndex) -> Result<(), StoreError> {
+        self.client
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr(attrs[0])?)
+            .attribute_definitions(attr(attrs[1])?)
+            .attribute_definitions(attr(attrs[2])?)
+            .key_schema(key(attrs[0], KeyType::Hash)?)
+            .global_secondary_indexes(index)
+            .send()
+            .await
+            .map_err(|e| sdk_error("CreateTable", e))?;
+        Ok(())
     }
 }

@@ -8,7 +8,6 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{ReturnConsumedCapacity as Rcc, TransactWriteItem, Update};
 
-use super::deadline::{deadline, within};
 use super::{keys, s, sdk_error, Item, Store, StoreError};
 use crate::backoff::Backoff;
 
@@ -52,15 +51,14 @@ pub(crate) fn update(key: &str, expr: &str) -> aws_sdk_dynamodb::types::builders
 }
 
 pub(crate) fn built(u: aws_sdk_dynamodb::types::builders::UpdateBuilder, table: &str) -> Result<TransactWriteItem, StoreError> {
-    let u = u.table_name(table).build().map_err(|e| StoreError::Rejected(e.to_string()))?;
+    let u = u.table_name(table).build()?;
     Ok(TransactWriteItem::builder().update(u).build())
 }
 
 impl Store {
-    /// One TransactWriteItems call, counted for the request's I/O statistics.
-    /// `None` when the request's deadline came first (the transaction may still apply).
-    async fn send_transaction(&self, items: Vec<TransactWriteItem>, token: Option<&str>) -> Option<Result<(), SdkError<TransactWriteItemsError>>> {
-        super::stats::call();
+    /// One TransactWriteItems call. `None` when the request's deadline came first (the
+    /// transaction may still apply).
+    async fn send_transaction(&self, op: &'static str, items: Vec<TransactWriteItem>, token: Option<&str>) -> Option<Result<(), SdkError<TransactWriteItemsError>>> {
         let send = self
             .client
             .transact_write_items()
@@ -68,12 +66,11 @@ impl Store {
             .set_client_request_token(token.map(str::to_string))
             .return_consumed_capacity(Rcc::Total)
             .send();
-        let out = match within(send).await? {
-            Ok(out) => out,
-            Err(e) => return Some(Err(e)),
-        };
-        super::stats::consumed_write(out.consumed_capacity());
-        Some(Ok(()))
+        match self.send_raw(op, send).await {
+            Ok(Ok(_)) => Some(Ok(())),
+            Ok(Err(e)) => Some(Err(e)),
+            Err(_) => None,
+        }
     }
 
     /// Runs a transaction, retrying cancellations for conflicts and throttling. With a `token`
@@ -81,7 +78,7 @@ impl Store {
     /// failure but a failed condition or a refused request is `maybe_applied`: the SDK's own
     /// retries hide their attempts, and an earlier one may have applied before a later one was
     /// throttled. Resolving such a transaction is always safe (see [`Store::resolve`]).
-    pub(crate) async fn transact(&self, op: &str, items: &[TransactWriteItem], token: Option<&str>) -> Result<Written, Failed> {
+    pub(crate) async fn transact(&self, op: &'static str, items: &[TransactWriteItem], token: Option<&str>) -> Result<Written, Failed> {
         if items.is_empty() {
             return Ok(Written::Applied);
         }
@@ -90,10 +87,10 @@ impl Store {
             if attempt > 0 {
                 CONFLICT_BACKOFF.wait(attempt - 1).await;
             }
-            let err = match self.send_transaction(items.to_vec(), token).await {
+            let err = match self.send_transaction(op, items.to_vec(), token).await {
                 Some(Ok(())) => return Ok(Written::Applied),
                 Some(Err(e)) => e,
-                None => return Err(Failed { error: deadline(op), maybe_applied: true }),
+                None => return Err(Failed { error: super::deadline::missed(op), maybe_applied: true }),
             };
             if let Some(reasons) = cancellation_reasons(&err) {
                 if let Some(index) = reasons.iter().position(|(code, _)| code == "ConditionalCheckFailed") {
@@ -114,7 +111,7 @@ impl Store {
 
     /// Runs a transaction under a fresh token; on no definite answer, hands back an [`Unsure`]
     /// to resolve later instead of guessing.
-    pub(crate) async fn transact_resolvable(&self, op: &str, items: Vec<TransactWriteItem>) -> Result<Written, (StoreError, Option<Unsure>)> {
+    pub(crate) async fn transact_resolvable(&self, op: &'static str, items: Vec<TransactWriteItem>) -> Result<Written, (StoreError, Option<Unsure>)> {
         let token = token();
         match self.transact(op, &items, Some(&token)).await {
             Ok(w) => Ok(w),

@@ -131,13 +131,16 @@ async fn the_second_message_of_the_day_is_answered_with_the_first_exchange_in_th
 #[tokio::test]
 async fn a_stored_item_read_raw_from_dynamodb_validates_against_the_schema() {
     let app = spawn_app().await;
-    let (status, _) = app.chat_json("golfer-raw-1", &json!({ "message": "First time here, hello coach!" })).await;
+    let (status, _) = app.chat_json("golfer-raw-1", &json!({ "message": "First time here, hello coach!", "clientMessageId": "raw-0001-abcd" })).await;
     assert_eq!(status, 200);
     let user = crate::helpers::uid("golfer-raw-1");
     let turns = app.store.day_turns(&user, chrono::Utc::now()).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(turns.len(), 1);
-    let item = app.raw_item(&turns[0].conversation_id).await.unwrap_or_else(|| panic!("not stored"));
-    let value: serde_json::Value = serde_dynamo::from_item(item).unwrap_or_else(|e| panic!("{e}"));
+    let key = keys::turn(&user, "raw-0001-abcd");
+    let item = app.raw_item(&key).await.unwrap_or_else(|| panic!("not stored"));
+    let mut value: serde_json::Value = serde_dynamo::from_item(item).unwrap_or_else(|e| panic!("{e}"));
+    // The item's key is the store's (the table's partition key), the rest is the turn.
+    assert_eq!(value.as_object_mut().and_then(|v| v.remove(keys::PK)), Some(json!(key)));
     assert_valid(&schemas().turn, &value);
     assert_eq!(value["user_id"], "golfer-raw-1");
     assert_eq!(value["conversation"], today_conversation("golfer-raw-1"));

@@ -77,7 +77,7 @@ pub async fn spawn_full(adjust: impl FnOnce(&mut Config), breaker: BreakerConfig
     config.model.base_url = Some(format!("{}/v1", model.uri()));
     config.model.api_key = Some("sk-test-not-a-real-key".to_string().into());
     config.model.attempt_timeout = std::time::Duration::from_secs(5);
-    config.request_budget = std::time::Duration::from_secs(10);
+    config.request_time_limit = std::time::Duration::from_secs(10);
     config.deadline_margin = std::time::Duration::from_millis(500);
     config.limits.ip_requests_per_hour = 10_000;
     config.breaker = breaker;
@@ -289,7 +289,7 @@ pub async fn spawn_shipped_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let shipped = Config::default();
     spawn_with(move |c| {
         c.model.attempt_timeout = shipped.model.attempt_timeout;
-        c.request_budget = shipped.request_budget;
+        c.request_time_limit = shipped.request_time_limit;
         c.deadline_margin = shipped.deadline_margin;
         c.limits = shipped.limits.clone();
         c.breaker = shipped.breaker.clone();

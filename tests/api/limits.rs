@@ -9,7 +9,8 @@ use wiremock::{Mock, ResponseTemplate};
 
 use crate::helpers::{assert_valid, schemas, spawn_with, MODEL_PATH};
 use coach_api::limits;
-use coach_api::store::keys::{self, IpHash};
+use coach_api::limits::IpHash;
+use coach_api::store::keys;
 
 // The bursts (one golfer's 100, many golfers behind one IP, a golfer's and everyone's
 // spend budget) are in tests/load/: at the shipped defaults, alone.

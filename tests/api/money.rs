@@ -11,8 +11,9 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 use crate::helpers::{completion, payload, prompt_text, spawn_full, spawn_with, TestApp, MODEL_PATH};
-use coach_api::config::{BreakerConfig, Limits};
-use coach_api::llm::models;
+use coach_api::config::BreakerConfig;
+use coach_api::limits::Limits;
+use coach_api::llm::table;
 
 /// A provider that answers by a fixed rotation, and keeps what it billed each golfer (the
 /// golfer's name is in the message) at the model's prices.
@@ -168,7 +169,7 @@ async fn the_breaker_opens_on_500s_a_401_answers_its_probe_and_the_model_answers
 async fn spawn_model(name: &'static str) -> TestApp {
     spawn_with(move |c| {
         c.model.model = name.to_string();
-        c.model.spec = models::spec(name).unwrap();
+        c.model.spec = table::spec(name).unwrap();
         c.limits.prices = c.model.spec.prices;
     })
     .await

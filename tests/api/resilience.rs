@@ -11,7 +11,8 @@ use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 use crate::helpers::{assert_valid, completion, ok_reply, payload, schemas, spawn_full, spawn_with, uid, TestApp, MODEL_PATH};
 use coach_api::llm::breaker::BreakerConfig;
-use coach_api::store::keys::{self, IpHash};
+use coach_api::limits::IpHash;
+use coach_api::store::keys;
 
 /// Answers from a script (the last entry repeats) and records when each request arrived.
 #[derive(Clone)]
@@ -115,7 +116,7 @@ async fn slow_replies_time_out_per_attempt_and_the_deadline_bounds_the_request()
     let app = spawn_with(|c| {
         fast_retries(c);
         c.model.attempt_timeout = Duration::from_millis(400);
-        c.request_budget = Duration::from_millis(2500);
+        c.request_time_limit = Duration::from_millis(2500);
         c.deadline_margin = Duration::from_millis(500);
     })
     .await;
@@ -365,8 +366,9 @@ async fn a_long_day_of_the_largest_turns_keeps_every_item_small() {
             latest_score: Some(70),
         };
         let key = keys::turn(&user, &format!("{i:04}-{}", "c".repeat(59)));
-        let item = coach_api::conversation::record(key.clone(), user.clone(), conversation.clone(), now, newest.as_ref(), &turn, stored.clone(), format!("hash-{i}"));
-        assert!(app.store.create_turn(&item).await.unwrap(), "DynamoDB accepts it");
+        let place = coach_api::conversation::Placement { user: user.clone(), conversation: conversation.clone(), now };
+        let item = coach_api::conversation::record(place, newest.as_ref(), &turn, stored.clone(), format!("hash-{i}"));
+        assert!(app.store.create_turn(&key, &item).await.unwrap(), "DynamoDB accepts it");
         let raw = app.raw_item(&key).await.unwrap();
         largest = largest.max(raw.iter().map(|(k, v)| k.len() + size(v)).sum::<usize>());
         newest = Some(item);

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use crate::helpers::{assert_valid, schemas, slow_model, spawn_shipped_with, TestApp};
 use coach_api::limits;
-use coach_api::store::keys::{self, IpHash};
+use coach_api::limits::IpHash;
+use coach_api::store::keys;
 
 /// Sends `n` messages at once, from `user(i)`; returns the statuses and bodies.
 async fn burst(app: &TestApp, n: usize, user: impl Fn(usize) -> String) -> Vec<(u16, Value)> {
@@ -42,7 +43,7 @@ async fn many_golfers_behind_one_ip_share_the_ip_limit_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_budget_for_k_worst_case_requests_admits_at_most_k_and_settles_to_actual_cost() {
     const K: u64 = 7;
-    let worst = limits::worst_case_cost(&coach_api::config::Limits::default()) as u64;
+    let worst = limits::worst_case_cost(&coach_api::limits::Limits::default()) as u64;
     // 14 messages: within the shipped 15 an hour, so only the spend budget refuses.
     let app = spawn_shipped_with(|c| c.limits.spend_per_user_day_micro = K * worst).await;
     // The model answers slowly, so every admission is decided before any settlement refunds.
@@ -65,7 +66,7 @@ async fn a_budget_for_k_worst_case_requests_admits_at_most_k_and_settles_to_actu
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_global_daily_cap_holds_across_golfers_with_503_at_capacity() {
     const K: u64 = 5;
-    let worst = limits::worst_case_cost(&coach_api::config::Limits::default()) as u64;
+    let worst = limits::worst_case_cost(&coach_api::limits::Limits::default()) as u64;
     // 50 golfers behind one IP: within the shipped 60 an hour, so only the budget refuses.
     let app = spawn_shipped_with(|c| c.limits.spend_total_day_micro = K * worst).await;
     slow_model(&app, Duration::from_secs(4)).await;

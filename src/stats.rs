@@ -1,11 +1,11 @@
 //! What one request spent on I/O, kept in a task-local while the request runs: DynamoDB
-//! calls and consumed capacity, sequential DynamoDB waves, and the wall time spent waiting on
-//! DynamoDB and the model. Reported on the request's EMF line (benchmarks read it).
+//! calls and consumed capacity (the store records them), sequential DynamoDB waves, and the
+//! wall time spent waiting on DynamoDB and the model. Reported on the request's EMF line
+//! (benchmarks read it).
 
 use std::cell::RefCell;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::ConsumedCapacity;
 use futures::FutureExt;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -54,20 +54,14 @@ pub fn call() {
     update(|s| s.dynamo_calls += 1);
 }
 
-fn units<'a>(caps: impl IntoIterator<Item = &'a ConsumedCapacity>) -> f64 {
-    caps.into_iter().map(|c| c.capacity_units().unwrap_or(0.0)).sum()
+/// Read capacity units a successful call consumed.
+pub fn read_units(units: f64) {
+    update(|s| s.read_units += units);
 }
 
-/// Capacity a successful read call reports (`ReturnConsumedCapacity::Total`).
-pub fn consumed<'a>(caps: impl IntoIterator<Item = &'a ConsumedCapacity>) {
-    let read = units(caps);
-    update(|s| s.read_units += read);
-}
-
-/// Capacity a successful write call (a transaction, a batch write) reports.
-pub fn consumed_write<'a>(caps: impl IntoIterator<Item = &'a ConsumedCapacity>) {
-    let written = units(caps);
-    update(|s| s.write_units += written);
+/// Write capacity units a successful call (a transaction, a batch write) consumed.
+pub fn write_units(units: f64) {
+    update(|s| s.write_units += units);
 }
 
 /// A sequential wave of DynamoDB calls took `d` of wall time.

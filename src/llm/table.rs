@@ -2,19 +2,16 @@
 //! model costs and which request parameters it takes. `OPENAI_MODEL` picks a row; a model the
 //! table does not list refuses to start, so a price is never guessed.
 
-use crate::config::{parse_dollars, ConfigError};
+use crate::limits::{parse_dollars, Prices};
 use crate::models::{ModelRow, ModelRowOutputLimit, ModelRowReasoningEffort, ModelTable};
+
+/// The configured model is not a row of the table, or the table breaks its schema.
+#[derive(Debug, thiserror::Error)]
+#[error("OPENAI_MODEL is not valid: {0}")]
+pub struct ModelTableError(String);
 
 /// The table as built into the binary.
 pub const TABLE: &str = include_str!("../../prompts/models.json");
-
-/// Integer micro-dollars per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Prices {
-    pub input_micro: u64,
-    pub cached_input_micro: u64,
-    pub output_micro: u64,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputLimit {
@@ -42,8 +39,8 @@ pub struct ModelSpec {
 }
 
 /// The row for `name`.
-pub fn spec(name: &str) -> Result<ModelSpec, ConfigError> {
-    let invalid = |problem: String| ConfigError::Invalid { name: "OPENAI_MODEL", problem };
+pub fn spec(name: &str) -> Result<ModelSpec, ModelTableError> {
+    let invalid = ModelTableError;
     let value: serde_json::Value = serde_json::from_str(TABLE).map_err(|e| invalid(format!("prompts/models.json is not JSON: {e}")))?;
     let schemas = crate::schemas::get().map_err(|e| invalid(e.to_string()))?;
     let problems = crate::schemas::violations(&schemas.model_table, &value);
@@ -58,8 +55,8 @@ pub fn spec(name: &str) -> Result<ModelSpec, ConfigError> {
     parse(name, row)
 }
 
-fn parse(name: &str, row: &ModelRow) -> Result<ModelSpec, ConfigError> {
-    let dollars = |v: &str| parse_dollars("OPENAI_MODEL", v);
+fn parse(name: &str, row: &ModelRow) -> Result<ModelSpec, ModelTableError> {
+    let dollars = |v: &str| parse_dollars(v).map_err(|problem| ModelTableError(format!("{name}: {problem}")));
     Ok(ModelSpec {
         name: name.to_string(),
         prices: Prices {
@@ -86,7 +83,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_default_is_gpt_4o_at_its_prices() -> Result<(), ConfigError> {
+    fn the_default_is_gpt_4o_at_its_prices() -> Result<(), ModelTableError> {
         let s = spec("gpt-4o")?;
         assert_eq!(s.prices, Prices { input_micro: 2_500_000, cached_input_micro: 1_250_000, output_micro: 10_000_000 });
         assert_eq!((s.output_limit, s.temperature, s.reasoning_effort), (OutputLimit::MaxTokens, true, None));
@@ -94,7 +91,7 @@ mod tests {
     }
 
     #[test]
-    fn a_reasoning_model_takes_max_completion_tokens_and_no_temperature() -> Result<(), ConfigError> {
+    fn a_reasoning_model_takes_max_completion_tokens_and_no_temperature() -> Result<(), ModelTableError> {
         let s = spec("gpt-5-mini")?;
         assert_eq!((s.output_limit, s.temperature, s.reasoning_effort), (OutputLimit::MaxCompletionTokens, false, Some(Effort::Minimal)));
         Ok(())

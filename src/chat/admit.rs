@@ -1,0 +1,168 @@
+//! Step 1, admission: one DynamoDB wave holds the admission transaction (the golfer's hour
+//! and day, the IP's hour, the claim on the clientMessageId), the coaching-context reads and
+//! this process's share of the global budget, all bounded by the admission wait. A message
+//! is admitted with its [`Reservation`], refused in the coach's voice, or answered with the
+//! stored answer to an identical message.
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use super::{Answered, Caller, ChatError, ChatInput, Reservation};
+use crate::clock;
+use crate::limits::{self, Counter, QuotaCheck, Refusal};
+use crate::metrics::{Outcome, OutcomeKind};
+use crate::models::{CoachingChatRequest, CoachingChatResponseStorage as Storage, GolferProfile, GolferProfilePlan};
+use crate::prompts::{PromptError, LIMIT};
+use crate::state::AppState;
+use crate::store::conversations::CoachingContext;
+use crate::store::counters::{AdmitDecision, AdmitError, CounterKeys};
+use crate::store::idempotency::{Claim, Previous};
+use crate::store::{deadline, keys, StoreError};
+
+/// An admitted message: what admission took for it, what was read for it, and the key and
+/// hash its turn is stored under.
+pub struct Admitted {
+    pub reservation: Reservation,
+    pub context: Result<CoachingContext, StoreError>,
+    pub turn_key: String,
+    pub request_hash: String,
+    /// When the golfer asked.
+    pub now: DateTime<Utc>,
+}
+
+/// What admission decided.
+pub enum Admission {
+    Admitted(Box<Admitted>),
+    Replay(Box<Answered>),
+}
+
+/// What the wave's three parts answered.
+struct Wave {
+    decision: Result<AdmitDecision, AdmitError>,
+    context: Result<CoachingContext, StoreError>,
+    global: Result<bool, StoreError>,
+}
+
+/// Step 1, bounded by the admission wait.
+pub async fn admit(state: &AppState, caller: &Caller, input: &ChatInput) -> Result<Admission, ChatError> {
+    let now = state.clock.now();
+    ensure_own_conversation(caller, &input.request)?;
+    let admit_by = caller.deadline.min(Instant::now() + state.config.admission_wait);
+    deadline::scope(admit_by, admit_and_load_context(state, caller, &input.request, now)).await
+}
+
+async fn admit_and_load_context(state: &AppState, caller: &Caller, request: &CoachingChatRequest, now: DateTime<Utc>) -> Result<Admission, ChatError> {
+    let turn_key = keys::turn(&caller.user, request.client_message_id.as_ref().map_or(keys::server_message_id(), |id| id.to_string()).as_str());
+    let request_hash = request_hash(request);
+    let claim = request.client_message_id.as_ref().map(|_| claim(caller, &turn_key, &request_hash, now));
+    let check = limits::quota_check(&state.config.limits, &caller.user, &caller.ip, now);
+    let wave = run_wave(state, &check, claim.as_ref(), request).await;
+    let reservation = Reservation {
+        keys: CounterKeys::of(&check.user, &check.ip, now),
+        reserved_micro: check.cost_micro,
+        global: wave.global.as_ref().ok().and_then(|ok| ok.then(|| (clock::day_key(now), check.cost_micro))),
+        claim_key: claim.map(|c| c.key),
+        unsure: None,
+    };
+    let admitted = Admitted { reservation, context: wave.context, turn_key, request_hash, now };
+    decide(state, wave.decision, wave.global, admitted).await
+}
+
+/// The admission transaction, the context reads and the global budget, at once.
+async fn run_wave(state: &AppState, check: &QuotaCheck, claim: Option<&Claim>, request: &CoachingChatRequest) -> Wave {
+    // Boxed: the SDK's futures are large, and unboxed they would size this request's
+    // future for its whole life, while a request spends most of its time past this wave.
+    let started = Instant::now();
+    let (decision, context, global) = tokio::join!(
+        Box::pin(state.store.admit(check, claim)),
+        Box::pin(state.store.load_context(&check.user, request.swing_id.as_ref())),
+        Box::pin(state.budget.reserve(&state.store, check.at, check.cost_micro)),
+    );
+    crate::stats::store_wave(started.elapsed());
+    Wave { decision, context, global }
+}
+
+/// Admitted, refused or a replay, from what the wave answered; whatever a message that is not
+/// admitted took is given back.
+async fn decide(state: &AppState, decision: Result<AdmitDecision, AdmitError>, global: Result<bool, StoreError>, admitted: Admitted) -> Result<Admission, ChatError> {
+    let Admitted { reservation, context, request_hash, now, .. } = &admitted;
+    let profile = || context.as_ref().ok().and_then(|c| c.profile.clone());
+    match (decision, global) {
+        (Ok(AdmitDecision::Admitted), Ok(true)) => Ok(Admission::Admitted(Box::new(admitted))),
+        (Ok(AdmitDecision::Admitted), global) => {
+            let refusal = match global {
+                Err(e) => Err(ChatError::Store(e)),
+                Ok(_) => refused(state, Counter::GlobalDay, 0, *now, profile()),
+            };
+            admitted.reservation.release(&state.store, &state.budget).await;
+            Err(refusal.unwrap_or_else(|e| e))
+        }
+        (decision, _) => {
+            reservation.refund_global(&state.budget).await;
+            match decision {
+                Ok(AdmitDecision::Duplicate(Previous::Completed(turn))) if &turn.request_hash == request_hash => {
+                    let response = Box::new(super::record::response(&turn, Storage::Stored));
+                    Ok(Admission::Replay(Box::new(Answered { response, replay: true, outcome: Outcome::of(OutcomeKind::Replay) })))
+                }
+                Ok(AdmitDecision::Duplicate(Previous::InProgress(h))) if h.as_ref().is_none_or(|h| h == request_hash) => Err(ChatError::InProgress),
+                Ok(AdmitDecision::Duplicate(_)) => Err(ChatError::IdReused),
+                Ok(AdmitDecision::Refused { counter, current }) => Err(refused(state, counter, current, *now, profile()).unwrap_or_else(|e| e)),
+                Ok(AdmitDecision::Admitted) => Err(ChatError::Internal("admitted twice")),
+                Err(AdmitError { error, unsure }) => {
+                    // No answer is not a refusal: the admission may stand. Resolve it and give
+                    // back whatever it took, so a 503 charges nothing.
+                    if unsure.is_some() {
+                        Reservation { global: None, unsure, ..admitted.reservation }.release(&state.store, &state.budget).await;
+                    }
+                    Err(error.into())
+                }
+            }
+        }
+    }
+}
+
+/// The claim on the message's clientMessageId, held until the request's deadline.
+fn claim(caller: &Caller, key: &str, request_hash: &str, now: DateTime<Utc>) -> Claim {
+    let lock_secs = i64::try_from(caller.deadline.saturating_duration_since(Instant::now()).as_secs()).unwrap_or(0) + 5;
+    Claim { key: key.to_string(), now: now.timestamp(), locked_until: now.timestamp() + lock_secs, request_hash: request_hash.to_string() }
+}
+
+/// The refusal of `counter`, in the coach's voice (a template that does not render is the error).
+fn refused(state: &AppState, counter: Counter, current: i64, now: DateTime<Utc>, profile: Option<GolferProfile>) -> Result<ChatError, ChatError> {
+    let premium = profile.is_some_and(|p| p.plan == Some(GolferProfilePlan::Premium));
+    let refusal = Refusal::new(&state.config.limits, counter, current, now);
+    let message = limit_message(state, &refusal, premium)?;
+    Ok(ChatError::Limited { refusal: Box::new(refusal), message })
+}
+
+fn limit_message(state: &AppState, refusal: &Refusal, premium: bool) -> Result<String, PromptError> {
+    let l = &state.config.limits;
+    let (reset_phrase, limit_value) = match refusal.counter {
+        Counter::UserHour => (format!("at {} UTC", clock::clock_time(refusal.resets_at)), u64::from(l.requests_per_hour)),
+        Counter::IpHour => (format!("at {} UTC", clock::clock_time(refusal.resets_at)), u64::from(l.ip_requests_per_hour)),
+        Counter::UserDay => ("tomorrow".to_string(), l.spend_per_user_day_micro),
+        Counter::GlobalDay => ("tomorrow".to_string(), l.spend_total_day_micro),
+    };
+    let vars = serde_json::json!({
+        "limit": refusal.counter.label(),
+        "limit_value": limit_value,
+        "reset_phrase": reset_phrase,
+        "premium": premium,
+    });
+    state.prompts.render(LIMIT, &vars)
+}
+
+/// What makes two requests the same message: a retry with its clientMessageId must match.
+fn request_hash(r: &CoachingChatRequest) -> String {
+    use sha2::{Digest, Sha256};
+    let same = serde_json::json!([r.message, r.swing_id, r.conversation_id, r.context]);
+    hex::encode(&Sha256::digest(same.to_string().as_bytes())[..16])
+}
+
+/// A conversation id names its owner: another golfer's is refused before any read.
+fn ensure_own_conversation(caller: &Caller, request: &CoachingChatRequest) -> Result<(), ChatError> {
+    match &request.conversation_id {
+        Some(id) if keys::conversation_owner(id) != Some(caller.user.as_str()) => Err(ChatError::ForeignConversation),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,101 @@
+//! Step 3, the coach: the model (or the offline coach) within the request's deadline and its
+//! reservation, with the golfer's usage counters read meanwhile (they already hold this
+//! message); then output safety makes the [`Reply`]. Asked whole, or streamed: the reply's
+//! text goes through output safety as it is written and out as events.
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
+
+use super::stream::{self, Shown};
+use super::{Caller, ChatError, ChatEvent, Composed, Reply};
+use crate::limits::UsageSnapshot;
+use crate::llm::{Attempts, CoachRequest};
+use crate::prompts::{PromptMessage, PromptRole, SHORTER};
+use crate::safety;
+use crate::state::AppState;
+use crate::store::deadline;
+
+/// A message the coach answered: the reply after output safety, with what the golfer had
+/// used (read beside the model) and, streamed, when its first words went out.
+pub struct Replied {
+    pub composed: Composed,
+    pub reply: Reply,
+    pub usage: UsageSnapshot,
+    pub first_delta_at: Option<Instant>,
+}
+
+/// What every call of one message is asked with, besides the prompt.
+struct Asking {
+    shorter: PromptMessage,
+    safety_identifier: String,
+}
+
+impl Asking {
+    fn new(state: &AppState, caller: &Caller, composed: &Composed) -> Result<Self, ChatError> {
+        let shorter = PromptMessage { role: PromptRole::System, content: state.prompts.render(SHORTER, &composed.vars)? };
+        // The golfer's keyed hash goes with each call as OpenAI's `safety_identifier`.
+        Ok(Self { shorter, safety_identifier: safety::log_hash(state.log_key(), caller.user.as_str()) })
+    }
+
+    fn request<'a>(&'a self, state: &'a AppState, caller: &Caller, composed: &'a Composed) -> CoachRequest<'a> {
+        CoachRequest {
+            messages: &composed.packed.messages,
+            max_tokens: state.config.limits.max_reply_tokens,
+            deadline: caller.deadline,
+            vars: &composed.vars,
+            shorter: &self.shorter,
+            safety_identifier: &self.safety_identifier,
+            reserved_micro: composed.reservation.reserved_micro,
+            limits: &state.config.limits,
+        }
+    }
+}
+
+/// Step 3, the answer whole.
+pub async fn ask_whole(state: &AppState, caller: &Caller, composed: Composed) -> Result<Replied, ChatError> {
+    let asking = match Asking::new(state, caller, &composed) {
+        Ok(a) => a,
+        Err(e) => return Err(give_back(state, composed, e).await),
+    };
+    let started = Instant::now();
+    let request = asking.request(state, caller, &composed);
+    let (attempts, usage) = deadline::scope(caller.deadline, async { tokio::join!(state.coach.reply(request), state.store.usage(&composed.reservation.keys)) }).await;
+    crate::stats::model_wait(started.elapsed());
+    replied(state, composed, attempts, usage, Shown::default()).await
+}
+
+/// Step 3, the answer as the coach writes it: `delta` and `replace` events on `events`, and
+/// at the end the text shown made equal to the reply as it will be stored.
+pub async fn ask_streamed(state: &AppState, caller: &Caller, composed: Composed, events: &UnboundedSender<ChatEvent>) -> Result<Replied, ChatError> {
+    let asking = match Asking::new(state, caller, &composed) {
+        Ok(a) => a,
+        Err(e) => return Err(give_back(state, composed, e).await),
+    };
+    let started = Instant::now();
+    let request = asking.request(state, caller, &composed);
+    let presented = stream::present(state.coach.reply_stream(request), events, &state.prompts, &composed.vars);
+    let ((attempts, shown), usage) = deadline::scope(caller.deadline, async { tokio::join!(presented, state.store.usage(&composed.reservation.keys)) }).await;
+    crate::stats::model_wait(started.elapsed());
+    let replied = replied(state, composed, attempts, usage, shown.clone()).await?;
+    // What is stored is what the golfer is finally shown.
+    stream::finish(&shown.text, &replied.reply.text, events);
+    Ok(replied)
+}
+
+/// The reply after output safety, or (a reply template that does not render) the error with
+/// the reservation given back.
+async fn replied(state: &AppState, composed: Composed, attempts: Attempts, usage: Result<UsageSnapshot, crate::store::StoreError>, shown: Shown) -> Result<Replied, ChatError> {
+    let usage = usage.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "usage read failed; quota shown as before this request");
+        UsageSnapshot::default()
+    });
+    match Reply::from_coach(&state.prompts, attempts, &composed.vars, &state.config.limits, &state.config.model.model) {
+        Ok(reply) => Ok(Replied { composed, reply, usage, first_delta_at: shown.first_at }),
+        Err(e) => Err(give_back(state, composed, e.into()).await),
+    }
+}
+
+async fn give_back(state: &AppState, composed: Composed, error: ChatError) -> ChatError {
+    composed.reservation.release(&state.store, &state.budget).await;
+    error
+}

@@ -1,0 +1,168 @@
+//! Step 4, the turn: the exchange recorded as one turn item (the themes after it, the day's
+//! referenced swings, the response to replay), written once with the reservation's
+//! settlement in one transaction. From here the golfer is answered whatever the store does:
+//! a turn that cannot be stored in time is stored in the background (`pending`), one that may
+//! never be (the golfer deleted their data after asking) is `discarded`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use super::reservation::Settlement;
+use super::{Answered, Caller, ChatError, ChatInput, Composed, Replied, Reply};
+use crate::backoff::{Backoff, Tried};
+use crate::clock;
+use crate::conversation::{self, Turn};
+use crate::limits;
+use crate::metrics::Outcome;
+use crate::models::{ChatMessage, CoachingChatResponse, CoachingChatResponseStorage as Storage, Role, StoredResponse, SwingId, TurnItem, Usage};
+use crate::state::AppState;
+use crate::store::conversations::{PreparedTurn, TurnWriteError};
+use crate::store::{deadline, keys, Store, StoreError};
+
+/// A turn whose write failed after the model answered is sent again in the background, for
+/// as long as its client request token keeps the retries idempotent (DynamoDB: ten minutes).
+const TURN_RETRY_FOR: Duration = Duration::from_secs(540);
+const TURN_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10)).with_floor(Duration::from_millis(100));
+
+/// Step 4: the turn, its settlement, the response.
+pub async fn record(state: &AppState, caller: &Caller, input: &ChatInput, replied: Result<Replied, ChatError>) -> Result<Answered, ChatError> {
+    let replied = replied?;
+    let item = turn_item(state, caller, input, &replied);
+    let Replied { composed, reply, first_delta_at, .. } = replied;
+    // A fallback is not the answer to keep for the app's id: it is stored under one of ours,
+    // and the claim is given up, so the app's retry with the same id is answered anew.
+    let key = if reply.degraded { keys::turn(&caller.user, &keys::server_message_id()) } else { composed.turn_key.clone() };
+    let settlement = Settlement { cost_micro: reply.cost_micro, release_slots: reply.gives_slot_back() };
+    let write = composed.reservation.settle(&key, &item, settlement, &state.budget).await;
+    let storage = match state.store.prepare_turn(write) {
+        Ok(prepared) => write_turn(&state.store, prepared, caller.deadline + state.config.deadline_margin).await,
+        Err(e) => {
+            tracing::error!(error = %e, "a turn could not be built for the store");
+            Storage::Discarded
+        }
+    };
+    let new_conversation = composed.newest.as_ref().is_none_or(|t| t.conversation != item.conversation);
+    let outcome = Outcome { first_delta_at, ..reply.outcome(new_conversation, state.coach.breaker_open()) };
+    Ok(Answered { response: Box::new(response(&item, storage)), replay: false, outcome })
+}
+
+/// The turn item of this exchange.
+fn turn_item(state: &AppState, caller: &Caller, input: &ChatInput, replied: &Replied) -> TurnItem {
+    let Replied { composed, reply, .. } = replied;
+    let turn = new_turn(input, composed, state.clock.now(), reply);
+    let stored = stored_response(state, caller, replied);
+    let place = conversation::Placement { user: caller.user.clone(), conversation: composed.conversation.clone(), now: composed.now };
+    conversation::record(place, composed.newest.as_ref(), &turn, stored, composed.request_hash.clone())
+}
+
+/// The response's fields that the turn does not hold already. The remaining quota comes from
+/// the counters read beside the model, which include this message's reservation.
+fn stored_response(state: &AppState, caller: &Caller, replied: &Replied) -> StoredResponse {
+    let Replied { composed, reply, usage, .. } = replied;
+    let l = &state.config.limits;
+    let mut used = *usage;
+    used.user_day_spend_micro = used.user_day_spend_micro - composed.reservation.reserved_micro + reply.cost_micro;
+    if reply.gives_slot_back() {
+        used.user_hour_count -= 1;
+    }
+    StoredResponse {
+        request_id: caller.request_id.clone(),
+        usage: Usage {
+            prompt_tokens: reply.prompt_tokens,
+            completion_tokens: reply.completion_tokens,
+            total_tokens: reply.tokens(),
+            token_limit: u64::from(l.token_limit_per_request),
+            cost_micro_usd: u64::try_from(reply.cost_micro).unwrap_or(0),
+        },
+        quota: limits::quota(l, used, composed.now),
+        source: reply.source.clone(),
+        degraded: reply.degraded,
+    }
+}
+
+/// Writes the turn (its settlement and the stored answer ride along) by `by`. When it could
+/// not be stored in time the golfer is answered anyway (`Pending`), and the same transaction
+/// is sent again in the background (it applies once). A turn that may never be written (the
+/// golfer deleted their data after asking) is `Discarded`: its spend is settled and its claim
+/// deleted without it.
+async fn write_turn(store: &Store, prepared: PreparedTurn, by: Instant) -> Storage {
+    let started = Instant::now();
+    let written = deadline::scope(by, store.write_turn(&prepared)).await;
+    crate::stats::store_wave(started.elapsed());
+    let error = match written {
+        Ok(()) => return Storage::Stored,
+        Err(TurnWriteError::Unwritable(why)) => {
+            tracing::info!(reason = %why, "turn discarded");
+            if let Err(e) = deadline::scope(by, store.discard_turn(&prepared)).await {
+                tracing::warn!(error = %e, "a discarded turn's settlement failed; its reservation stays charged and its claim expires");
+            }
+            return Storage::Discarded;
+        }
+        Err(TurnWriteError::Failed { error, maybe_applied }) => {
+            tracing::warn!(error = %error, maybe_applied, "turn not stored in time; storing it in the background");
+            error
+        }
+    };
+    if matches!(error, StoreError::Rejected(_) | StoreError::Invalid(_)) {
+        return Storage::Discarded;
+    }
+    let (store, prepared) = (store.clone(), std::sync::Arc::new(prepared));
+    TURN_BACKOFF.in_background("deferred turn", TURN_RETRY_FOR, move || {
+        let (store, prepared) = (store.clone(), prepared.clone());
+        async move {
+            match store.write_turn(&prepared).await {
+                Ok(()) => Tried::Done,
+                Err(TurnWriteError::Unwritable(_)) => {
+                    let _ = store.discard_turn(&prepared).await;
+                    Tried::Done
+                }
+                Err(TurnWriteError::Failed { error: StoreError::Rejected(_) | StoreError::Invalid(_), .. }) => Tried::Stop,
+                Err(_) => Tried::Again,
+            }
+        }
+    });
+    Storage::Pending
+}
+
+/// The response to a turn, just answered or replayed.
+pub fn response(turn: &TurnItem, storage: Storage) -> CoachingChatResponse {
+    let r = &turn.response;
+    CoachingChatResponse {
+        request_id: r.request_id.clone(),
+        message: turn.reply.clone(),
+        conversation_id: turn.conversation.clone(),
+        coaching_themes: turn.coaching_themes.clone(),
+        usage: r.usage.clone(),
+        quota: r.quota.clone(),
+        source: r.source.clone(),
+        degraded: r.degraded,
+        stored: storage == Storage::Stored,
+        storage,
+    }
+}
+
+/// The exchange to record: the golfer's message and the reply, with the reply's swing
+/// reference kept only when it is one of the caller's own.
+fn new_turn<'a>(input: &'a ChatInput, composed: &'a Composed, answered_at: DateTime<Utc>, reply: &'a Reply) -> Turn<'a> {
+    let own: &[SwingId] = &composed.own_swings;
+    let reply_swing = reply.payload.as_ref().and_then(|p| p.swing_reference.clone()).filter(|id| own.iter().any(|s| s.as_str() == id));
+    let user_swing = input.request.swing_id.as_ref().map(|s| s.as_str().to_string());
+    let mut assistant = new_message(Role::Assistant, reply.text.clone(), answered_at, reply_swing, reply.completion_tokens);
+    if reply.degraded {
+        assistant.degraded = Some(true);
+    }
+    Turn {
+        user_message: new_message(Role::User, input.message.clone(), composed.now, user_swing, reply.prompt_tokens),
+        reply: assistant,
+        tokens: reply.tokens(),
+        proposal: reply.payload.as_ref(),
+        own_swings: own,
+        latest_score: composed.vars.swings.first().map(|s| s.overall_score),
+    }
+}
+
+fn new_message(role: Role, content: String, at: DateTime<Utc>, swing: Option<String>, tokens: u64) -> ChatMessage {
+    ChatMessage { content, degraded: None, message_id: uuid::Uuid::new_v4().to_string(), role, swing_reference: swing, timestamp: clock::timestamp(at), tokens_used: tokens }
+}
