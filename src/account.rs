@@ -49,7 +49,7 @@ impl AppState {
 
     /// Erases the golfer's conversations, profile and stored answers.
     pub async fn erase(&self, caller: &Caller) -> Result<DeletionReport, AccountError> {
-        let d = self.store.delete_golfer(&caller.user, self.clock.now().timestamp_millis()).await?;
+        let d = self.store.erase_golfer(&caller.user, self.clock.now().timestamp_millis()).await?;
         Ok(DeletionReport { request_id: caller.request_id.clone(), conversations_deleted: d.conversations, profile_deleted: d.profile, turns_deleted: d.turns })
     }
 }

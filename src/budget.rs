@@ -12,6 +12,7 @@
 use tokio::sync::Mutex;
 
 use crate::clock::day_key;
+use crate::store::budget::LeaseRequest;
 use crate::store::{keys, Store, StoreError};
 
 /// The largest slice a process leases at once.
@@ -54,7 +55,8 @@ impl GlobalBudget {
             let global_left = lease.global_left_micro.unwrap_or(self.limit_micro);
             let want = (global_left / 64).clamp(cost_micro, SLICE_CAP_MICRO.max(cost_micro));
             let key = keys::global_day_spend(now);
-            let leased = store.lease_budget(&key, want, cost_micro, self.limit_micro, now.timestamp() + keys::DAY_TTL_SECS).await?;
+            let request = LeaseRequest { key, want, at_least: cost_micro, limit_micro: self.limit_micro, expires_at: now.timestamp() + keys::DAY_TTL_SECS };
+            let leased = store.lease_budget(&request).await?;
             lease.left_micro += leased.amount_micro;
             lease.leased_micro += leased.amount_micro;
             lease.global_left_micro = Some(leased.left_micro);

@@ -63,21 +63,35 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     if let Some(late) = response.extensions_mut().remove::<LateOutcome>() {
         tokio::spawn(async move {
             let (status, outcome, late_io) = late.wait().await;
-            emit(&state, &id, caller.as_ref(), status, outcome, started, io.plus(&late_io));
+            Observed { id, caller, status, outcome, started, io: io.plus(&late_io) }.emit(&state);
         });
         return response;
     }
     let outcome = response.extensions_mut().remove::<Outcome>().unwrap_or_else(|| Outcome::of(kind_of(status)));
-    emit(&state, &id, caller.as_ref(), status, outcome, started, io);
+    Observed { id, caller, status, outcome, started, io }.emit(&state);
     response
 }
 
-fn emit(state: &AppState, id: &str, caller: Option<&Caller>, status: StatusCode, outcome: Outcome, started: Instant, io: IoStats) {
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    security_log(state, id, caller, status, &outcome, elapsed_ms);
-    let first_delta_ms = outcome.first_delta_at.map(|at| at.saturating_duration_since(started).as_secs_f64() * 1000.0);
-    let metrics = RequestMetrics { server_error: status.is_server_error() && outcome.limit.is_none(), outcome, response_ms: elapsed_ms, io, first_delta_ms };
-    metrics.emit(&state.metrics);
+/// One request as the layer saw it.
+struct Observed {
+    id: String,
+    caller: Option<Caller>,
+    status: StatusCode,
+    outcome: Outcome,
+    started: Instant,
+    io: IoStats,
+}
+
+impl Observed {
+    /// The request's security line and EMF line.
+    fn emit(self, state: &AppState) {
+        let elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.security_log(state, elapsed_ms);
+        let first_delta_ms = self.outcome.first_delta_at.map(|at| at.saturating_duration_since(self.started).as_secs_f64() * 1000.0);
+        let server_error = self.status.is_server_error() && self.outcome.limit.is_none();
+        let metrics = RequestMetrics { server_error, outcome: self.outcome, response_ms: elapsed_ms, io: self.io, first_delta_ms };
+        metrics.emit(&state.metrics);
+    }
 }
 
 /// The outcome of a response whose handler did not say (a route without a caller).
@@ -89,14 +103,16 @@ fn kind_of(status: StatusCode) -> OutcomeKind {
     }
 }
 
-/// One line per request with hashed ids and no message text.
-fn security_log(state: &AppState, request_id: &str, who: Option<&Caller>, status: StatusCode, outcome: &Outcome, elapsed_ms: f64) {
+impl Observed {
+    /// One line per request with hashed ids and no message text.
+    fn security_log(&self, state: &AppState, elapsed_ms: f64) {
     let key = state.log_key();
+    let (who, status, outcome) = (self.caller.as_ref(), self.status, &self.outcome);
     let user = who.map(|c| safety::log_hash(key, c.user.as_str())).unwrap_or_default();
     let ip = who.map(|c| safety::log_hash(key, c.ip.as_str())).unwrap_or_default();
     tracing::info!(
         target: "security",
-        request_id,
+        request_id = self.id,
         user_hash = %user,
         ip_hash = %ip,
         status = status.as_u16(),
@@ -108,4 +124,5 @@ fn security_log(state: &AppState, request_id: &str, who: Option<&Caller>, status
         latency_ms = elapsed_ms,
         "request"
     );
+    }
 }

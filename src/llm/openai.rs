@@ -199,7 +199,8 @@ impl OpenAiCoach {
                     return Attempt::Unusable(LlmError::Malformed, usage.unwrap_or(worst));
                 };
                 let content = choice.message.content.unwrap_or_default();
-                self.judge(&content, choice.message.refusal.is_some(), choice.finish_reason, usage, worst)
+                let said = Said { content: &content, refused: choice.message.refusal.is_some(), finish: choice.finish_reason };
+                self.judge(said, usage, worst)
             }
             Ok(Err(e)) => failed(e, worst, after),
         }
@@ -207,7 +208,8 @@ impl OpenAiCoach {
 
     /// An answer: billed at its usage (or, without one, at the tokens counted here), then
     /// used, or not, as what it says allows.
-    pub(super) fn judge(&self, content: &str, refused: bool, finish: Option<FinishReason>, usage: Option<Billed>, worst: Billed) -> Attempt {
+    pub(super) fn judge(&self, said: Said<'_>, usage: Option<Billed>, worst: Billed) -> Attempt {
+        let Said { content, refused, finish } = said;
         let billed = usage.unwrap_or(Billed {
             prompt_tokens: worst.prompt_tokens,
             completion_tokens: tokens::count(content) as u64,
@@ -229,6 +231,13 @@ impl OpenAiCoach {
     fn backoff(&self) -> Backoff {
         Backoff::new(self.cfg.backoff_base, self.cfg.backoff_cap)
     }
+}
+
+/// What a model answered: its content, whether it refused, and why it stopped.
+pub(super) struct Said<'a> {
+    pub content: &'a str,
+    pub refused: bool,
+    pub finish: Option<FinishReason>,
 }
 
 /// Where an attempt's `Retry-After` is captured, below async-openai.

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use jiter::{JsonValue, PartialMode};
 use tokio::time::Instant;
 
-use super::openai::{failed, usage, Attempt, AttemptPiece, OpenAiCoach};
+use super::openai::{failed, usage, Attempt, AttemptPiece, OpenAiCoach, Said};
 use super::LlmError;
 use crate::limits::Billed;
 
@@ -62,7 +62,7 @@ impl OpenAiCoach {
                 }
             };
             let attempt = match ended {
-                None => self.judge(&got.content, got.refused, got.finish, got.usage, worst),
+                None => self.judge(Said { content: &got.content, refused: got.refused, finish: got.finish }, got.usage, worst),
                 // Billed at its usage if it came, else at the worst case.
                 Some(None) => Attempt::Outage { error: LlmError::Timeout, billed: Some(got.usage.unwrap_or(worst)), retry_after: after() },
                 Some(Some(OpenAIError::JSONDeserialize(..))) => Attempt::Unusable(LlmError::Malformed, got.usage.unwrap_or(worst)),

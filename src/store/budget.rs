@@ -8,6 +8,17 @@ use super::{keys, n, number, s, sdk_error, Store, StoreError};
 
 pub const LEASED: &str = "leased_micro";
 
+/// A slice to lease: of the day's budget `limit_micro` on item `key`, `want` (less when less
+/// is left, but never less than `at_least`).
+#[derive(Debug, Clone)]
+pub struct LeaseRequest {
+    pub key: String,
+    pub want: i64,
+    pub at_least: i64,
+    pub limit_micro: i64,
+    pub expires_at: i64,
+}
+
 /// A slice taken: how much, and how much of the day's budget is left for everyone after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Leased {
@@ -16,10 +27,11 @@ pub struct Leased {
 }
 
 impl Store {
-    /// Leases `want` of the day's budget `limit_micro` (less when less is left, but never less
-    /// than `at_least`: then nothing, amount 0). Never lets the leases exceed the limit.
-    pub async fn lease_budget(&self, key: &str, want: i64, at_least: i64, limit_micro: i64, expires_at: i64) -> Result<Leased, StoreError> {
-        let mut want = want;
+    /// Leases a slice of the day's budget (nothing, amount 0, when less than `at_least` is
+    /// left). Never lets the leases exceed the limit.
+    pub async fn lease_budget(&self, r: &LeaseRequest) -> Result<Leased, StoreError> {
+        let LeaseRequest { key, at_least, limit_micro, expires_at, .. } = r.clone();
+        let mut want = r.want;
         for _ in 0..4 {
             if want < at_least || want <= 0 {
                 break;
@@ -29,7 +41,7 @@ impl Store {
                 .client
                 .update_item()
                 .table_name(&self.table)
-                .key(keys::PK, s(key))
+                .key(keys::PK, s(&key))
                 .update_expression("ADD #l :want SET #ttl = if_not_exists(#ttl, :ttl)")
                 .condition_expression("attribute_not_exists(#l) OR #l <= :room")
                 .expression_attribute_names("#l", LEASED)

@@ -325,12 +325,7 @@ fn turns(items: Vec<Item>) -> Result<Vec<TurnItem>, StoreError> {
     items
         .into_iter()
         .filter(|i| i.get(keys::PK).and_then(|v| v.as_s().ok()).is_some_and(|k| k.starts_with(keys::TURN_PREFIX)))
-        .map(turn)
+        .map(super::turn)
         .collect()
 }
 
-/// A turn item as its type: its key is the store's, not part of the turn.
-pub(crate) fn turn(mut item: Item) -> Result<TurnItem, StoreError> {
-    item.remove(keys::PK);
-    from_item("turn", item)
-}

@@ -62,7 +62,7 @@ impl Store {
     /// after the marker belongs to the golfer's new history and is never swept. Idempotent:
     /// running it again deletes what is left. Counters expire on their own (they hold counts,
     /// not content); a message in flight deletes its own claim when its turn is refused.
-    pub async fn delete_golfer(&self, user: &UserId, now_ms: i64) -> Result<Deleted, StoreError> {
+    pub async fn erase_golfer(&self, user: &UserId, now_ms: i64) -> Result<Deleted, StoreError> {
         let marker = self
             .client
             .put_item()

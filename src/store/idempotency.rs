@@ -41,7 +41,7 @@ impl Previous {
             return Self::InProgress(item.get(REQUEST_HASH).and_then(|v| v.as_s().ok()).cloned());
         }
         // A completed turn that does not read as one is answered as in progress (409), never replayed wrong.
-        match super::conversations::turn(item) {
+        match super::turn(item) {
             Ok(turn) => Self::Completed(Box::new(turn)),
             Err(e) => {
                 tracing::error!(error = %e, "a stored turn does not match its schema");

@@ -79,6 +79,12 @@ pub(crate) fn to_item<T: Serialize>(value: &T) -> Result<Item, StoreError> {
     serde_dynamo::to_item(value).map_err(|e| StoreError::Invalid(format!("serialize: {e}")))
 }
 
+/// A turn item as its type: its key is the store's, not part of the turn.
+pub(crate) fn turn(mut item: Item) -> Result<crate::models::TurnItem, StoreError> {
+    item.remove(keys::PK);
+    from_item("turn", item)
+}
+
 impl From<aws_sdk_dynamodb::error::BuildError> for StoreError {
     fn from(e: aws_sdk_dynamodb::error::BuildError) -> Self {
         Self::Invalid(e.to_string())
