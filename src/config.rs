@@ -7,17 +7,20 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::limits::{Limits, GPT_4O_PRICES};
+use crate::limits::{Limits, DEFAULT_PRICES};
 use crate::llm::table::{ModelSpec, ModelTableError, OutputLimit};
 
 /// The default model's row, so a default Config needs no table (a test keeps it equal to
-/// the table's row).
-const GPT_4O: ModelSpec = ModelSpec {
+/// the table's row): gpt-6-luna, with no announced shutdown, at reasoning effort none.
+const DEFAULT_MODEL: &str = "gpt-6-luna";
+const DEFAULT_SPEC: ModelSpec = ModelSpec {
     name: String::new(),
-    prices: GPT_4O_PRICES,
-    output_limit: OutputLimit::MaxTokens,
+    prices: DEFAULT_PRICES,
+    output_limit: OutputLimit::MaxCompletionTokens,
     temperature: true,
-    reasoning_effort: None,
+    reasoning_effort: Some(crate::models::Effort::None),
+    shutdown: None,
+    replacement: None,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +64,8 @@ impl Default for ModelConfig {
             api_key: None,
             secret_arn: None,
             base_url: None,
-            model: "gpt-4o".into(),
-            spec: GPT_4O,
+            model: DEFAULT_MODEL.into(),
+            spec: ModelSpec { name: String::new(), ..DEFAULT_SPEC },
             temperature: 0.7,
             attempt_timeout: Duration::from_secs(12),
             max_attempts: 3,
@@ -219,7 +222,7 @@ pub static VARS: &[EnvVar] = &[
         set: |c, _, v| { c.secrets_endpoint = Some(v.into()); Ok(()) } },
     EnvVar { name: "OPENAI_BASE_URL", default: "OpenAI", meaning: "any OpenAI-compatible endpoint, e.g. `http://host/v1`",
         set: |c, _, v| { c.model.base_url = Some(v.into()); Ok(()) } },
-    EnvVar { name: "OPENAI_MODEL", default: "`gpt-4o`", meaning: "a row of `prompts/models.json` (prices and parameters); reported as `source`; a model not listed refuses to start",
+    EnvVar { name: "OPENAI_MODEL", default: "`gpt-6-luna`", meaning: "a row of `prompts/models.json` (prices, parameters, shutdown date and replacement); reported as `source`; a model not listed refuses to start; from its shutdown date on, or once the provider says it is gone, its replacement is called",
         set: |c, _, v| { c.model.model = v.into(); Ok(()) } },
     EnvVar { name: "DYNAMODB_TABLE_COACHING", default: "`coaching-conversations`", meaning: "the single table",
         set: |c, _, v| { c.table_coaching = v.into(); Ok(()) } },
@@ -388,7 +391,7 @@ mod tests {
         assert_eq!(c.limits.requests_per_hour, 15);
         assert_eq!(c.limits.spend_per_user_day_micro, 5_000_000);
         assert_eq!(c.limits.spend_total_day_micro, 100_000_000);
-        assert_eq!(c.model.model, "gpt-4o");
+        assert_eq!(c.model.model, "gpt-6-luna");
         assert_eq!(c.auth_mode, AuthMode::Cognito);
         assert!(c.model.is_offline());
         assert!(!c.in_lambda && !c.log_json);
@@ -459,11 +462,11 @@ mod tests {
 
     #[test]
     fn the_default_model_row_is_the_tables_and_switching_is_one_variable() -> Result<(), ConfigError> {
-        let table = crate::llm::table::spec("gpt-4o")?;
-        assert_eq!(ModelSpec { name: table.name.clone(), ..GPT_4O }, table);
+        let table = crate::llm::table::spec(DEFAULT_MODEL)?;
+        assert_eq!(ModelSpec { name: table.name.clone(), ..DEFAULT_SPEC }, table);
         assert_eq!(cfg(&[])?.model.spec, table);
-        let c = cfg(&[("OPENAI_MODEL", "gpt-5-mini")])?;
-        assert_eq!((c.model.spec.output_limit, c.limits.prices.output_micro), (OutputLimit::MaxCompletionTokens, 2_000_000));
+        let c = cfg(&[("OPENAI_MODEL", "gpt-4o")])?;
+        assert_eq!((c.model.spec.output_limit, c.limits.prices.output_micro), (OutputLimit::MaxTokens, 10_000_000));
         assert!(cfg(&[("OPENAI_MODEL", "gpt-unknown")]).is_err(), "a model not in the table refuses to start");
         Ok(())
     }

@@ -14,15 +14,25 @@ use crate::clock::{next_day, next_hour, timestamp};
 use crate::models::{Quota, UserId};
 
 /// Integer micro-dollars per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Prices {
     pub input_micro: u64,
     pub cached_input_micro: u64,
+    /// Writes to the prompt cache, where the model bills them.
+    pub cache_write_micro: Option<u64>,
     pub output_micro: u64,
 }
 
-/// gpt-4o's prices: the default row's (a test keeps them equal to the table's).
-pub const GPT_4O_PRICES: Prices = Prices { input_micro: 2_500_000, cached_input_micro: 1_250_000, output_micro: 10_000_000 };
+impl Prices {
+    /// What an uncached input token may cost: usage does not say which tokens were written to
+    /// the cache, so where writes are billed, each may have been one.
+    pub fn uncached_input_micro(&self) -> u64 {
+        self.input_micro.max(self.cache_write_micro.unwrap_or(0))
+    }
+}
+
+/// gpt-6-luna's prices: the default row's (a test keeps them equal to the table's).
+pub const DEFAULT_PRICES: Prices = Prices { input_micro: 100_000, cached_input_micro: 10_000, cache_write_micro: Some(125_000), output_micro: 500_000 };
 
 /// The limits a deployment sets: tokens per request, requests per hour, spend per day.
 /// Prices are the configured model's; counts are integers, money micro-dollars.
@@ -48,16 +58,17 @@ impl Default for Limits {
             ip_requests_per_hour: 60,
             spend_per_user_day_micro: 5_000_000,
             spend_total_day_micro: 100_000_000,
-            prices: GPT_4O_PRICES,
+            prices: DEFAULT_PRICES,
             max_body_bytes: 10 * 1024,
         }
     }
 }
 
 /// What one model call billed, or may have: its usage, or (`estimated`) the worst case of a
-/// call that was sent and never answered.
+/// call that was sent and never answered, at the prices of the model called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Billed {
+    pub prices: Prices,
     pub prompt_tokens: u64,
     /// Of the prompt tokens, those billed at the cached-input price.
     pub cached_tokens: u64,
@@ -146,17 +157,18 @@ pub fn price(tokens: u64, per_mtok_micro: u64) -> i64 {
     i64::try_from(micro).unwrap_or(i64::MAX)
 }
 
-/// What `prompt_tokens` (none cached) and `completion_tokens` cost.
+/// What `prompt_tokens` (none cached) and `completion_tokens` cost at the deployment's
+/// model's prices.
 pub fn cost(l: &Limits, prompt_tokens: u64, completion_tokens: u64) -> i64 {
-    billed_cost(l, &Billed { prompt_tokens, completion_tokens, ..Billed::default() })
+    billed_cost(&Billed { prices: l.prices, prompt_tokens, completion_tokens, ..Billed::default() })
 }
 
 /// What one model call billed: uncached input, cached input and output (reasoning included)
-/// at the model's prices.
-pub fn billed_cost(l: &Limits, b: &Billed) -> i64 {
-    let p = &l.prices;
+/// at the prices of the model that billed it.
+pub fn billed_cost(b: &Billed) -> i64 {
+    let p = &b.prices;
     let cached = b.cached_tokens.min(b.prompt_tokens);
-    price(b.prompt_tokens - cached, p.input_micro) + price(cached, p.cached_input_micro) + price(b.completion_tokens, p.output_micro)
+    price(b.prompt_tokens - cached, p.uncached_input_micro()) + price(cached, p.cached_input_micro) + price(b.completion_tokens, p.output_micro)
 }
 
 /// Model calls of one request that may be billed: the first, and one more (an answer cut at
@@ -248,7 +260,8 @@ mod tests {
 
     #[test]
     fn gpt4o_prices_in_micro_dollars() {
-        let l = Limits::default();
+        let gpt_4o = Prices { input_micro: 2_500_000, cached_input_micro: 1_250_000, cache_write_micro: None, output_micro: 10_000_000 };
+        let l = Limits { prices: gpt_4o, ..Limits::default() };
         // 1,000 prompt tokens at $2.50/M = $0.0025; 100 completion tokens at $10/M = $0.001.
         assert_eq!(cost(&l, 1000, 100), 2_500 + 1_000);
         assert_eq!(price(1, 2_500_000), 3, "fractions of a micro-dollar round up");
@@ -256,8 +269,8 @@ mod tests {
         assert_eq!(call_worst_case(&l), 2_750 + 4_000);
         assert_eq!(worst_case_cost(&l), 2 * (2_750 + 4_000));
         // Cached input at its price, reasoning as output.
-        let b = Billed { prompt_tokens: 1000, cached_tokens: 400, completion_tokens: 300, reasoning_tokens: 200, ..Billed::default() };
-        assert_eq!(billed_cost(&l, &b), 1_500 + 500 + 3_000);
+        let b = Billed { prices: gpt_4o, prompt_tokens: 1000, cached_tokens: 400, completion_tokens: 300, reasoning_tokens: 200, ..Billed::default() };
+        assert_eq!(billed_cost(&b), 1_500 + 500 + 3_000);
         assert_eq!(prompt_token_limit(&l), 1100);
     }
 
@@ -270,6 +283,15 @@ mod tests {
         assert!(parse_dollars("1.0000001").is_err());
         assert!(parse_dollars("-1").is_err());
         assert!(parse_dollars("abc").is_err());
+    }
+
+    #[test]
+    fn where_cache_writes_are_billed_every_uncached_input_token_is_settled_as_one() {
+        // gpt-6-luna: $0.10 input, $0.125 cache writes, $0.01 cached, $0.50 output.
+        let b = Billed { prices: DEFAULT_PRICES, prompt_tokens: 1000, cached_tokens: 200, completion_tokens: 100, ..Billed::default() };
+        assert_eq!(billed_cost(&b), 100 + 2 + 50, "800 uncached at $0.125/M, 200 cached at $0.01/M, 100 out at $0.50/M");
+        // The reservation: two calls of 1,100 prompt tokens and 400 reply tokens each.
+        assert_eq!(worst_case_cost(&Limits::default()), 2 * (138 + 200));
     }
 
     #[test]

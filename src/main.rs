@@ -38,6 +38,18 @@ enum Command {
         #[command(subcommand)]
         command: PromptCommand,
     },
+    /// The model table against the provider.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Compare the model table with the provider's `GET /models`; fails when the configured
+    /// model or its replacement is missing or shuts down within 30 days.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -82,6 +94,7 @@ async fn main() -> ExitCode {
         (Some(Command::Seed { golfers }), _) => seed_demo(config, golfers).await,
         (Some(Command::Prompt { command: PromptCommand::Preview { file } }), _) => preview(config, &file),
         (Some(Command::Prompt { command: PromptCommand::Schema }), _) => prompt_schema(),
+        (Some(Command::Models { command: ModelsCommand::Check }), _) => check_models(config).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -166,6 +179,16 @@ fn preview(config: Config, file: &Path) -> Result<(), Failure> {
     writeln!(out, "history turns dropped     {}", packed.dropped_turns)?;
     writeln!(out, "detail                    {:?}", packed.detail)?;
     Ok(())
+}
+
+async fn check_models(config: Config) -> Result<(), Failure> {
+    let today = config.clock().now().date_naive();
+    let report = llm::check::run(&config.model, today).await?;
+    std::io::stdout().lock().write_all(report.table.as_bytes())?;
+    match report.ok {
+        true => Ok(()),
+        false => Err(format!("{} or its replacement is missing or shuts down within 30 days", config.model.model).into()),
+    }
 }
 
 fn prompt_schema() -> Result<(), Failure> {

@@ -20,6 +20,10 @@ pub const CONTENT_FILTERED: &str = "ContentFiltered";
 pub const BILLED_UNUSABLE: &str = "BilledUnusable";
 pub const MODEL_REFUSALS: &str = "ModelRefusals";
 pub const BREAKER_OPEN: &str = "BreakerOpen";
+/// The provider said the configured model is gone; the replacement answered.
+pub const MODEL_REPLACED: &str = "ModelReplaced";
+/// Days until the model in service shuts down (its own line, dimension `Model`).
+pub const MODEL_DAYS_TO_SHUTDOWN: &str = "ModelDaysToShutdown";
 /// Streamed answers only: from the request's arrival to its first words on the way.
 pub const FIRST_DELTA_TIME: &str = "FirstDeltaTime";
 
@@ -81,6 +85,8 @@ pub struct Outcome {
     pub breaker_open: bool,
     /// A streamed answer: when its first words were sent.
     pub first_delta_at: Option<tokio::time::Instant>,
+    /// The provider said the model is gone, and its replacement answered.
+    pub model_replaced: bool,
 }
 
 impl Outcome {
@@ -123,6 +129,7 @@ impl RequestMetrics {
                         metric(BILLED_UNUSABLE, "Count"),
                         metric(MODEL_REFUSALS, "Count"),
                         metric(BREAKER_OPEN, "Count"),
+                        metric(MODEL_REPLACED, "Count"),
                     ]
                 }]
             },
@@ -148,6 +155,7 @@ impl RequestMetrics {
             BILLED_UNUSABLE: self.outcome.billed_unusable,
             MODEL_REFUSALS: u8::from(self.outcome.refusal),
             BREAKER_OPEN: u8::from(self.outcome.breaker_open),
+            MODEL_REPLACED: u8::from(self.outcome.model_replaced),
         });
         // Declared only where it has a value: a declared metric without one is an EMF error.
         if let Some(ms) = self.first_delta_ms {
@@ -161,8 +169,40 @@ impl RequestMetrics {
 
     /// Writes the EMF line to the sink as one write.
     pub fn emit(&self, sink: &Sink) {
-        let line = self.to_emf(chrono::Utc::now().timestamp_millis()).to_string();
-        match sink {
+        sink.write(self.to_emf(chrono::Utc::now().timestamp_millis()).to_string());
+    }
+}
+
+/// The model in service and the days to its shutdown, as an EMF line of its own (the alarm
+/// and the dashboard read it by its `Model` dimension).
+pub fn model_days_to_shutdown(model: &str, days: i64, timestamp_ms: i64) -> serde_json::Value {
+    json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Service", "Model"]],
+                "Metrics": [{ "Name": MODEL_DAYS_TO_SHUTDOWN, "Unit": "Count" }]
+            }]
+        },
+        "Service": SERVICE,
+        "Model": model,
+        MODEL_DAYS_TO_SHUTDOWN: days,
+    })
+}
+
+/// Where EMF lines go: stdout in Lambda and `serve` (the log agent reads it), memory in tests.
+#[derive(Debug, Clone, Default)]
+pub enum Sink {
+    #[default]
+    Stdout,
+    Memory(std::sync::Arc<std::sync::Mutex<Vec<String>>>),
+}
+
+impl Sink {
+    /// One EMF line, as one write.
+    pub fn write(&self, line: String) {
+        match self {
             Sink::Stdout => {
                 let _ = std::io::stdout().lock().write_all(format!("{line}\n").as_bytes());
             }
@@ -175,14 +215,6 @@ impl RequestMetrics {
     }
 }
 
-/// Where EMF lines go: stdout in Lambda and `serve` (the log agent reads it), memory in tests.
-#[derive(Debug, Clone, Default)]
-pub enum Sink {
-    #[default]
-    Stdout,
-    Memory(std::sync::Arc<std::sync::Mutex<Vec<String>>>),
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,7 +225,7 @@ mod tests {
         let m = RequestMetrics { outcome, response_ms: 61.5, ..Default::default() };
         let v = m.to_emf(1_764_000_000_000);
         let declared = v["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().cloned().unwrap_or_default();
-        assert_eq!(declared.len(), 11);
+        assert_eq!(declared.len(), 12);
         for d in declared {
             let name = d["Name"].as_str().unwrap_or_default();
             assert!(v[name].is_number(), "{name} has no value");
@@ -205,6 +237,6 @@ mod tests {
         assert!(v.get(FIRST_DELTA_TIME).is_none(), "only streamed answers have a first delta");
         let streamed = RequestMetrics { first_delta_ms: Some(412.5), ..m }.to_emf(1_764_000_000_000);
         assert_eq!(streamed[FIRST_DELTA_TIME], json!(412.5));
-        assert_eq!(streamed["_aws"]["CloudWatchMetrics"][0]["Metrics"][11]["Name"], FIRST_DELTA_TIME);
+        assert_eq!(streamed["_aws"]["CloudWatchMetrics"][0]["Metrics"][12]["Name"], FIRST_DELTA_TIME);
     }
 }

@@ -6,8 +6,11 @@ use std::sync::Arc;
 use crate::budget::GlobalBudget;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::limits::Limits;
 use crate::llm::offline::OfflineCoach;
 use crate::llm::openai::OpenAiCoach;
+use crate::llm::table::{InService, ModelTableError, Models};
+use crate::llm::watch::ModelWatch;
 use crate::llm::{Coach, LlmError};
 use crate::metrics::Sink;
 use crate::prompts::{PromptError, Prompts};
@@ -26,6 +29,10 @@ pub struct AppState {
     pub budget: Arc<GlobalBudget>,
     pub metrics: Sink,
     pub clock: Clock,
+    /// The model called now: the configured row, or its replacement.
+    pub models: Arc<InService>,
+    /// The model's shutdown, watched once an hour.
+    pub watch: Arc<ModelWatch>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +47,8 @@ pub enum StartError {
     Model(#[from] LlmError),
     #[error(transparent)]
     Secret(#[from] SecretError),
+    #[error(transparent)]
+    ModelTable(#[from] ModelTableError),
 }
 
 /// When the tokenizer's and the output filter's patterns are compiled (a few ms each; the
@@ -59,12 +68,20 @@ pub struct Overrides {
     pub clock: Clock,
 }
 
+/// What the coach is built from besides the configuration.
+struct CoachParts {
+    prompts: Arc<Prompts>,
+    secret: Option<Arc<SecretSource>>,
+    models: Arc<InService>,
+    clock: Clock,
+}
+
 /// The coach this configuration asks for: offline without a key and base URL.
-fn coach(config: &Config, prompts: Arc<Prompts>, secret: Option<Arc<SecretSource>>) -> Result<Arc<dyn Coach>, StartError> {
+fn coach(config: &Config, parts: CoachParts) -> Result<Arc<dyn Coach>, StartError> {
     if config.model.is_offline() {
-        return Ok(Arc::new(OfflineCoach::new(prompts)));
+        return Ok(Arc::new(OfflineCoach::new(parts.prompts)));
     }
-    Ok(Arc::new(OpenAiCoach::new(config.model.clone(), config.breaker.clone(), secret)?))
+    Ok(Arc::new(OpenAiCoach::new(config.model.clone(), config.breaker.clone(), parts.secret, parts.models, parts.clock)?))
 }
 
 impl AppState {
@@ -91,9 +108,26 @@ impl AppState {
             }
         }
         let store = Store::connect(&config).await;
-        let coach = coach(&config, prompts.clone(), secret)?;
+        let models = InService::new(Models::builtin()?, &config.model.model)?;
+        let parts = CoachParts { prompts: prompts.clone(), secret, models: models.clone(), clock: overrides.clock.clone() };
+        let coach = coach(&config, parts)?;
         let budget = Arc::new(GlobalBudget::new(config.limits.spend_total_day_micro));
-        Ok(Self { config: Arc::new(config), store, prompts, coach, budget, metrics: overrides.metrics, clock: overrides.clock })
+        let state = Self { config: Arc::new(config), store, prompts, coach, budget, metrics: overrides.metrics, clock: overrides.clock, models, watch: Default::default() };
+        state.watch_model();
+        Ok(state)
+    }
+
+    /// The limits of a message asked at `now`, at the prices of the model in service then.
+    pub fn limits_at(&self, now: chrono::DateTime<chrono::Utc>) -> Limits {
+        let prices = self.models.on(now.date_naive()).map_or(self.config.limits.prices, |m| m.prices);
+        Limits { prices, ..self.config.limits.clone() }
+    }
+
+    /// Watches the model's shutdown (at most once an hour: cheap on every request).
+    pub fn watch_model(&self) {
+        if !self.config.model.is_offline() {
+            self.watch.check(&self.models, self.clock.now(), &self.metrics);
+        }
     }
 
     /// The key of the hashes that stand for ids in logs.

@@ -107,7 +107,7 @@ fn alarms_and_dashboard_use_the_metrics_the_service_emits() {
     let emitted = [
         metrics::CONVERSATION_REQUESTS, metrics::TOKENS_USED, metrics::RESPONSE_TIME, metrics::ERROR_RATE,
         metrics::COST_PER_DAY, metrics::USER_ACTIVE_CONVERSATIONS, metrics::DEGRADED_REPLIES, metrics::CONTENT_FILTERED,
-        metrics::BILLED_UNUSABLE, metrics::MODEL_REFUSALS, metrics::BREAKER_OPEN, metrics::FIRST_DELTA_TIME,
+        metrics::BILLED_UNUSABLE, metrics::MODEL_REFUSALS, metrics::BREAKER_OPEN, metrics::FIRST_DELTA_TIME, metrics::MODEL_REPLACED,
     ];
     let alarms: Vec<(&str, &Value)> = ["HighTokenUsageAlarm", "HighErrorRateAlarm", "SlowResponsesAlarm", "DailyCostLimitAlarm"]
         .iter()
@@ -143,6 +143,25 @@ fn alarms_and_dashboard_use_the_metrics_the_service_emits() {
     for name in &emitted[..6] {
         assert!(shown.contains(*name), "the dashboard misses {name}");
     }
+}
+
+/// The model's shutdown is watched: an alarm below 14 days on the metric the service emits
+/// (whatever the model's name: a Metrics Insights query over the Model dimension), the same
+/// number on the dashboard, and the model a parameter of the stack.
+#[test]
+fn an_alarm_fires_two_weeks_before_the_model_shuts_down() {
+    let t = template();
+    let alarm = resource(&t, "ModelShutdownAlarm");
+    let query = alarm["Metrics"][0]["Expression"].as_str().unwrap();
+    assert!(query.contains(metrics::MODEL_DAYS_TO_SHUTDOWN) && query.contains(metrics::NAMESPACE) && query.contains("Model"), "{query}");
+    assert_eq!((alarm["Threshold"].as_f64(), alarm["ComparisonOperator"].as_str()), (Some(14.0), Some("LessThanThreshold")));
+    let dashboard = json_file("infra/cloudwatch-dashboard.json").to_string();
+    assert!(dashboard.contains(metrics::MODEL_DAYS_TO_SHUTDOWN) && dashboard.contains("-ModelShutdown"), "the dashboard shows the days and the alarm");
+    for f in FUNCTIONS {
+        assert_eq!(function(&t, f)["Environment"]["Variables"]["OPENAI_MODEL"]["Ref"], "ModelName", "{f}");
+    }
+    assert_eq!(t["Parameters"]["ModelName"]["Default"], "gpt-6-luna");
+    coach_api::llm::table::spec(t["Parameters"]["ModelName"]["Default"].as_str().unwrap()).expect("the default is a row of the table");
 }
 
 #[test]

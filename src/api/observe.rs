@@ -53,6 +53,7 @@ impl LateOutcome {
 /// The middleware (`axum::middleware::from_fn_with_state`).
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    state.watch_model();
     let id = lambda_request_id(&request).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let (mut response, io) = REQUEST_ID.scope(id.clone(), stats::scope(next.run(request))).await;
     let status = response.status();

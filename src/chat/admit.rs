@@ -55,7 +55,8 @@ async fn admit_and_load_context(state: &AppState, caller: &Caller, request: &Coa
     let turn_key = keys::turn(&caller.user, request.client_message_id.as_ref().map_or(keys::server_message_id(), |id| id.to_string()).as_str());
     let request_hash = request_hash(request);
     let claim = request.client_message_id.as_ref().map(|_| claim(caller, &turn_key, &request_hash, now));
-    let check = limits::quota_check(&state.config.limits, &caller.user, &caller.ip, now);
+    // The worst case at the prices of the model in service (its replacement from its shutdown on).
+    let check = limits::quota_check(&state.limits_at(now), &caller.user, &caller.ip, now);
     let wave = run_wave(state, &check, claim.as_ref(), request).await;
     let reservation = Reservation {
         keys: CounterKeys::of(&check.user, &check.ip, now),

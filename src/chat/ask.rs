@@ -46,7 +46,6 @@ impl Asking {
             shorter: &self.shorter,
             safety_identifier: &self.safety_identifier,
             reserved_micro: composed.reservation.reserved_micro,
-            limits: &state.config.limits,
         }
     }
 }
@@ -89,7 +88,8 @@ async fn replied(state: &AppState, composed: Composed, attempts: Attempts, usage
         tracing::warn!(error = %e, "usage read failed; quota shown as before this request");
         UsageSnapshot::default()
     });
-    match Reply::from_coach(&state.prompts, attempts, &composed.vars, &state.config.limits, &state.config.model.model) {
+    let model = state.models.on(composed.now.date_naive()).map_or_else(|| state.config.model.model.clone(), |m| m.name);
+    match Reply::from_coach(&state.prompts, attempts, &composed.vars, &model) {
         Ok(reply) => Ok(Replied { composed, reply, usage, first_delta_at: shown.first_at }),
         Err(e) => Err(give_back(state, composed, e.into()).await),
     }

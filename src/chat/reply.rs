@@ -3,7 +3,7 @@
 //! the refusal template when the model declined; the fallback in the coach's voice when the
 //! coach could not answer. Every model call the coach made is kept with what it billed.
 
-use crate::limits::{self, Billed, Limits};
+use crate::limits::{self, Billed};
 use crate::llm::{Attempts, LlmError};
 use crate::metrics::{Outcome, OutcomeKind};
 use crate::models::CoachReplyPayload;
@@ -34,24 +34,28 @@ pub struct Reply {
     pub refusal: bool,
     /// Why the coach could not answer.
     pub model_error: Option<&'static str>,
+    /// The provider said the model is gone, and its replacement answered.
+    pub replaced_model: bool,
 }
 
 impl Reply {
-    /// The golfer's reply from the coach's attempts; `model` is the configured model's name.
-    pub fn from_coach(prompts: &Prompts, attempts: Attempts, vars: &PromptVars, l: &Limits, model: &str) -> Result<Self, PromptError> {
+    /// The golfer's reply from the coach's attempts; `model` is the name of the model in
+    /// service (a draft names the model that wrote it).
+    pub fn from_coach(prompts: &Prompts, attempts: Attempts, vars: &PromptVars, model: &str) -> Result<Self, PromptError> {
         let billed = attempts.billed;
         let mut reply = Self {
             text: String::new(),
             payload: None,
             prompt_tokens: billed.iter().map(|b| b.prompt_tokens).sum(),
             completion_tokens: billed.iter().map(|b| b.completion_tokens).sum(),
-            cost_micro: billed.iter().map(|b| limits::billed_cost(l, b)).sum(),
+            cost_micro: billed.iter().map(limits::billed_cost).sum(),
             billed,
             source: model.to_string(),
             degraded: false,
             filtered: false,
             refusal: false,
             model_error: None,
+            replaced_model: attempts.replaced_model,
         };
         match attempts.draft {
             Ok(r) => {
@@ -116,6 +120,7 @@ impl Reply {
             refusal: self.refusal,
             breaker_open,
             first_delta_at: None,
+            model_replaced: self.replaced_model,
         }
     }
 }

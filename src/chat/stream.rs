@@ -71,7 +71,7 @@ pub async fn present(mut coach: BoxStream<'_, CoachEvent>, events: &UnboundedSen
             screen.show(piece, events, prompts, vars);
         }
     }
-    let attempts = done.unwrap_or(Attempts { draft: Err(LlmError::Transport), billed: vec![] });
+    let attempts = done.unwrap_or(Attempts { draft: Err(LlmError::Transport), billed: vec![], replaced_model: false });
     (attempts, Shown { text: screen.replaced.unwrap_or_else(|| screen.safety.shown().to_string()), first_at: screen.first_at })
 }
 
@@ -166,7 +166,7 @@ mod tests {
                 }
                 CoachEvent::Text((*word).to_string())
             })
-            .chain(futures::stream::once(async { CoachEvent::Done(Attempts { draft: Err(LlmError::Timeout), billed: vec![] }) }))
+            .chain(futures::stream::once(async { CoachEvent::Done(Attempts { draft: Err(LlmError::Timeout), billed: vec![], replaced_model: false }) }))
             .boxed();
         let (events, mut out) = tokio::sync::mpsc::unbounded_channel();
         let (_, shown) = present(coach, &events, &prompts, &vars).await;

@@ -2,7 +2,9 @@
 //! `OfflineCoach` answers from `prompts/offline.tera` when no model is configured.
 
 pub mod breaker;
+pub mod check;
 pub mod table;
+pub mod watch;
 pub mod offline;
 pub mod openai;
 mod stream;
@@ -11,7 +13,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use tokio::time::Instant;
 
-use crate::limits::{Billed, Limits};
+use crate::limits::Billed;
 use crate::prompts::{PromptMessage, PromptVars};
 use crate::models::CoachReplyPayload;
 
@@ -32,7 +34,6 @@ pub struct CoachRequest<'a> {
     /// What this message's calls may cost together (its reservation, micro-dollars): no
     /// attempt is started that could take the total past it.
     pub reserved_micro: i64,
-    pub limits: &'a Limits,
 }
 
 /// What a streamed answer yields: the reply's text as the model writes it (the `reply` field,
@@ -61,6 +62,8 @@ pub struct Draft {
 pub struct Attempts {
     pub draft: Result<Draft, LlmError>,
     pub billed: Vec<Billed>,
+    /// The provider said the configured model is gone, and its replacement answered.
+    pub replaced_model: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

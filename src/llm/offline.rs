@@ -29,7 +29,7 @@ impl OfflineCoach {
             .render(OFFLINE, &ReplyVars::from(req.vars))
             .map(|text| Draft { payload: offline_payload(req.vars, text), source: "offline".into() })
             .map_err(|e| LlmError::Offline(e.to_string()));
-        Attempts { draft, billed: vec![] }
+        Attempts { draft, billed: vec![], replaced_model: false }
     }
 }
 

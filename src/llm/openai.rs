@@ -33,7 +33,9 @@ use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
 use super::breaker::{Breaker, Permit};
-use super::table::{Effort, OutputLimit};
+use super::table::{InService, ModelSpec, OutputLimit};
+use crate::clock::Clock;
+use crate::models::Effort;
 use super::{parse_reply, Attempts, Coach, CoachEvent, CoachRequest, Draft, LlmError};
 use crate::limits::Billed;
 use crate::backoff::Backoff;
@@ -53,6 +55,9 @@ const KEY_REFRESH_EVERY: Duration = Duration::from_secs(30);
 
 pub struct OpenAiCoach {
     cfg: ModelConfig,
+    /// The row called now: the configured one, or its replacement.
+    service: Arc<InService>,
+    clock: Clock,
     /// The endpoint and key; the key is replaced when the secret is read again after a 401.
     api: std::sync::RwLock<OpenAIConfig>,
     secret: Option<Arc<SecretSource>>,
@@ -71,10 +76,25 @@ pub(super) enum Attempt {
     Outage { error: LlmError, billed: Option<Billed>, retry_after: Option<Duration> },
     /// The request was refused (a 4xx but 429): nothing was billed.
     Refused(LlmError),
+    /// The provider says the model does not exist (any more): nothing was billed.
+    Gone,
+}
+
+impl Attempt {
+    /// Stamps the model called: its prices on every bill, its name on the draft.
+    fn of_model(self, spec: &ModelSpec) -> Self {
+        let priced = |b: Billed| Billed { prices: spec.prices, ..b };
+        match self {
+            Self::Done(draft, b) => Self::Done(Draft { source: spec.name.clone(), ..draft }, priced(b)),
+            Self::Unusable(e, b) => Self::Unusable(e, priced(b)),
+            Self::Outage { error, billed, retry_after } => Self::Outage { error, billed: billed.map(priced), retry_after },
+            refused => refused,
+        }
+    }
 }
 
 impl OpenAiCoach {
-    pub fn new(cfg: ModelConfig, breaker: BreakerConfig, secret: Option<Arc<SecretSource>>) -> Result<Self, LlmError> {
+    pub fn new(cfg: ModelConfig, breaker: BreakerConfig, secret: Option<Arc<SecretSource>>, service: Arc<InService>, clock: Clock) -> Result<Self, LlmError> {
         let mut api = OpenAIConfig::new();
         if let Some(key) = &cfg.api_key {
             api = api.with_api_key(key.expose_secret());
@@ -91,6 +111,8 @@ impl OpenAiCoach {
         let reply_schema = crate::schemas::get().map_err(|_| LlmError::Malformed)?.coach_reply_for_model.clone();
         Ok(Self {
             cfg,
+            service,
+            clock,
             api: std::sync::RwLock::new(api),
             secret,
             refreshed: tokio::sync::Mutex::new(None),
@@ -123,8 +145,9 @@ impl OpenAiCoach {
         }
     }
 
-    /// The request for `messages`, with the reply's budget in the parameter the model takes.
-    fn request(&self, messages: &[PromptMessage], max_tokens: u32, safety_identifier: &str) -> CreateChatCompletionRequest {
+    /// The request for `messages` to the model `spec`, with the reply's token limit in the
+    /// parameter the model takes.
+    fn request(&self, spec: &ModelSpec, messages: &[PromptMessage], max_tokens: u32, safety_identifier: &str) -> CreateChatCompletionRequest {
         let messages = messages
             .iter()
             .map(|m| match m.role {
@@ -136,19 +159,21 @@ impl OpenAiCoach {
                 }),
             })
             .collect();
-        let spec = &self.cfg.spec;
         #[expect(deprecated, reason = "max_tokens is what non-reasoning OpenAI-compatible servers accept; the model table says which")]
         CreateChatCompletionRequest {
-            model: self.cfg.model.clone(),
+            model: spec.name.clone(),
             messages,
             max_tokens: (spec.output_limit == OutputLimit::MaxTokens).then_some(max_tokens),
             max_completion_tokens: (spec.output_limit == OutputLimit::MaxCompletionTokens).then_some(max_tokens),
             temperature: spec.temperature.then_some(self.cfg.temperature),
             reasoning_effort: spec.reasoning_effort.map(|e| match e {
+                Effort::None => ReasoningEffort::None,
                 Effort::Minimal => ReasoningEffort::Minimal,
                 Effort::Low => ReasoningEffort::Low,
                 Effort::Medium => ReasoningEffort::Medium,
                 Effort::High => ReasoningEffort::High,
+                Effort::Xhigh => ReasoningEffort::Xhigh,
+                Effort::Max => ReasoningEffort::Max,
             }),
             safety_identifier: Some(safety_identifier.to_string()),
             response_format: Some(ResponseFormat::JsonSchema {
@@ -223,7 +248,8 @@ impl OpenAiCoach {
             return Attempt::Unusable(LlmError::CutOff, billed);
         }
         match parse_reply(content) {
-            Ok(payload) => Attempt::Done(Draft { payload, source: self.cfg.model.clone() }, Billed { used: true, ..billed }),
+            // The model's name and prices are stamped by `of_model`.
+            Ok(payload) => Attempt::Done(Draft { payload, source: String::new() }, Billed { used: true, ..billed }),
             Err(e) => Attempt::Unusable(e, billed),
         }
     }
@@ -253,6 +279,7 @@ pub(super) fn failed(error: OpenAIError, worst: Billed, after: Option<Duration>)
                 429 if api.api_error.code.as_deref() == Some("insufficient_quota") => Attempt::Refused(LlmError::Refused(429)),
                 429 => outage(LlmError::RateLimited, None),
                 500..=599 => outage(LlmError::Upstream(status), None),
+                404 | 400 if says_model_is_gone(api.api_error.code.as_deref(), &api.api_error.message) => Attempt::Gone,
                 _ => Attempt::Refused(LlmError::Refused(status)),
             }
         }
@@ -265,10 +292,18 @@ pub(super) fn failed(error: OpenAIError, worst: Billed, after: Option<Duration>)
     }
 }
 
+/// Whether a 404 or 400 says the model itself does not exist (any more): OpenAI answers
+/// `model_not_found`; compatible servers say the model is deprecated, unknown or missing.
+fn says_model_is_gone(code: Option<&str>, message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    code == Some("model_not_found") || (m.contains("model") && ["deprecated", "does not exist", "not found", "unknown", "shut down"].iter().any(|w| m.contains(w)))
+}
+
 /// What a response's usage says was billed.
 pub(super) fn usage(u: Option<&CompletionUsage>) -> Option<Billed> {
     let u = u?;
     Some(Billed {
+        prices: Default::default(),
         prompt_tokens: u64::from(u.prompt_tokens),
         cached_tokens: u.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens).map(u64::from).unwrap_or(0),
         completion_tokens: u64::from(u.completion_tokens),
@@ -321,6 +356,8 @@ struct Tries<'a> {
     cut: bool,
     malformed: bool,
     rekeyed: bool,
+    /// The provider said the model is gone and its replacement was called.
+    replaced: bool,
     last: LlmError,
 }
 
@@ -338,6 +375,7 @@ impl<'a> Tries<'a> {
             cut: false,
             malformed: false,
             rekeyed: false,
+            replaced: false,
             last: LlmError::Timeout,
         }
     }
@@ -346,13 +384,13 @@ impl<'a> Tries<'a> {
     /// the reservation could not cover another worst case.
     fn room(&self, max_attempts: u32) -> Option<Duration> {
         let left = self.req.deadline.saturating_duration_since(Instant::now());
-        let spent: i64 = self.billed.iter().map(|b| limits::billed_cost(self.req.limits, b)).sum();
-        let affordable = spent + limits::billed_cost(self.req.limits, &self.worst) <= self.req.reserved_micro;
+        let spent: i64 = self.billed.iter().map(limits::billed_cost).sum();
+        let affordable = spent + limits::billed_cost(&self.worst) <= self.req.reserved_micro;
         (self.attempts < max_attempts && left >= MIN_ATTEMPT && affordable).then_some(left)
     }
 
     fn done(self, draft: Result<Draft, LlmError>) -> CoachEvent {
-        CoachEvent::Done(Attempts { draft, billed: self.billed })
+        CoachEvent::Done(Attempts { draft, billed: self.billed, replaced_model: self.replaced })
     }
 }
 
@@ -365,7 +403,7 @@ impl Coach for OpenAiCoach {
                     return attempts;
                 }
             }
-            Attempts { draft: Err(LlmError::Transport), billed: vec![] }
+            Attempts { draft: Err(LlmError::Transport), billed: vec![], replaced_model: false }
         })
     }
 
@@ -384,14 +422,17 @@ impl OpenAiCoach {
     fn run<'a>(&'a self, req: CoachRequest<'a>, streamed: bool) -> BoxStream<'a, CoachEvent> {
         Box::pin(async_stream::stream! {
             let mut tries = Tries::new(req);
-            while let Some(left) = tries.room(self.cfg.max_attempts) {
+            // The row in service now: from its shutdown date on, the replacement.
+            while let Some(spec) = self.service.on(self.clock.now().date_naive()) {
+                tries.worst.prices = spec.prices;
+                let Some(left) = tries.room(self.cfg.max_attempts) else { break };
                 let Some(permit) = self.breaker.permit() else {
                     let error = if tries.attempts == 0 { LlmError::CircuitOpen } else { tries.last.clone() };
                     yield tries.done(Err(error));
                     return;
                 };
                 tries.attempts += 1;
-                let request = self.request(&tries.messages, tries.max_tokens, req.safety_identifier);
+                let request = self.request(&spec, &tries.messages, tries.max_tokens, req.safety_identifier);
                 let timeout = self.cfg.attempt_timeout.min(left);
                 let attempted = if streamed {
                     if tries.attempts > 1 {
@@ -409,7 +450,7 @@ impl OpenAiCoach {
                 } else {
                     self.attempt(request, timeout, tries.worst).await
                 };
-                match self.next(&mut tries, attempted, permit).await {
+                match self.next(&mut tries, attempted.of_model(&spec), permit, &spec).await {
                     Next::Stop(draft) => {
                         yield tries.done(draft);
                         return;
@@ -425,9 +466,22 @@ impl OpenAiCoach {
 
     /// What an attempt's ending means for the next: its bill kept, the breaker told, and a
     /// retry (with what it changes) or the end.
-    async fn next(&self, tries: &mut Tries<'_>, attempted: Attempt, permit: Permit<'_>) -> Next {
+    async fn next(&self, tries: &mut Tries<'_>, attempted: Attempt, permit: Permit<'_>, spec: &ModelSpec) -> Next {
         let n = tries.attempts;
         let (error, wait) = match attempted {
+            // The model answered "gone": not an outage. The same message goes to the replacement,
+            // which every later message calls too.
+            Attempt::Gone => {
+                permit.answered();
+                let Some(next) = self.service.replace(spec, self.clock.now().date_naive()) else {
+                    tracing::error!(model = %spec.name, "the provider says the model is gone and it has no replacement");
+                    return Next::Stop(Err(LlmError::Refused(404)));
+                };
+                tracing::error!(gone = %spec.name, replacement = %next.name, "the provider says the model is gone: its replacement is called from now on");
+                tries.replaced = true;
+                tries.attempts -= 1;
+                (LlmError::Refused(404), Duration::ZERO)
+            }
             Attempt::Done(draft, b) => {
                 permit.answered();
                 tries.billed.push(b);

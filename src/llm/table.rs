@@ -1,17 +1,28 @@
 //! The model table (`prompts/models.json`, checked by `schema/model-table.json`): what each
-//! model costs and which request parameters it takes. `OPENAI_MODEL` picks a row; a model the
-//! table does not list refuses to start, so a price is never guessed.
+//! model costs, which request parameters it takes, when it shuts down and which row replaces
+//! it. `OPENAI_MODEL` picks a row; a model the table does not list refuses to start, so a price
+//! is never guessed. [`InService`] is the row a process calls now: the configured one, its
+//! replacement from the configured row's shutdown date on, or from the moment the provider
+//! says the model is gone.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use chrono::NaiveDate;
 
 use crate::limits::{parse_dollars, Prices};
-use crate::models::{ModelRow, ModelRowOutputLimit, ModelRowReasoningEffort, ModelTable};
+use crate::models::{Effort, ModelRow, ModelRowOutputLimit, ModelRowTemperature, ModelTable};
 
-/// The configured model is not a row of the table, or the table breaks its schema.
+/// The configured model is not a row of the table, or the table breaks its rules.
 #[derive(Debug, thiserror::Error)]
 #[error("OPENAI_MODEL is not valid: {0}")]
 pub struct ModelTableError(String);
 
 /// The table as built into the binary.
 pub const TABLE: &str = include_str!("../../prompts/models.json");
+
+/// How close a shutdown must be for the service to warn (and `models check` to fail).
+pub const WARN_DAYS: i64 = 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputLimit {
@@ -20,86 +31,233 @@ pub enum OutputLimit {
     MaxCompletionTokens,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Effort {
-    Minimal,
-    Low,
-    Medium,
-    High,
-}
-
 /// One row of the table, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelSpec {
     pub name: String,
     pub prices: Prices,
     pub output_limit: OutputLimit,
+    /// `temperature` is sent (the row accepts it with the effort it sends).
     pub temperature: bool,
     pub reasoning_effort: Option<Effort>,
+    /// The provider's announced shutdown (UTC day), if any.
+    pub shutdown: Option<NaiveDate>,
+    /// The row that takes over.
+    pub replacement: Option<String>,
 }
 
-/// The row for `name`.
-pub fn spec(name: &str) -> Result<ModelSpec, ModelTableError> {
-    let invalid = ModelTableError;
-    let value: serde_json::Value = serde_json::from_str(TABLE).map_err(|e| invalid(format!("prompts/models.json is not JSON: {e}")))?;
-    let schemas = crate::schemas::get().map_err(|e| invalid(e.to_string()))?;
-    let problems = crate::schemas::violations(&schemas.model_table, &value);
-    if let Some(p) = problems.first() {
-        return Err(invalid(format!("prompts/models.json: {} {}", p.field, p.problem)));
+impl ModelSpec {
+    /// Whole days from `today` to the shutdown (0 on the day itself, negative after it).
+    pub fn days_to_shutdown(&self, today: NaiveDate) -> Option<i64> {
+        self.shutdown.map(|d| (d - today).num_days())
     }
-    let table: ModelTable = serde_json::from_value(value).map_err(|e| invalid(format!("prompts/models.json: {e}")))?;
-    let Some(row) = table.models.get(name) else {
-        let known: Vec<&str> = table.models.keys().map(String::as_str).collect();
-        return Err(invalid(format!("{name} is not in prompts/models.json (known: {}); add its row with its prices", known.join(", "))));
-    };
-    parse(name, row)
+}
+
+/// Every row, parsed and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Models {
+    rows: BTreeMap<String, ModelSpec>,
+}
+
+impl Models {
+    /// The table built into the binary.
+    pub fn builtin() -> Result<Self, ModelTableError> {
+        Self::parse(TABLE)
+    }
+
+    /// A table from its JSON: the schema, then the rules a schema cannot say.
+    pub fn parse(json: &str) -> Result<Self, ModelTableError> {
+        let invalid = ModelTableError;
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| invalid(format!("prompts/models.json is not JSON: {e}")))?;
+        let schemas = crate::schemas::get().map_err(|e| invalid(e.to_string()))?;
+        if let Some(p) = crate::schemas::violations(&schemas.model_table, &value).first() {
+            return Err(invalid(format!("prompts/models.json: {} {}", p.field, p.problem)));
+        }
+        let table: ModelTable = serde_json::from_value(value).map_err(|e| invalid(format!("prompts/models.json: {e}")))?;
+        let rows = table.models.iter().map(|(name, row)| Ok((name.clone(), parse(name, row)?))).collect::<Result<BTreeMap<_, _>, _>>()?;
+        for spec in rows.values() {
+            if let Some(r) = spec.replacement.as_ref().filter(|r| !rows.contains_key(r.as_str())) {
+                return Err(invalid(format!("{}: its replacement {r} is not a row", spec.name)));
+            }
+        }
+        Ok(Self { rows })
+    }
+
+    /// The row for `name`.
+    pub fn spec(&self, name: &str) -> Result<ModelSpec, ModelTableError> {
+        self.rows.get(name).cloned().ok_or_else(|| {
+            let known: Vec<&str> = self.rows.keys().map(String::as_str).collect();
+            ModelTableError(format!("{name} is not in prompts/models.json (known: {}); add its row with its prices", known.join(", ")))
+        })
+    }
+
+    /// The row to call on `today` for `name`: it, or, once it has shut down, its replacement
+    /// (and so on, should that one have shut down too).
+    pub fn on(&self, name: &str, today: NaiveDate) -> Option<&ModelSpec> {
+        let mut spec = self.rows.get(name)?;
+        for _ in 0..self.rows.len() {
+            match (&spec.replacement, spec.shutdown) {
+                (Some(next), Some(day)) if day <= today => spec = self.rows.get(next)?,
+                _ => break,
+            }
+        }
+        Some(spec)
+    }
+
+    pub fn rows(&self) -> impl Iterator<Item = &ModelSpec> {
+        self.rows.values()
+    }
+}
+
+/// The row for `name` in the built-in table.
+pub fn spec(name: &str) -> Result<ModelSpec, ModelTableError> {
+    Models::builtin()?.spec(name)
 }
 
 fn parse(name: &str, row: &ModelRow) -> Result<ModelSpec, ModelTableError> {
-    let dollars = |v: &str| parse_dollars(v).map_err(|problem| ModelTableError(format!("{name}: {problem}")));
+    let invalid = |problem: String| ModelTableError(format!("{name}: {problem}"));
+    let dollars = |v: &str| parse_dollars(v).map_err(invalid);
+    if let Some(e) = row.reasoning_effort.filter(|e| !row.efforts.contains(e)) {
+        return Err(invalid(format!("reasoning_effort {e} is not one of the efforts it accepts")));
+    }
+    let shutdown = row.shutdown.as_ref().map(|d| NaiveDate::parse_from_str(d.as_str(), "%Y-%m-%d")).transpose().map_err(|e| invalid(format!("shutdown: {e}")))?;
     Ok(ModelSpec {
         name: name.to_string(),
         prices: Prices {
             input_micro: dollars(row.input_per_mtok.as_str())?,
             cached_input_micro: dollars(row.cached_input_per_mtok.as_str())?,
+            cache_write_micro: row.cache_write_per_mtok.as_ref().map(|p| dollars(p.as_str())).transpose()?,
             output_micro: dollars(row.output_per_mtok.as_str())?,
         },
         output_limit: match row.output_limit {
             ModelRowOutputLimit::MaxTokens => OutputLimit::MaxTokens,
             ModelRowOutputLimit::MaxCompletionTokens => OutputLimit::MaxCompletionTokens,
         },
-        temperature: row.temperature,
-        reasoning_effort: row.reasoning_effort.map(|e| match e {
-            ModelRowReasoningEffort::Minimal => Effort::Minimal,
-            ModelRowReasoningEffort::Low => Effort::Low,
-            ModelRowReasoningEffort::Medium => Effort::Medium,
-            ModelRowReasoningEffort::High => Effort::High,
-        }),
+        temperature: match row.temperature {
+            ModelRowTemperature::Always => true,
+            ModelRowTemperature::EffortNone => row.reasoning_effort == Some(Effort::None),
+            ModelRowTemperature::Never => false,
+        },
+        reasoning_effort: row.reasoning_effort,
+        shutdown,
+        replacement: row.replacement.clone(),
     })
+}
+
+/// The row a process calls now. It follows the configured row's shutdown date, and moves to
+/// the replacement for good when the provider answers that the model is gone.
+#[derive(Debug)]
+pub struct InService {
+    models: Models,
+    configured: String,
+    /// Set when the provider said the model is gone: the row called from then on.
+    replaced: RwLock<Option<String>>,
+}
+
+impl InService {
+    pub fn new(models: Models, configured: &str) -> Result<Arc<Self>, ModelTableError> {
+        models.spec(configured)?;
+        Ok(Arc::new(Self { models, configured: configured.to_string(), replaced: RwLock::new(None) }))
+    }
+
+    /// The configured row.
+    pub fn configured(&self) -> Result<ModelSpec, ModelTableError> {
+        self.models.spec(&self.configured)
+    }
+
+    /// The row to call on `today`.
+    pub fn on(&self, today: NaiveDate) -> Option<ModelSpec> {
+        let replaced = self.replaced.read().ok().and_then(|r| r.clone());
+        self.models.on(replaced.as_deref().unwrap_or(&self.configured), today).cloned()
+    }
+
+    /// The provider says `gone` does not exist: from now on its replacement is called.
+    /// `None` when it has none (or another request already moved on from it).
+    pub fn replace(&self, gone: &ModelSpec, today: NaiveDate) -> Option<ModelSpec> {
+        let next = self.models.on(gone.replacement.as_deref()?, today)?.clone();
+        let mut replaced = self.replaced.write().ok()?;
+        if replaced.as_deref().is_some_and(|r| r != gone.name && r != next.name) {
+            return None;
+        }
+        *replaced = Some(next.name.clone());
+        Some(next)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn day(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap_or_default()
+    }
+
     #[test]
-    fn the_default_is_gpt_4o_at_its_prices() -> Result<(), ModelTableError> {
-        let s = spec("gpt-4o")?;
-        assert_eq!(s.prices, Prices { input_micro: 2_500_000, cached_input_micro: 1_250_000, output_micro: 10_000_000 });
-        assert_eq!((s.output_limit, s.temperature, s.reasoning_effort), (OutputLimit::MaxTokens, true, None));
+    fn the_default_row_has_no_shutdown_and_never_starves_the_reply() -> Result<(), ModelTableError> {
+        let s = spec("gpt-6-luna")?;
+        assert_eq!(s.prices, Prices { input_micro: 100_000, cached_input_micro: 10_000, cache_write_micro: Some(125_000), output_micro: 500_000 });
+        assert_eq!((s.output_limit, s.reasoning_effort, s.temperature), (OutputLimit::MaxCompletionTokens, Some(Effort::None), true));
+        assert_eq!((s.shutdown, s.replacement), (None, None));
         Ok(())
     }
 
     #[test]
-    fn a_reasoning_model_takes_max_completion_tokens_and_no_temperature() -> Result<(), ModelTableError> {
-        let s = spec("gpt-5-mini")?;
-        assert_eq!((s.output_limit, s.temperature, s.reasoning_effort), (OutputLimit::MaxCompletionTokens, false, Some(Effort::Minimal)));
+    fn gpt_4o_stays_a_row_with_its_date_and_replacement() -> Result<(), ModelTableError> {
+        let s = spec("gpt-4o")?;
+        assert_eq!((s.output_limit, s.temperature, s.reasoning_effort), (OutputLimit::MaxTokens, true, None));
+        assert_eq!((s.shutdown, s.replacement.as_deref()), (Some(day("2027-01-14")), Some("gpt-6-luna")));
+        let models = Models::builtin()?;
+        assert_eq!(models.on("gpt-4o", day("2027-01-13")).map(|s| s.name.as_str()), Some("gpt-4o"));
+        assert_eq!(models.on("gpt-4o", day("2027-01-14")).map(|s| s.name.as_str()), Some("gpt-6-luna"), "from the shutdown day on");
+        Ok(())
+    }
+
+    #[test]
+    fn a_reasoning_row_without_effort_none_takes_no_temperature() -> Result<(), ModelTableError> {
+        let s = spec("gpt-6.1-sol")?;
+        assert_eq!((s.output_limit, s.temperature, s.reasoning_effort), (OutputLimit::MaxCompletionTokens, false, Some(Effort::Low)));
+        Ok(())
+    }
+
+    #[test]
+    fn every_row_with_a_shutdown_names_a_row_and_every_effort_is_accepted() -> Result<(), ModelTableError> {
+        let models = Models::builtin()?;
+        for s in models.rows() {
+            assert!(!s.name.is_empty());
+            if s.shutdown.is_some() {
+                let next = s.replacement.as_deref().map(|r| models.spec(r)).transpose()?;
+                assert!(next.is_some_and(|n| n.shutdown.is_none_or(|d| Some(d) > s.shutdown)), "{} is replaced by a row that outlives it", s.name);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_tables_rules_refuse_a_broken_table() {
+        let row = |extra: &str| format!(r#"{{"models":{{"a":{{"input_per_mtok":"1","cached_input_per_mtok":"1","output_per_mtok":"1","output_limit":"max_tokens","efforts":["low"],"temperature":"never","note":"n",{extra}}}}}}}"#);
+        let err = |json: String| Models::parse(&json).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(Models::parse(&row(r#""shutdown":null,"replacement":null"#)).is_ok());
+        assert!(!err(row(r#""shutdown":"2027-01-14","replacement":null"#)).is_empty(), "a shutdown needs a replacement");
+        assert!(err(row(r#""shutdown":"2027-01-14","replacement":"b""#)).contains("its replacement b is not a row"));
+        assert!(err(row(r#""shutdown":null,"replacement":null,"reasoning_effort":"high""#)).contains("not one of the efforts"));
+    }
+
+    #[test]
+    fn a_model_the_provider_says_is_gone_is_replaced_for_good() -> Result<(), ModelTableError> {
+        let service = InService::new(Models::builtin()?, "gpt-4o")?;
+        let today = day("2026-12-02");
+        let gpt4o = service.on(today).ok_or_else(|| ModelTableError("no row".into()))?;
+        assert_eq!(gpt4o.name, "gpt-4o");
+        assert_eq!(service.replace(&gpt4o, today).map(|s| s.name), Some("gpt-6-luna".to_string()));
+        assert_eq!(service.on(today).map(|s| s.name), Some("gpt-6-luna".to_string()));
+        let luna = service.on(today).ok_or_else(|| ModelTableError("no row".into()))?;
+        assert_eq!(service.replace(&luna, today), None, "the default has no replacement");
         Ok(())
     }
 
     #[test]
     fn an_unknown_model_is_refused_with_the_known_ones_named() {
         let e = spec("gpt-3.5-turbo").err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(e.contains("gpt-3.5-turbo is not in prompts/models.json") && e.contains("gpt-4o"), "{e}");
+        assert!(e.contains("gpt-3.5-turbo is not in prompts/models.json") && e.contains("gpt-6-luna"), "{e}");
     }
 }

@@ -20,7 +20,7 @@ async fn a_demo_golfer_gets_a_reply_built_on_the_latest_swing_and_theme() {
     let (status, body) = app.chat_json("demo-alice", &json!({ "message": "What should I work on with my driver?" })).await;
     assert_eq!(status, 200, "{body}");
     assert_valid(&schemas().chat_response, &body);
-    assert_eq!(body["source"], "gpt-4o");
+    assert_eq!(body["source"], "gpt-6-luna", "the default model");
     assert_eq!(body["degraded"], false);
     assert_eq!(body["message"]["content"], "Keep your tempo smooth: count one-two on the backswing.");
     assert_eq!(body["usage"]["prompt_tokens"], 700);
@@ -33,7 +33,7 @@ async fn a_demo_golfer_gets_a_reply_built_on_the_latest_swing_and_theme() {
     assert!(prompt.contains("an open clubface at impact"), "{prompt}");
     assert!(prompt.contains("Tempo and rhythm"), "{prompt}");
     assert!(prompt.contains("What should I work on with my driver?"));
-    assert_eq!(sent[0]["max_tokens"], 400);
+    assert_eq!((sent[0]["max_completion_tokens"].clone(), sent[0]["reasoning_effort"].clone()), (json!(400), json!("none")), "the default: no reasoning to eat the reply");
     assert_eq!(sent[0]["temperature"], 0.7);
     assert_eq!(sent[0]["response_format"]["type"], "json_schema");
     assert_eq!(sent[0]["response_format"]["json_schema"]["strict"], true);

@@ -179,24 +179,24 @@ impl TestApp {
 
     /// The golfer's request count of the current hour (their quota item).
     pub async fn hour_count(&self, user: &str) -> i64 {
-        let now = chrono::Utc::now();
+        let now = self.state.clock.now();
         self.number(&coach_api::store::keys::user_quota(&uid(user), now), &coach_api::store::counters::hour_attr(now)).await
     }
 
     /// The golfer's spend of the day in micro-dollars (their quota item).
     pub async fn day_spend(&self, user: &str) -> i64 {
-        self.number(&coach_api::store::keys::user_quota(&uid(user), chrono::Utc::now()), "spend_micro").await
+        self.number(&coach_api::store::keys::user_quota(&uid(user), self.state.clock.now()), "spend_micro").await
     }
 
     /// The golfer's tokens of the day (their quota item).
     pub async fn day_tokens(&self, user: &str) -> i64 {
-        self.number(&coach_api::store::keys::user_quota(&uid(user), chrono::Utc::now()), "tokens").await
+        self.number(&coach_api::store::keys::user_quota(&uid(user), self.state.clock.now()), "tokens").await
     }
 
     /// What this process holds of today's global budget: reserved by requests in flight plus
     /// spent by the settled ones (what it leased, less what is left of its slices).
     pub async fn global_held(&self) -> i64 {
-        self.state.budget.held(&coach_api::clock::day_key(chrono::Utc::now())).await
+        self.state.budget.held(&coach_api::clock::day_key(self.state.clock.now())).await
     }
 
     /// An integer attribute of a stored item (0 when absent).

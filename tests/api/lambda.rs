@@ -173,7 +173,7 @@ async fn the_lambda_binary_answers_a_recorded_event_under_a_runtime_api_emulator
     assert_eq!(response["statusCode"], 200, "{response}");
     let body: Value = serde_json::from_str(response["body"].as_str().unwrap_or_default()).unwrap_or_default();
     assert_valid(&schemas().chat_response, &body);
-    assert_eq!(body["source"], "gpt-4o");
+    assert_eq!(body["source"], "gpt-6-luna");
     assert_eq!(app.model_requests().await.len(), 1);
 
     // The binary printed exactly one EMF line for the invocation, valid per the EMF structure.

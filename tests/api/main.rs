@@ -12,6 +12,7 @@ mod iam;
 mod lambda;
 mod limits;
 mod logs;
+mod models;
 mod money;
 mod reads;
 mod resilience;

@@ -121,8 +121,8 @@ async fn a_refusal_is_answered_in_the_coachs_voice_once_and_a_cut_answer_is_aske
     let sent = app.model_requests().await;
     assert_eq!(sent.len(), 2, "cut once, asked once more");
     assert!(prompt_text(&sent[1]).contains("was cut off"), "the retry asks for a shorter answer");
-    let first = sent[0]["max_tokens"].as_u64().unwrap();
-    let second = sent[1]["max_tokens"].as_u64().unwrap();
+    let first = sent[0]["max_completion_tokens"].as_u64().unwrap();
+    let second = sent[1]["max_completion_tokens"].as_u64().unwrap();
     assert!(second < first, "the instruction's tokens come out of the reply's budget: {second} vs {first}");
     let l = &app.config.limits;
     assert_eq!(app.day_spend("golfer-money-c").await, coach_api::limits::cost(l, 700, 400) + coach_api::limits::cost(l, 700, 120), "both calls settled");
@@ -163,7 +163,7 @@ async fn the_breaker_opens_on_500s_a_401_answers_its_probe_and_the_model_answers
 
     *status.lock().unwrap() = 200; // the key is fixed
     let (_, body) = ask("back?").await;
-    assert_eq!((body["degraded"].clone(), body["source"].clone()), (json!(false), json!("gpt-4o")), "the model answers again: {body}");
+    assert_eq!((body["degraded"].clone(), body["source"].clone()), (json!(false), json!("gpt-6-luna")), "the model answers again: {body}");
 }
 
 async fn spawn_model(name: &'static str) -> TestApp {
@@ -175,9 +175,16 @@ async fn spawn_model(name: &'static str) -> TestApp {
     .await
 }
 
+/// Moves the app's clock (the coach's too) to `day` at noon UTC.
+fn on_day(app: &TestApp, day: &str) {
+    let noon = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap().and_hms_opt(12, 0, 0).unwrap().and_utc();
+    app.state.clock.advance(noon - app.state.clock.now());
+}
+
 #[tokio::test]
 async fn gpt_4o_gets_max_tokens_and_temperature_and_is_settled_at_its_prices() {
     let app = spawn_model("gpt-4o").await;
+    on_day(&app, "2026-12-02"); // before its shutdown
     let (status, body) = app.chat_json("golfer-money-4o", &json!({ "message": "Driver tips?" })).await;
     assert_eq!(status, 200, "{body}");
     let sent = &app.model_requests().await[0];
@@ -190,7 +197,7 @@ async fn gpt_4o_gets_max_tokens_and_temperature_and_is_settled_at_its_prices() {
 
 #[tokio::test]
 async fn a_reasoning_model_gets_max_completion_tokens_and_no_temperature_and_is_settled_with_cached_and_reasoning_tokens() {
-    let app = spawn_model("gpt-5-mini").await;
+    let app = spawn_model("gpt-6.1-sol").await;
     let usage = json!({
         "prompt_tokens": 700, "completion_tokens": 220, "total_tokens": 920,
         "prompt_tokens_details": { "cached_tokens": 300 }, "completion_tokens_details": { "reasoning_tokens": 100 }
@@ -199,11 +206,12 @@ async fn a_reasoning_model_gets_max_completion_tokens_and_no_temperature_and_is_
     answer["usage"] = usage;
     Mock::given(method("POST")).and(path(MODEL_PATH)).respond_with(ResponseTemplate::new(200).set_body_json(answer)).with_priority(1).mount(&app.model).await;
     let (status, body) = app.chat_json("golfer-money-5", &json!({ "message": "Iron tips?" })).await;
-    assert_eq!((status, body["source"].clone()), (200, json!("gpt-5-mini")), "{body}");
+    assert_eq!((status, body["source"].clone()), (200, json!("gpt-6.1-sol")), "{body}");
     let sent = &app.model_requests().await[0];
-    assert_eq!(sent["max_completion_tokens"], 400, "the reply budget, reasoning included");
+    assert_eq!(sent["max_completion_tokens"], 400, "the reply's token limit, reasoning included");
     assert!(sent.get("max_tokens").is_none() && sent.get("temperature").is_none(), "{sent}");
-    assert_eq!(sent["reasoning_effort"], "minimal");
-    // 400 uncached at $0.25, 300 cached at $0.025 (7.5, rounded up), 220 output (100 of them reasoning) at $2.00.
-    assert_eq!(app.day_spend("golfer-money-5").await, 100 + 8 + 440);
+    assert_eq!(sent["reasoning_effort"], "low", "gpt-6.1-sol accepts no effort below low");
+    // 400 uncached at $2.50 (cache writes are billed, and usage does not say which tokens were
+    // written: each may have been), 300 cached at $0.10, 220 output (100 of them reasoning) at $10.
+    assert_eq!(app.day_spend("golfer-money-5").await, 1000 + 30 + 2200);
 }

@@ -190,8 +190,8 @@ async fn a_golfer_who_hangs_up_is_billed_at_the_streamed_usage_and_the_retry_ret
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(stored.starts_with("Great question."), "{stored}");
-    let billed = coach_api::limits::Billed { prompt_tokens: 710, completion_tokens: 130, ..Default::default() };
-    let cost = coach_api::limits::billed_cost(&app.config.limits, &billed);
+    let billed = coach_api::limits::Billed { prices: app.config.limits.prices, prompt_tokens: 710, completion_tokens: 130, ..Default::default() };
+    let cost = coach_api::limits::billed_cost(&billed);
     assert_eq!(app.day_spend("stream-carol").await, cost, "spend settled at the streamed usage");
 
     // The retry, streamed or not, is the stored answer; the model is not asked again.
