@@ -19,6 +19,8 @@ use std::path::PathBuf;
 mod models;
 #[path = "build/openapi.rs"]
 mod openapi;
+#[path = "src/prompts/hash.rs"]
+mod prompt_hash;
 #[path = "build/prompts.rs"]
 mod prompts;
 #[path = "src/api/routes.rs"]
@@ -34,7 +36,7 @@ mod tokenizer;
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
-    for input in ["schema", "prompts", "build.rs", "build", "src/tokens/table.rs", "src/api/routes.rs"] {
+    for input in ["schema", "prompts", "build.rs", "build", "src/tokens/table.rs", "src/api/routes.rs", "src/prompts/hash.rs"] {
         println!("cargo:rerun-if-changed={input}");
     }
 

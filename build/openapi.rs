@@ -131,6 +131,8 @@ fn components(bundled: &BTreeMap<String, Value>) -> Value {
         "ConversationView": read("ConversationView"),
         "ThemesView": read("ThemesView"),
         "UsageView": read("UsageView"),
-        "DeletionReport": read("DeletionReport")
+        "DeletionReport": read("DeletionReport"),
+        "FeedbackRequest": file("feedback-request.json"),
+        "FeedbackReceipt": read("FeedbackReceipt")
     })
 }

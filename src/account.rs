@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use crate::chat::Caller;
 use crate::conversation::default_themes;
 use crate::limits;
-use crate::models::{ConversationItem, DeletionReport, ThemesView, UsageView};
+use crate::models::{ConversationItem, DeletionReport, FeedbackReceipt, FeedbackReceiptRating, FeedbackRequest, FeedbackRequestRating, ThemesView, UsageView};
+use crate::store::golfer::Rated;
 use crate::state::AppState;
 use crate::store::counters::CounterKeys;
 use crate::store::{keys, StoreError};
@@ -16,6 +17,8 @@ use crate::store::{keys, StoreError};
 pub enum AccountError {
     #[error("nothing there")]
     NotFound,
+    #[error("too many ratings this hour")]
+    TooManyRatings { retry_after_secs: u64 },
     #[error(transparent)]
     Unavailable(#[from] StoreError),
 }
@@ -45,6 +48,30 @@ impl AppState {
         let now = self.clock.now();
         let used = self.store.usage(&CounterKeys::of(&caller.user, &caller.ip, now)).await?;
         Ok(UsageView { request_id: caller.request_id.clone(), quota: limits::quota(&self.config.limits, used, now) })
+    }
+
+    /// The golfer's rating of one of their answers (the turn under their own key: another
+    /// golfer's and an unknown id are both not found). Rating again replaces the rating.
+    pub async fn rate(&self, caller: &Caller, r: &FeedbackRequest) -> Result<FeedbackReceipt, AccountError> {
+        let id = r.client_message_id.as_str();
+        let turn = self.store.completed_turn(&keys::turn(&caller.user, id)).await?.ok_or(AccountError::NotFound)?;
+        let receipt = FeedbackReceipt {
+            request_id: caller.request_id.clone(),
+            client_message_id: id.to_string(),
+            rating: match r.rating {
+                FeedbackRequestRating::Up => FeedbackReceiptRating::Up,
+                FeedbackRequestRating::Down => FeedbackReceiptRating::Down,
+            },
+            reason: r.reason.map(|reason| reason.to_string().parse()).transpose().map_err(|_| StoreError::Invalid("a rating's reason".into()))?,
+            prompt_version: turn.response.prompt_version.unwrap_or_else(|| "unknown".into()),
+            variant: turn.response.variant.unwrap_or_else(|| crate::prompts::experiment::BASE.into()),
+            model: turn.response.source,
+        };
+        let now = self.clock.now();
+        match self.store.rate(&keys::rating(&caller.user, id), &receipt, CounterKeys::of(&caller.user, &caller.ip, now), now).await? {
+            Rated::Stored => Ok(receipt),
+            Rated::OverHourlyCap => Err(AccountError::TooManyRatings { retry_after_secs: u64::try_from((crate::clock::next_hour(now) - now).num_seconds().max(1)).unwrap_or(1) }),
+        }
     }
 
     /// Erases the golfer's conversations, profile and stored answers.

@@ -155,6 +155,9 @@ pub struct Config {
     /// `coach-api serve` runs this many seconds ahead of (or behind) the system clock, for
     /// local trials across midnight or an hour; refused inside Lambda.
     pub clock_offset_secs: i64,
+    /// The prompt variant tried on a share of golfers (`EXPERIMENT=NAME:PERCENT`), and its
+    /// share in basis points; `None` (unset, or a share of 0) is the kill switch.
+    pub experiment: Option<(String, u32)>,
 }
 
 impl Default for Config {
@@ -183,6 +186,7 @@ impl Default for Config {
             deadline_margin: Duration::from_millis(2500),
             admission_wait: Duration::from_secs(3),
             clock_offset_secs: 0,
+            experiment: None,
         }
     }
 }
@@ -273,6 +277,8 @@ pub static VARS: &[EnvVar] = &[
         set: |c, n, v| { c.port = number(n, v)?; Ok(()) } },
     EnvVar { name: "CLOCK_OFFSET_SECONDS", default: "`0`", meaning: "`coach-api serve` runs this many seconds ahead (negative: behind), e.g. to try a conversation across UTC midnight; refused inside Lambda",
         set: |c, n, v| { c.clock_offset_secs = number(n, v)?; Ok(()) } },
+    EnvVar { name: "EXPERIMENT", default: "unset", meaning: "`NAME:PERCENT`: answer that share of golfers (each always the same golfers) with the prompt variant `prompts/variants/NAME/`; `NAME:0` or unset is the kill switch",
+        set: |c, n, v| { c.experiment = experiment(n, v)?; Ok(()) } },
     EnvVar { name: "LOG_HASH_KEY", default: "`coach-api`", meaning: "key of the hashes that stand for user ids and IPs in logs",
         set: |c, _, v| { c.log_hash_key = SecretString::from(v); Ok(()) } },
     EnvVar { name: "LOG_FORMAT", default: "`compact`", meaning: "`json` for JSON log lines (always JSON inside Lambda)",
@@ -367,6 +373,21 @@ fn number<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, Config
     v.parse().map_err(|_| ConfigError::Invalid { name, problem: format!("'{v}' is not a number") })
 }
 
+/// `NAME:PERCENT` (a percent with at most two decimals) as the name and basis points; a share
+/// of 0 is no experiment.
+fn experiment(name: &'static str, v: &str) -> Result<Option<(String, u32)>, ConfigError> {
+    let bad = || ConfigError::Invalid { name, problem: format!("'{v}' is not NAME:PERCENT (0 to 100)") };
+    let (variant, percent) = v.split_once(':').ok_or_else(bad)?;
+    // A percent read as a decimal amount: millionths, so a basis point is 10,000 of them.
+    let millionths = crate::limits::parse_dollars(percent).map_err(|_| bad())?;
+    let bp = u32::try_from(millionths / 10_000).map_err(|_| bad())?;
+    let valid_name = !variant.is_empty() && variant.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if bp > 10_000 || millionths % 10_000 != 0 || !valid_name {
+        return Err(bad());
+    }
+    Ok((bp > 0).then(|| (variant.to_string(), bp)))
+}
+
 /// An amount in dollars as micro-dollars (`limits::parse_dollars`).
 fn dollars(name: &'static str, v: &str) -> Result<u64, ConfigError> {
     crate::limits::parse_dollars(v).map_err(|problem| ConfigError::Invalid { name, problem })
@@ -427,6 +448,18 @@ mod tests {
         let lambda = ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001");
         assert!(matches!(cfg(&[lambda, ("CLOCK_OFFSET_SECONDS", "60")]), Err(ConfigError::ClockOffsetInLambda)));
         assert!(cfg(&[("CLOCK_OFFSET_SECONDS", "soon")]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn an_experiment_is_a_variant_and_a_share_and_zero_switches_it_off() -> Result<(), ConfigError> {
+        assert_eq!(cfg(&[("EXPERIMENT", "warmer:25")])?.experiment, Some(("warmer".to_string(), 2_500)));
+        assert_eq!(cfg(&[("EXPERIMENT", "warmer:12.5")])?.experiment, Some(("warmer".to_string(), 1_250)));
+        assert_eq!(cfg(&[("EXPERIMENT", "warmer:0")])?.experiment, None, "the kill switch");
+        assert_eq!(cfg(&[])?.experiment, None);
+        for bad in ["warmer", "warmer:101", "warmer:-1", ":10", "../x:10", "warmer:0.001"] {
+            assert!(cfg(&[("EXPERIMENT", bad)]).is_err(), "{bad}");
+        }
         Ok(())
     }
 

@@ -252,7 +252,7 @@ mod tests {
             day_resets_at: String::new(),
         };
         let usage = Usage { prompt_tokens: 10, completion_tokens: 10, total_tokens: 20, token_limit: 1500, cost_micro_usd: 0 };
-        StoredResponse { request_id: "r".into(), usage, quota, source: "offline".into(), degraded: false }
+        StoredResponse { request_id: "r".into(), usage, quota, source: "offline".into(), degraded: false, prompt_version: None, variant: None }
     }
 
     fn payload(primary: Option<&str>, improvement: Option<&str>, swing: Option<&str>) -> CoachReplyPayload {

@@ -171,6 +171,9 @@ pub fn billed_cost(b: &Billed) -> i64 {
     price(b.prompt_tokens - cached, p.uncached_input_micro()) + price(cached, p.cached_input_micro) + price(b.completion_tokens, p.output_micro)
 }
 
+/// Ratings a golfer may send in an hour (they spend no model budget, but each is a write).
+pub const RATINGS_PER_HOUR: i64 = 30;
+
 /// Model calls of one request that may be billed: the first, and one more (an answer cut at
 /// the token limit asked for again, shorter; or an answer off the schema, or a call that
 /// timed out, tried again). Free failures (429, 5xx, a refused connection) do not count.

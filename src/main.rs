@@ -54,8 +54,19 @@ enum ModelsCommand {
 
 #[derive(Subcommand)]
 enum PromptCommand {
-    /// Render the prompt for a context file and show each message's tokens against the budget.
-    Preview { file: PathBuf },
+    /// Render the prompt for a context file and show each message's tokens against the token limit.
+    Preview {
+        file: PathBuf,
+        /// A prompt variant (`prompts/variants/NAME/`) instead of the base templates.
+        #[arg(long)]
+        variant: Option<String>,
+    },
+    /// Print the prompt version (templates and model row) every turn is stamped with.
+    Version {
+        /// A prompt variant instead of the base templates.
+        #[arg(long)]
+        variant: Option<String>,
+    },
     /// Print the JSON Schema of the variables templates receive.
     Schema,
 }
@@ -92,7 +103,8 @@ async fn main() -> ExitCode {
         (Some(Command::Serve), _) => serve(config).await,
         (Some(Command::Migrate), _) => migrate(config).await,
         (Some(Command::Seed { golfers }), _) => seed_demo(config, golfers).await,
-        (Some(Command::Prompt { command: PromptCommand::Preview { file } }), _) => preview(config, &file),
+        (Some(Command::Prompt { command: PromptCommand::Preview { file, variant } }), _) => preview(config, &file, variant.as_deref()),
+        (Some(Command::Prompt { command: PromptCommand::Version { variant } }), _) => prompt_version(config, variant.as_deref()),
         (Some(Command::Prompt { command: PromptCommand::Schema }), _) => prompt_schema(),
         (Some(Command::Models { command: ModelsCommand::Check }), _) => check_models(config).await,
     };
@@ -152,8 +164,26 @@ async fn seed_demo(config: Config, extra: usize) -> Result<(), Failure> {
     Ok(())
 }
 
-fn preview(config: Config, file: &Path) -> Result<(), Failure> {
-    let prompts = Prompts::load(config.prompts_dir.as_deref())?;
+/// The templates a command works on: the base's, or a variant's.
+fn templates(config: &Config, variant: Option<&str>) -> Result<Prompts, Failure> {
+    Ok(match variant {
+        Some(name) => Prompts::variant(name, config.prompts_dir.as_deref())?.prompts,
+        None => Prompts::load(config.prompts_dir.as_deref())?,
+    })
+}
+
+fn prompt_version(config: Config, variant: Option<&str>) -> Result<(), Failure> {
+    let prompts = templates(&config, variant)?;
+    let model = match variant.map(|v| Prompts::variant(v, config.prompts_dir.as_deref())).transpose()?.and_then(|v| v.model) {
+        Some(row) => llm::table::spec(&row)?,
+        None => config.model.spec.clone(),
+    };
+    writeln!(std::io::stdout().lock(), "{}", coach_api::prompts::prompt_version(prompts.hash(), &model))?;
+    Ok(())
+}
+
+fn preview(config: Config, file: &Path, variant: Option<&str>) -> Result<(), Failure> {
+    let prompts = templates(&config, variant)?;
     let text = std::fs::read_to_string(file)?;
     let vars: PromptVars = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
     let limit = config.limits.token_limit_per_request as usize;

@@ -24,6 +24,9 @@ pub const BREAKER_OPEN: &str = "BreakerOpen";
 pub const MODEL_REPLACED: &str = "ModelReplaced";
 /// Days until the model in service shuts down (its own line, dimension `Model`).
 pub const MODEL_DAYS_TO_SHUTDOWN: &str = "ModelDaysToShutdown";
+/// Ratings (their own requests), by the prompt version, model and variant of the answer rated.
+pub const FEEDBACK_UP: &str = "FeedbackUp";
+pub const FEEDBACK_DOWN: &str = "FeedbackDown";
 /// Streamed answers only: from the request's arrival to its first words on the way.
 pub const FIRST_DELTA_TIME: &str = "FirstDeltaTime";
 
@@ -87,6 +90,12 @@ pub struct Outcome {
     pub first_delta_at: Option<tokio::time::Instant>,
     /// The provider said the model is gone, and its replacement answered.
     pub model_replaced: bool,
+    /// The prompt set, variant and model that wrote the reply (requests a model answered).
+    pub prompt_version: Option<String>,
+    pub variant: Option<String>,
+    pub model: Option<String>,
+    /// A golfer's rating of an answer: `true` thumbs up, `false` down.
+    pub rating: Option<bool>,
 }
 
 impl Outcome {
@@ -108,9 +117,12 @@ pub struct RequestMetrics {
     pub first_delta_ms: Option<f64>,
 }
 
+fn metric(name: &str, unit: &str) -> serde_json::Value {
+    json!({ "Name": name, "Unit": unit })
+}
+
 impl RequestMetrics {
     pub fn to_emf(&self, timestamp_ms: i64) -> serde_json::Value {
-        let metric = |name: &str, unit: &str| json!({ "Name": name, "Unit": unit });
         let mut line = json!({
             "_aws": {
                 "Timestamp": timestamp_ms,
@@ -157,6 +169,8 @@ impl RequestMetrics {
             BREAKER_OPEN: u8::from(self.outcome.breaker_open),
             MODEL_REPLACED: u8::from(self.outcome.model_replaced),
         });
+        self.by_prompt(&mut line);
+        self.rating(&mut line);
         // Declared only where it has a value: a declared metric without one is an EMF error.
         if let Some(ms) = self.first_delta_ms {
             line[FIRST_DELTA_TIME] = json!(ms);
@@ -165,6 +179,36 @@ impl RequestMetrics {
             }
         }
         line
+    }
+
+    /// An answered message's metrics (and a rating's) also by the prompt set, model and
+    /// variant that wrote the answer.
+    fn by_prompt(&self, line: &mut serde_json::Value) {
+        if let (Some(version), Some(variant)) = (&self.outcome.prompt_version, &self.outcome.variant) {
+            line["PromptVersion"] = json!(version);
+            line["Variant"] = json!(variant);
+            line["Model"] = json!(self.outcome.model.as_deref().unwrap_or(""));
+            if let Some(sets) = line["_aws"]["CloudWatchMetrics"][0]["Dimensions"].as_array_mut() {
+                sets.push(json!(["Service", "PromptVersion", "Model", "Variant"]));
+            }
+            // Properties for infra/insights/variants.query: an answer's count and latency.
+            if self.outcome.rating.is_none() {
+                line["Answers"] = json!(1);
+                line["AnsweredMs"] = json!(self.response_ms);
+            }
+        }
+    }
+
+    /// A rating's thumbs up or down.
+    fn rating(&self, line: &mut serde_json::Value) {
+        if let Some(up) = self.outcome.rating {
+            line[FEEDBACK_UP] = json!(u8::from(up));
+            line[FEEDBACK_DOWN] = json!(u8::from(!up));
+            if let Some(declared) = line["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array_mut() {
+                declared.push(metric(FEEDBACK_UP, "Count"));
+                declared.push(metric(FEEDBACK_DOWN, "Count"));
+            }
+        }
     }
 
     /// Writes the EMF line to the sink as one write.

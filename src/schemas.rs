@@ -23,6 +23,7 @@ pub const COACH_REPLY: &str = bundled!("coach-reply.json");
 pub const PROFILE: &str = bundled!("profile.json");
 pub const SWING_ANALYSIS: &str = bundled!("swing-analysis.json");
 pub const READS: &str = bundled!("reads.json");
+pub const FEEDBACK_REQUEST: &str = bundled!("feedback-request.json");
 pub const TURN: &str = bundled!("turn.json");
 pub const MODEL_TABLE: &str = bundled!("model-table.json");
 
@@ -45,6 +46,8 @@ pub struct Schemas {
     pub themes_view: Validator,
     pub usage_view: Validator,
     pub deletion_report: Validator,
+    pub feedback_request: Validator,
+    pub feedback_receipt: Validator,
     /// The reply schema as sent to the model (`response_format.json_schema.schema`).
     pub coach_reply_for_model: Value,
 }
@@ -105,6 +108,8 @@ static SCHEMAS: LazyLock<Result<Schemas, SchemaError>> = LazyLock::new(|| {
         themes_view: compile_definition("reads.json", READS, "ThemesView")?,
         usage_view: compile_definition("reads.json", READS, "UsageView")?,
         deletion_report: compile_definition("reads.json", READS, "DeletionReport")?,
+        feedback_request: compile("feedback-request.json", FEEDBACK_REQUEST)?,
+        feedback_receipt: compile_definition("reads.json", READS, "FeedbackReceipt")?,
         coach_reply_for_model: for_model,
     })
 });

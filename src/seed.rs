@@ -170,6 +170,8 @@ async fn seed_yesterday(store: &Store, user: &UserId, d: &Demo, now: DateTime<Ut
             quota: crate::limits::quota(&crate::limits::Limits::default(), Default::default(), yesterday),
             source: "offline".into(),
             degraded: false,
+            prompt_version: None,
+            variant: None,
         },
         request_hash: "seed".into(),
     };

@@ -13,6 +13,8 @@ use crate::llm::table::{InService, ModelTableError, Models};
 use crate::llm::watch::ModelWatch;
 use crate::llm::{Coach, LlmError};
 use crate::metrics::Sink;
+use crate::models::UserId;
+use crate::prompts::experiment::{self, Experiment, PromptSet};
 use crate::prompts::{PromptError, Prompts};
 use crate::schemas::SchemaError;
 use crate::secrets::{SecretError, SecretSource};
@@ -33,6 +35,8 @@ pub struct AppState {
     pub models: Arc<InService>,
     /// The model's shutdown, watched once an hour.
     pub watch: Arc<ModelWatch>,
+    /// The prompt variant tried on a share of golfers (`EXPERIMENT`).
+    pub experiment: Option<Experiment>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +74,6 @@ pub struct Overrides {
 
 /// What the coach is built from besides the configuration.
 struct CoachParts {
-    prompts: Arc<Prompts>,
     secret: Option<Arc<SecretSource>>,
     models: Arc<InService>,
     clock: Clock,
@@ -79,7 +82,7 @@ struct CoachParts {
 /// The coach this configuration asks for: offline without a key and base URL.
 fn coach(config: &Config, parts: CoachParts) -> Result<Arc<dyn Coach>, StartError> {
     if config.model.is_offline() {
-        return Ok(Arc::new(OfflineCoach::new(parts.prompts)));
+        return Ok(Arc::new(OfflineCoach));
     }
     Ok(Arc::new(OpenAiCoach::new(config.model.clone(), config.breaker.clone(), parts.secret, parts.models, parts.clock)?))
 }
@@ -98,6 +101,16 @@ impl AppState {
             }
         }
         let prompts = Arc::new(Prompts::load(config.prompts_dir.as_deref())?);
+        let experiment = match &config.experiment {
+            Some((name, share_bp)) => {
+                let variant = Prompts::variant(name, config.prompts_dir.as_deref())?;
+                if let Some(m) = &variant.model {
+                    Models::builtin()?.spec(m)?;
+                }
+                Some(Experiment { variant: Arc::new(variant), share_bp: *share_bp })
+            }
+            None => None,
+        };
         // The keys from Secrets Manager, when the deployment names the secret: no key, no start.
         let secret = SecretSource::connect(&config).await.map(Arc::new);
         if let Some(source) = &secret {
@@ -109,18 +122,24 @@ impl AppState {
         }
         let store = Store::connect(&config).await;
         let models = InService::new(Models::builtin()?, &config.model.model)?;
-        let parts = CoachParts { prompts: prompts.clone(), secret, models: models.clone(), clock: overrides.clock.clone() };
+        let parts = CoachParts { secret, models: models.clone(), clock: overrides.clock.clone() };
         let coach = coach(&config, parts)?;
         let budget = Arc::new(GlobalBudget::new(config.limits.spend_total_day_micro));
-        let state = Self { config: Arc::new(config), store, prompts, coach, budget, metrics: overrides.metrics, clock: overrides.clock, models, watch: Default::default() };
+        let state = Self { config: Arc::new(config), store, prompts, coach, budget, metrics: overrides.metrics, clock: overrides.clock, models, watch: Default::default(), experiment };
         state.watch_model();
         Ok(state)
     }
 
-    /// The limits of a message asked at `now`, at the prices of the model in service then.
-    pub fn limits_at(&self, now: chrono::DateTime<chrono::Utc>) -> Limits {
-        let prices = self.models.on(now.date_naive()).map_or(self.config.limits.prices, |m| m.prices);
+    /// The limits of a message asked at `now` with `set`, at the prices of the model it calls
+    /// then (the variant's row, or the model in service).
+    pub fn limits_at(&self, now: chrono::DateTime<chrono::Utc>, set: &PromptSet) -> Limits {
+        let prices = self.models.row(set.model.as_deref(), now.date_naive()).map_or(self.config.limits.prices, |m| m.prices);
         Limits { prices, ..self.config.limits.clone() }
+    }
+
+    /// The templates (and model row) `user`'s messages are answered with.
+    pub fn prompt_set(&self, user: &UserId) -> PromptSet {
+        experiment::assign(&self.prompts, self.experiment.as_ref(), self.log_key(), user)
     }
 
     /// Watches the model's shutdown (at most once an hour: cheap on every request).

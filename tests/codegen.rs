@@ -97,3 +97,29 @@ fn every_route_of_the_table_is_one_operation_of_the_document() {
     let model = openapi::apigw_model(&bundled["chat-request.json"]);
     assert!(!model.to_string().contains("$ref"));
 }
+
+/// Every `$ref` of the document names a component it has (a route naming a schema the
+/// components leave out would break every client generator).
+#[test]
+fn every_reference_in_the_openapi_document_resolves() {
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let d: Value = serde_json::from_str(coach_api::schemas::OPENAPI).unwrap();
+    let mut found = vec![];
+    refs(&d, &mut found);
+    assert!(!found.is_empty());
+    for r in found {
+        let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("{r} is not a component reference"));
+        assert!(d["components"]["schemas"].get(name).is_some(), "{r} does not resolve");
+    }
+}

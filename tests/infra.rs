@@ -164,6 +164,26 @@ fn an_alarm_fires_two_weeks_before_the_model_shuts_down() {
     coach_api::llm::table::spec(t["Parameters"]["ModelName"]["Default"].as_str().unwrap()).expect("the default is a row of the table");
 }
 
+/// Variants and prompt versions can be compared from the logs: the query kept in infra/ and
+/// the dashboard read the properties the service writes on every answer's and rating's line.
+#[test]
+fn the_variant_query_and_the_ratings_widget_read_what_the_service_writes() {
+    let query = std::fs::read_to_string("infra/insights/variants.query").unwrap();
+    let outcome = metrics::Outcome { prompt_version: Some("abc123abc123".into()), variant: Some("base".into()), model: Some("gpt-6-luna".into()), ..metrics::Outcome::default() };
+    let answer = metrics::RequestMetrics { outcome: outcome.clone(), response_ms: 12.0, ..Default::default() }.to_emf(0);
+    let rating = metrics::RequestMetrics { outcome: metrics::Outcome { rating: Some(true), ..outcome }, ..Default::default() }.to_emf(0);
+    for field in ["PromptVersion", "Variant", "Answers", "AnsweredMs", metrics::TOKENS_USED, metrics::DEGRADED_REPLIES] {
+        assert!(query.contains(field), "the query reads {field}");
+        assert!(answer.get(field).is_some(), "an answer's line has {field}: {answer}");
+    }
+    for field in [metrics::FEEDBACK_UP, metrics::FEEDBACK_DOWN, "PromptVersion", "Variant"] {
+        assert!(query.contains(field) && rating.get(field).is_some(), "{field}: {rating}");
+    }
+    assert!(rating.get("Answers").is_none(), "a rating is not an answer");
+    let dashboard = json_file("infra/cloudwatch-dashboard.json").to_string();
+    assert!(dashboard.contains(metrics::FEEDBACK_UP) && dashboard.contains("by PromptVersion"), "the ratings widget");
+}
+
 #[test]
 fn the_api_imports_the_generated_request_model() {
     let text = std::fs::read_to_string(TEMPLATE).unwrap();
@@ -207,7 +227,9 @@ fn routes_agree_between_template_gateway_config_and_openapi() {
         let streamed = e["Path"] == coach_api::api::CHAT_STREAM_PATH;
         assert_eq!(e["ResponseTransferMode"] == "RESPONSE_STREAM", streamed, "{f} {}", e["Path"]);
         assert_eq!(*f == "CoachStreamFunction", streamed, "{f} {}", e["Path"]);
-        if e["Method"] == "post" {
+        // The chat posts carry the generated request model; the feedback post is validated
+        // by the handler alone (schema/feedback-request.json), its errors in the error schema.
+        if e["Method"] == "post" && e["Path"] != coach_api::api::routes::FEEDBACK_PATH {
             assert_eq!(e["RequestModel"]["Model"], "CoachingChatRequest", "{}", e["Path"]);
         }
     }

@@ -16,28 +16,34 @@ use crate::safety;
 use crate::schemas::{self, Violation};
 use crate::state::AppState;
 
+/// A JSON body the way a gateway checks it: the caller first, then size, media type, JSON
+/// and the schema `validator` (the same one API Gateway validates with), as `T`.
+pub async fn checked_body<T: serde::de::DeserializeOwned>(request: Request, state: &AppState, validator: &jsonschema::Validator) -> Result<(Caller, T), ApiError> {
+    let (mut parts, body) = request.into_parts();
+    let caller = Caller::from_request_parts(&mut parts, state).await?;
+    let max = state.config.limits.max_body_bytes;
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let is_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let bytes: Bytes = axum::body::to_bytes(body, max).await.map_err(|_| ApiError::PayloadTooLarge)?;
+    Ok((caller, validated(&bytes, validator)?))
+}
+
 impl FromRequest<AppState> for ChatInput {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let (mut parts, body) = request.into_parts();
-        let caller = Caller::from_request_parts(&mut parts, state).await?;
-        let max = state.config.limits.max_body_bytes;
-        let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > max) {
-            return Err(ApiError::PayloadTooLarge);
-        }
-        let is_json = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-        if !is_json {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        let bytes: Bytes = axum::body::to_bytes(body, max).await.map_err(|_| ApiError::PayloadTooLarge)?;
-        let request = validated(&bytes)?;
+        let (caller, request): (Caller, CoachingChatRequest) = checked_body(request, state, &schemas::get()?.chat_request).await?;
         if request.user_id.as_ref().is_some_and(|u| u != &caller.user) {
             return Err(ApiError::Forbidden);
         }
@@ -47,11 +53,11 @@ impl FromRequest<AppState> for ChatInput {
     }
 }
 
-/// The body as the schema (the same one API Gateway validates with) accepts it.
-fn validated(bytes: &[u8]) -> Result<CoachingChatRequest, ApiError> {
+/// The body as the schema accepts it.
+fn validated<T: serde::de::DeserializeOwned>(bytes: &[u8], validator: &jsonschema::Validator) -> Result<T, ApiError> {
     let whole = |problem: String| ApiError::Invalid(vec![Violation { field: String::new(), problem }]);
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| whole("is not valid JSON".into()))?;
-    let violations = schemas::violations(&schemas::get()?.chat_request, &value);
+    let violations = schemas::violations(validator, &value);
     if !violations.is_empty() {
         return Err(ApiError::Invalid(violations));
     }

@@ -63,6 +63,7 @@ impl ApiError {
                 ChatError::Prompt(_) | ChatError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Self::Account(AccountError::NotFound) => StatusCode::NOT_FOUND,
+            Self::Account(AccountError::TooManyRatings { .. }) => StatusCode::TOO_MANY_REQUESTS,
             Self::Account(AccountError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Schema(_) | Self::Prompt(_) | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -95,6 +96,7 @@ impl ApiError {
             Self::Unauthorized => s("Please sign in again so I know who I'm coaching."),
             Self::Forbidden | Self::Chat(ChatError::ForeignConversation) => s("That conversation isn't one of yours, so I can't open it."),
             Self::NotFound | Self::Account(AccountError::NotFound) => s("There's nothing here. The coach is at POST /api/chat/coaching."),
+            Self::Account(AccountError::TooManyRatings { .. }) => s("Thanks for all the ratings! That's plenty for this hour: rate more after the hour turns."),
             Self::MethodNotAllowed => s("That method isn't supported here."),
             Self::Chat(ChatError::SwingNotFound) => s("I couldn't find that swing in your analyses. Pick one from your list and ask me again."),
             Self::Chat(ChatError::InProgress) => s("I'm still answering that message. Give me a moment and I'll have it for you."),
@@ -131,11 +133,14 @@ impl ApiError {
             Self::Chat(ChatError::IdReused) => vec![FieldError { field: "/clientMessageId".into(), problem: "was already used for a different message".into() }],
             _ => vec![],
         };
-        let retry_after_seconds = match (self.refusal(), self.status_code()) {
+        let retry_after_seconds = match (self.refusal(), self) {
             (Some(r), _) => Some(r.retry_after_secs),
-            (None, StatusCode::SERVICE_UNAVAILABLE) => Some(30),
-            (None, StatusCode::CONFLICT) => Some(2),
-            _ => None,
+            (None, Self::Account(AccountError::TooManyRatings { retry_after_secs })) => Some(*retry_after_secs),
+            (None, _) => match self.status_code() {
+                StatusCode::SERVICE_UNAVAILABLE => Some(30),
+                StatusCode::CONFLICT => Some(2),
+                _ => None,
+            },
         };
         ErrorBody {
             code: self.code(),

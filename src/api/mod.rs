@@ -5,6 +5,7 @@
 pub mod caller;
 pub mod chat;
 pub mod error;
+pub mod feedback;
 pub mod identity;
 pub mod observe;
 pub mod reads;
@@ -36,6 +37,7 @@ fn handler(operation: Operation, filter: MethodFilter) -> MethodRouter<AppState>
         Operation::GetThemes => on(filter, reads::themes),
         Operation::GetUsage => on(filter, reads::usage),
         Operation::DeleteMyData => on(filter, reads::delete_me),
+        Operation::RateAnswer => on(filter, feedback::rate),
     }
 }
 

@@ -121,6 +121,8 @@ impl Observed {
         limit = outcome.limit.map(|c| c.label()).unwrap_or(""),
         model_error = outcome.model_error.unwrap_or(""),
         filtered = outcome.filtered,
+        prompt_version = outcome.prompt_version.as_deref().unwrap_or(""),
+        variant = outcome.variant.as_deref().unwrap_or(""),
         auth = state.config.auth_mode.as_str(),
         latency_ms = elapsed_ms,
         "request"

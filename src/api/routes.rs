@@ -4,6 +4,7 @@
 
 pub const CHAT_PATH: &str = "/api/chat/coaching";
 pub const CHAT_STREAM_PATH: &str = "/api/chat/coaching/stream";
+pub const FEEDBACK_PATH: &str = "/api/chat/coaching/feedback";
 
 /// The errors of both chat routes, answered as JSON before anything is streamed.
 const CHAT_ERRORS: [(u16, &str); 11] = [
@@ -29,6 +30,7 @@ pub enum Operation {
     GetThemes,
     GetUsage,
     DeleteMyData,
+    RateAnswer,
 }
 
 /// A query parameter (string-valued).
@@ -132,6 +134,32 @@ pub const ROUTES: &[Route] = &[
         streamed: false,
         rate_limited: false,
         errors: &READ_ERRORS,
+    },
+    Route {
+        method: "post",
+        path: FEEDBACK_PATH,
+        operation: Operation::RateAnswer,
+        operation_id: "rateAnswer",
+        description: Some(
+            "A golfer rates one of their own answers (thumbs up or down, with an optional reason), named by its clientMessageId. \
+             Rating again replaces the rating; another golfer's answer and an unknown id are both 404. Ratings have their own hourly cap \
+             and spend no model budget.",
+        ),
+        request_body: Some("FeedbackRequest"),
+        query: &[],
+        ok: ("The rating as stored", "FeedbackReceipt"),
+        streamed: false,
+        rate_limited: false,
+        errors: &[
+            (400, "The request does not match the schema"),
+            (401, "No caller identity"),
+            (404, "No answer of the caller's with that clientMessageId"),
+            (405, "Method not allowed"),
+            (413, "Body over 10 KB"),
+            (415, "Body is not JSON"),
+            (429, "Too many ratings this hour"),
+            (503, "Storage unavailable"),
+        ],
     },
     Route {
         method: "delete",

@@ -12,6 +12,7 @@ use crate::clock;
 use crate::limits::{self, Counter, QuotaCheck, Refusal};
 use crate::metrics::{Outcome, OutcomeKind};
 use crate::models::{CoachingChatRequest, CoachingChatResponseStorage as Storage, GolferProfile, GolferProfilePlan};
+use crate::prompts::experiment::PromptSet;
 use crate::prompts::{PromptError, LIMIT};
 use crate::state::AppState;
 use crate::store::conversations::CoachingContext;
@@ -28,6 +29,8 @@ pub struct Admitted {
     pub request_hash: String,
     /// When the golfer asked.
     pub now: DateTime<Utc>,
+    /// The templates (and model row) the message is answered with: the base, or a variant.
+    pub set: PromptSet,
 }
 
 /// What admission decided.
@@ -55,8 +58,10 @@ async fn admit_and_load_context(state: &AppState, caller: &Caller, request: &Coa
     let turn_key = keys::turn(&caller.user, request.client_message_id.as_ref().map_or(keys::server_message_id(), |id| id.to_string()).as_str());
     let request_hash = request_hash(request);
     let claim = request.client_message_id.as_ref().map(|_| claim(caller, &turn_key, &request_hash, now));
-    // The worst case at the prices of the model in service (its replacement from its shutdown on).
-    let check = limits::quota_check(&state.limits_at(now), &caller.user, &caller.ip, now);
+    // The worst case at the prices of the model it calls (the variant's row, or the model in
+    // service: its replacement from its shutdown on).
+    let set = state.prompt_set(&caller.user);
+    let check = limits::quota_check(&state.limits_at(now, &set), &caller.user, &caller.ip, now);
     let wave = run_wave(state, &check, claim.as_ref(), request).await;
     let reservation = Reservation {
         keys: CounterKeys::of(&check.user, &check.ip, now),
@@ -65,7 +70,7 @@ async fn admit_and_load_context(state: &AppState, caller: &Caller, request: &Coa
         claim_key: claim.map(|c| c.key),
         unsure: None,
     };
-    let admitted = Admitted { reservation, context: wave.context, turn_key, request_hash, now };
+    let admitted = Admitted { reservation, context: wave.context, turn_key, request_hash, now, set };
     decide(state, wave.decision, wave.global, admitted).await
 }
 

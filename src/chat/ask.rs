@@ -32,7 +32,7 @@ struct Asking {
 
 impl Asking {
     fn new(state: &AppState, caller: &Caller, composed: &Composed) -> Result<Self, ChatError> {
-        let shorter = PromptMessage { role: PromptRole::System, content: state.prompts.render(SHORTER, &composed.vars)? };
+        let shorter = PromptMessage { role: PromptRole::System, content: composed.set.prompts.render(SHORTER, &composed.vars)? };
         // The golfer's keyed hash goes with each call as OpenAI's `safety_identifier`.
         Ok(Self { shorter, safety_identifier: safety::log_hash(state.log_key(), caller.user.as_str()) })
     }
@@ -46,6 +46,8 @@ impl Asking {
             shorter: &self.shorter,
             safety_identifier: &self.safety_identifier,
             reserved_micro: composed.reservation.reserved_micro,
+            prompts: &composed.set.prompts,
+            model: composed.set.model.as_deref(),
         }
     }
 }
@@ -72,7 +74,7 @@ pub async fn ask_streamed(state: &AppState, caller: &Caller, composed: Composed,
     };
     let started = Instant::now();
     let request = asking.request(state, caller, &composed);
-    let presented = stream::present(state.coach.reply_stream(request), events, &state.prompts, &composed.vars);
+    let presented = stream::present(state.coach.reply_stream(request), events, &composed.set.prompts, &composed.vars);
     let ((attempts, shown), usage) = deadline::scope(caller.deadline, async { tokio::join!(presented, state.store.usage(&composed.reservation.keys)) }).await;
     crate::stats::model_wait(started.elapsed());
     let replied = replied(state, composed, attempts, usage, shown.clone()).await?;
@@ -88,8 +90,8 @@ async fn replied(state: &AppState, composed: Composed, attempts: Attempts, usage
         tracing::warn!(error = %e, "usage read failed; quota shown as before this request");
         UsageSnapshot::default()
     });
-    let model = state.models.on(composed.now.date_naive()).map_or_else(|| state.config.model.model.clone(), |m| m.name);
-    match Reply::from_coach(&state.prompts, attempts, &composed.vars, &model) {
+    let model = state.models.row(composed.set.model.as_deref(), composed.now.date_naive()).map_or_else(|| state.config.model.model.clone(), |m| m.name);
+    match Reply::from_coach(&composed.set.prompts, attempts, &composed.vars, &model) {
         Ok(reply) => Ok(Replied { composed, reply, usage, first_delta_at: shown.first_at }),
         Err(e) => Err(give_back(state, composed, e.into()).await),
     }

@@ -8,7 +8,8 @@ use super::{Admitted, Caller, ChatError, ChatInput, Reservation};
 use crate::conversation;
 use crate::limits;
 use crate::models::{AppContext, ChatMessage, ConversationId, Role, SwingId, TurnItem};
-use crate::prompts::{pack, HistoryTurn, PackError, Packed, PromptRole, PromptVars};
+use crate::prompts::experiment::PromptSet;
+use crate::prompts::{pack, HistoryTurn, PackError, Packed, PromptRole, PromptVars, Prompts};
 use crate::state::AppState;
 use crate::store::conversations::CoachingContext;
 use crate::store::keys;
@@ -27,11 +28,13 @@ pub struct Composed {
     pub turn_key: String,
     pub request_hash: String,
     pub now: DateTime<Utc>,
+    /// The templates (and model row) the message is answered with.
+    pub set: PromptSet,
 }
 
 /// Step 2. On an error the reservation is given back.
 pub async fn compose(state: &AppState, caller: &Caller, input: &ChatInput, admitted: Admitted) -> Result<Composed, ChatError> {
-    let Admitted { reservation, context, turn_key, request_hash, now } = admitted;
+    let Admitted { reservation, context, turn_key, request_hash, now, set } = admitted;
     let parts = (|| {
         let context = context?;
         if input.request.swing_id.is_some() && context.swing_on_screen.is_none() {
@@ -39,7 +42,7 @@ pub async fn compose(state: &AppState, caller: &Caller, input: &ChatInput, admit
         }
         let conversation = ConversationId::try_from(keys::conversation(&caller.user, now)).map_err(|_| ChatError::Internal("a conversation id out of its pattern"))?;
         let vars = prompt_vars(state, input, &context, now);
-        let packed = compose_prompt(state, &vars)?;
+        let packed = compose_prompt(state, &set.prompts, &vars)?;
         Ok((context, conversation, vars, packed))
     })();
     match parts {
@@ -57,6 +60,7 @@ pub async fn compose(state: &AppState, caller: &Caller, input: &ChatInput, admit
             turn_key,
             request_hash,
             now,
+            set,
         }),
     }
 }
@@ -82,9 +86,9 @@ fn prompt_vars(state: &AppState, input: &ChatInput, context: &CoachingContext, n
 }
 
 /// The prompt within the token limit left by the reply and the structured-output schema.
-fn compose_prompt(state: &AppState, vars: &PromptVars) -> Result<Packed, ChatError> {
+fn compose_prompt(state: &AppState, prompts: &Prompts, vars: &PromptVars) -> Result<Packed, ChatError> {
     let token_limit = limits::prompt_token_limit(&state.config.limits).saturating_sub(crate::llm::response_format_tokens());
-    pack(&state.prompts, vars, token_limit).map_err(|e| match e {
+    pack(prompts, vars, token_limit).map_err(|e| match e {
         PackError::Prompt(p) => ChatError::Prompt(p),
         too_long => ChatError::TooLong(too_long),
     })

@@ -44,7 +44,13 @@ pub async fn record(state: &AppState, caller: &Caller, input: &ChatInput, replie
         }
     };
     let new_conversation = composed.newest.as_ref().is_none_or(|t| t.conversation != item.conversation);
-    let outcome = Outcome { first_delta_at, ..reply.outcome(new_conversation, state.coach.breaker_open()) };
+    let outcome = Outcome {
+        first_delta_at,
+        prompt_version: item.response.prompt_version.clone(),
+        variant: item.response.variant.clone(),
+        model: Some(reply.source.clone()),
+        ..reply.outcome(new_conversation, state.coach.breaker_open())
+    };
     Ok(Answered { response: Box::new(response(&item, storage)), replay: false, outcome })
 }
 
@@ -79,7 +85,16 @@ fn stored_response(state: &AppState, caller: &Caller, replied: &Replied) -> Stor
         quota: limits::quota(l, used, composed.now),
         source: reply.source.clone(),
         degraded: reply.degraded,
+        prompt_version: Some(prompt_version(state, composed, reply)),
+        variant: Some(composed.set.variant.clone()),
     }
+}
+
+/// The version of the prompt set that wrote the reply: its templates and the model row that
+/// answered (the one in service, or the variant's, when the offline coach or the fallback did).
+fn prompt_version(state: &AppState, composed: &Composed, reply: &Reply) -> String {
+    let row = state.models.named(&reply.source).or_else(|| state.models.row(composed.set.model.as_deref(), composed.now.date_naive()));
+    row.map_or_else(|| "unknown".to_string(), |r| crate::prompts::prompt_version(composed.set.prompts.hash(), &r))
 }
 
 /// Writes the turn (its settlement and the stored answer ride along) by `by`. When it could
@@ -140,6 +155,8 @@ pub fn response(turn: &TurnItem, storage: Storage) -> CoachingChatResponse {
         degraded: r.degraded,
         stored: storage == Storage::Stored,
         storage,
+        prompt_version: r.prompt_version.clone().unwrap_or_else(|| "unknown".to_string()),
+        variant: r.variant.clone().unwrap_or_else(|| crate::prompts::experiment::BASE.to_string()),
     }
 }
 

@@ -121,6 +121,7 @@ impl Reply {
             breaker_open,
             first_delta_at: None,
             model_replaced: self.replaced_model,
+            ..Outcome::default()
         }
     }
 }

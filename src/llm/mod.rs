@@ -14,7 +14,7 @@ use futures::stream::BoxStream;
 use tokio::time::Instant;
 
 use crate::limits::Billed;
-use crate::prompts::{PromptMessage, PromptVars};
+use crate::prompts::{PromptMessage, PromptVars, Prompts};
 use crate::models::CoachReplyPayload;
 
 /// One message for the coach.
@@ -34,6 +34,10 @@ pub struct CoachRequest<'a> {
     /// What this message's calls may cost together (its reservation, micro-dollars): no
     /// attempt is started that could take the total past it.
     pub reserved_micro: i64,
+    /// The templates the message is answered with (the offline coach renders from them).
+    pub prompts: &'a Prompts,
+    /// A prompt variant's own model row, called instead of the model in service.
+    pub model: Option<&'a str>,
 }
 
 /// What a streamed answer yields: the reply's text as the model writes it (the `reply` field,

@@ -1,30 +1,21 @@
 //! The offline coach: no model configured, so the reply is rendered from
 //! `prompts/offline.tera`, and themes move deterministically from the latest swing analysis.
 
-use std::sync::Arc;
-
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
 use super::{Attempts, Coach, CoachEvent, CoachRequest, Draft, LlmError};
-use crate::prompts::ReplyVars;
 use crate::models::CoachReplyPayload;
-use crate::prompts::{Prompts, OFFLINE};
+use crate::prompts::{ReplyVars, OFFLINE};
 
-pub struct OfflineCoach {
-    prompts: Arc<Prompts>,
-}
-
-impl OfflineCoach {
-    pub fn new(prompts: Arc<Prompts>) -> Self {
-        Self { prompts }
-    }
-}
+/// Renders the message's own templates (the base's, or a variant's).
+#[derive(Debug, Default)]
+pub struct OfflineCoach;
 
 impl OfflineCoach {
     fn answer(&self, req: &CoachRequest<'_>) -> Attempts {
         // Nothing is billed: the offline coach renders a template.
-        let draft = self
+        let draft = req
             .prompts
             .render(OFFLINE, &ReplyVars::from(req.vars))
             .map(|text| Draft { payload: offline_payload(req.vars, text), source: "offline".into() })

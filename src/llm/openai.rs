@@ -423,7 +423,7 @@ impl OpenAiCoach {
         Box::pin(async_stream::stream! {
             let mut tries = Tries::new(req);
             // The row in service now: from its shutdown date on, the replacement.
-            while let Some(spec) = self.service.on(self.clock.now().date_naive()) {
+            while let Some(spec) = self.service.row(req.model, self.clock.now().date_naive()) {
                 tries.worst.prices = spec.prices;
                 let Some(left) = tries.room(self.cfg.max_attempts) else { break };
                 let Some(permit) = self.breaker.permit() else {

@@ -171,6 +171,19 @@ impl InService {
         self.models.on(replaced.as_deref().unwrap_or(&self.configured), today).cloned()
     }
 
+    /// The row `name`, if the table has one.
+    pub fn named(&self, name: &str) -> Option<ModelSpec> {
+        self.models.spec(name).ok()
+    }
+
+    /// The row called for `variant_model` (a variant's own row) or else the model in service.
+    pub fn row(&self, variant_model: Option<&str>, today: NaiveDate) -> Option<ModelSpec> {
+        match variant_model {
+            Some(name) => self.models.on(name, today).cloned(),
+            None => self.on(today),
+        }
+    }
+
     /// The provider says `gone` does not exist: from now on its replacement is called.
     /// `None` when it has none (or another request already moved on from it).
     pub fn replace(&self, gone: &ModelSpec, today: NaiveDate) -> Option<ModelSpec> {

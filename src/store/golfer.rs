@@ -1,6 +1,10 @@
 //! The app's read paths that span a golfer's turns, and the golfer's deletion.
 
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnConsumedCapacity as Rcc, ReturnValue, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, Put, ReturnConsumedCapacity as Rcc, ReturnValue, TransactWriteItem, WriteRequest};
+
+use super::counters::CounterKeys;
+use super::transact::{built, update, Written};
+use crate::models::FeedbackReceipt;
 
 use super::{keys, s, Store, StoreError};
 use crate::backoff::Backoff;
@@ -14,6 +18,19 @@ pub const ERASED_AT: &str = "erased_at_ms";
 /// user-index, which may not yet show a turn written a moment before.
 const SECOND_SWEEP_AFTER: std::time::Duration = std::time::Duration::from_millis(1500);
 
+/// How a rating's write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rated {
+    Stored,
+    /// The golfer's ratings of this hour reached the cap: nothing was written.
+    OverHourlyCap,
+}
+
+/// The attribute counting a golfer's ratings of `at`'s hour on their quota item.
+fn ratings_attr(at: chrono::DateTime<chrono::Utc>) -> String {
+    format!("ratings_{}", at.format("%H"))
+}
+
 /// What a deletion removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Deleted {
@@ -25,6 +42,37 @@ pub struct Deleted {
 }
 
 impl Store {
+    /// The answered turn under `key` (a claim still being answered is none).
+    pub async fn completed_turn(&self, key: &str) -> Result<Option<TurnItem>, StoreError> {
+        let get = self.client.get_item().table_name(&self.table).key(keys::PK, s(key)).consistent_read(true).return_consumed_capacity(Rcc::Total).send();
+        let Some(item) = self.send("GetItem turn", get).await?.item else { return Ok(None) };
+        if item.get(super::idempotency::STATUS).and_then(|v| v.as_s().ok()).map(String::as_str) != Some(super::idempotency::COMPLETED) {
+            return Ok(None);
+        }
+        super::turn(item).map(Some)
+    }
+
+    /// Writes a rating under `key` (replacing an earlier one) and counts it on the golfer's
+    /// quota item of `at`'s hour, in one transaction, unless the hour's ratings reached the cap.
+    pub async fn rate(&self, key: &str, receipt: &FeedbackReceipt, quota: CounterKeys, at: chrono::DateTime<chrono::Utc>) -> Result<Rated, StoreError> {
+        let mut item = super::to_item(receipt)?;
+        item.insert(keys::PK.into(), s(key));
+        item.insert("rated_at".into(), s(crate::clock::timestamp(at)));
+        let put = Put::builder().table_name(&self.table).set_item(Some(item)).build()?;
+        let count = update(&quota.user_quota, "ADD #r :one SET #ttl = if_not_exists(#ttl, :ttl)")
+            .condition_expression("attribute_not_exists(#r) OR #r < :cap")
+            .expression_attribute_names("#r", ratings_attr(at))
+            .expression_attribute_names("#ttl", keys::TTL_ATTRIBUTE)
+            .expression_attribute_values(":one", super::n(1))
+            .expression_attribute_values(":cap", super::n(crate::limits::RATINGS_PER_HOUR))
+            .expression_attribute_values(":ttl", super::n(at.timestamp() + keys::DAY_TTL_SECS));
+        let items = [TransactWriteItem::builder().put(put).build(), built(count, &self.table)?];
+        match self.transact("TransactWriteItems rating", &items, Some(&super::transact::token())).await.map_err(|f| f.error)? {
+            Written::Applied => Ok(Rated::Stored),
+            Written::ConditionFailed { .. } => Ok(Rated::OverHourlyCap),
+        }
+    }
+
     /// The golfer's newest turn: the current themes (one Query on user-index).
     pub async fn latest_turn(&self, user: &UserId) -> Result<Option<TurnItem>, StoreError> {
         Ok(self.recent_turns(user, 1).await?.into_iter().next())
@@ -94,8 +142,11 @@ impl Store {
     /// (key, conversation).
     async fn delete_turns(&self, user: &UserId, until: &str) -> Result<Vec<(String, String)>, StoreError> {
         let turns = self.turn_keys(user, until).await?;
-        for chunk in turns.chunks(25) {
-            self.delete_batch(chunk.iter().map(|(k, _)| k.as_str())).await?;
+        // Each turn and its rating, if the golfer rated it.
+        let ratings: Vec<String> = turns.iter().filter_map(|(k, _)| keys::message_id(user, k)).map(|id| keys::rating(user, id)).collect();
+        let doomed: Vec<&str> = turns.iter().map(|(k, _)| k.as_str()).chain(ratings.iter().map(String::as_str)).collect();
+        for chunk in doomed.chunks(25) {
+            self.delete_batch(chunk.iter().copied()).await?;
         }
         Ok(turns)
     }

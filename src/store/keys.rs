@@ -12,6 +12,7 @@
 //! | ip-hour quota     | `ipquota_{sha256(ip)[..16]}_{yyyymmddhh}` | no            | 2 h  |
 //! | global budget     | `spendall_{yyyymmdd}`                     | no            | 3 d  |
 //! | erase marker      | `erased_{user}`                           | no            | 1 d  |
+//! | rating            | `rating_{user}_{clientMessageId}`         | no            | none |
 //!
 //! A day's conversation (`conv_{user}_{yyyymmdd}`, its id in the API) is not an item: it is
 //! the golfer's turns of that day. Each turn is one item written once, so a turn's write
@@ -100,6 +101,16 @@ pub fn global_day_spend(at: DateTime<Utc>) -> String {
 
 pub const TURN_PREFIX: &str = "msg_";
 
+/// A golfer's rating of the answer to their message `id` (deleted with the turn).
+pub fn rating(user: &UserId, id: &str) -> String {
+    format!("rating_{}_{}", user.as_str(), id)
+}
+
+/// The message id in one of `user`'s turn keys.
+pub fn message_id<'a>(user: &UserId, turn_key: &'a str) -> Option<&'a str> {
+    turn_key.strip_prefix(TURN_PREFIX)?.strip_prefix(user.as_str())?.strip_prefix('_')
+}
+
 /// A turn (and, while it is being answered, the claim on its id): `id` is a validated
 /// clientMessageId or one of [`server_message_id`]'s.
 pub fn turn(user: &UserId, id: &str) -> String {
@@ -187,6 +198,7 @@ mod tests {
                 all.push(profile(u));
                 all.push(erased(u));
                 all.push(turn(u, &m));
+                all.push(rating(u, &m));
                 all.push(turn(u, &server_message_id()));
                 for t in [t1, t2] {
                     all.push(ip_hour_quota(&IpHash::keyed("k", u.as_str()), t));

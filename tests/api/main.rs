@@ -5,6 +5,7 @@
 mod chat;
 #[allow(dead_code, reason = "shared by tests/api and tests/load; each uses part of it")]
 mod dynamo_proxy;
+mod feedback;
 mod generated;
 #[allow(dead_code, reason = "shared by tests/api and tests/load; each uses part of it")]
 mod helpers;

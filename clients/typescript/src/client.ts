@@ -7,6 +7,8 @@ import type { components, paths } from "./schema.js";
 export type ChatRequest = components["schemas"]["CoachingChatRequest"];
 export type ChatResponse = components["schemas"]["CoachingChatResponse"];
 export type ErrorBody = components["schemas"]["ErrorBody"];
+export type FeedbackRequest = components["schemas"]["FeedbackRequest"];
+export type FeedbackReceipt = components["schemas"]["FeedbackReceipt"];
 export type Quota = components["schemas"]["UsageView"]["quota"];
 
 /** Who the app is: a Cognito ID token in the app, the local header in `AUTH_MODE=local`. */

@@ -37,6 +37,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/chat/coaching/feedback": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description A golfer rates one of their own answers (thumbs up or down, with an optional reason), named by its clientMessageId. Rating again replaces the rating; another golfer's answer and an unknown id are both 404. Ratings have their own hourly cap and spend no model budget. */
+        post: operations["rateAnswer"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/chat/coaching/me": {
         parameters: {
             query?: never;
@@ -161,6 +178,8 @@ export interface components {
                     timestamp: string;
                     tokens_used: number;
                 };
+                /** @description The prompt set that wrote this answer: a hash of the templates and the model row ('unknown' for an answer stored before versions were recorded). Quote it with a rating. */
+                prompt_version: string;
                 /**
                  * Quota
                  * @description What the golfer has left after this request.
@@ -194,6 +213,8 @@ export interface components {
                     token_limit: number;
                     total_tokens: number;
                 };
+                /** @description 'base', or the name of the prompt variant this golfer is trying (EXPERIMENT) */
+                variant: string;
             };
             /** @enum {string} */
             type: "done";
@@ -300,6 +321,8 @@ export interface components {
                 timestamp: string;
                 tokens_used: number;
             };
+            /** @description The prompt set that wrote this answer: a hash of the templates and the model row ('unknown' for an answer stored before versions were recorded). Quote it with a rating. */
+            prompt_version: string;
             /**
              * Quota
              * @description What the golfer has left after this request.
@@ -333,6 +356,8 @@ export interface components {
                 token_limit: number;
                 total_tokens: number;
             };
+            /** @description 'base', or the name of the prompt variant this golfer is trying (EXPERIMENT) */
+            variant: string;
         };
         /** @description A day's conversation, for ChatScreen to restore on open. */
         ConversationView: {
@@ -407,6 +432,33 @@ export interface components {
             };
             request_id: string;
             retry_after_seconds?: number;
+        };
+        /** @description A rating as stored: the answer it rates, named with the prompt set, variant and model that wrote it. */
+        FeedbackReceipt: {
+            client_message_id: string;
+            model: string;
+            prompt_version: string;
+            /** @enum {string} */
+            rating: "up" | "down";
+            /** @enum {string} */
+            reason?: "wrong" | "not_for_me" | "unclear" | "unsafe" | "too_long" | "other";
+            request_id: string;
+            variant: string;
+        };
+        /**
+         * FeedbackRequest
+         * @description POST /api/chat/coaching/feedback: the golfer rates one of their answers, named by the clientMessageId it was asked with. Rating again replaces the rating.
+         */
+        FeedbackRequest: {
+            /** @description The clientMessageId the rated message was sent with */
+            clientMessageId: string;
+            /** @enum {string} */
+            rating: "up" | "down";
+            /**
+             * @description Why, for a thumbs down (optional)
+             * @enum {string}
+             */
+            reason?: "wrong" | "not_for_me" | "unclear" | "unsafe" | "too_long" | "other";
         };
         ServerSentEvent: {
             /** @description One ChatStreamEvent (#/components/schemas/ChatStreamEvent), as JSON */
@@ -642,6 +694,102 @@ export interface operations {
             };
             /** @description Method not allowed */
             405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Storage unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    rateAnswer: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FeedbackRequest"];
+            };
+        };
+        responses: {
+            /** @description The rating as stored */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FeedbackReceipt"];
+                };
+            };
+            /** @description The request does not match the schema */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No caller identity */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No answer of the caller's with that clientMessageId */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Method not allowed */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over 10 KB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many ratings this hour */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -164,3 +164,25 @@ test("a message answered while the account is deleted is shown once and said to 
   const after = await golfer.GET("/api/chat/coaching/conversation");
   assert.equal(after.response.status, 404, "nothing of it was kept");
 });
+
+test("rating an answer: thumbs down with a reason, replaced by a thumbs up; another golfer's is not found", async () => {
+  const golfer = coachClient(baseUrl, { localUserId: `ts-rate-${run}` });
+  const clientMessageId = `ts-${run}-rate`;
+  const sent = await golfer.POST("/api/chat/coaching", { body: { message: "Was that right about my grip?", clientMessageId } });
+  const answer = answered(sent.response.status, sent.data, sent.error);
+  assert.equal(answer.variant, "base");
+  assert.match(answer.prompt_version, /^[0-9a-f]{12}$/);
+
+  const down = await golfer.POST("/api/chat/coaching/feedback", { body: { clientMessageId, rating: "down", reason: "unclear" } });
+  assert.ok(down.data, JSON.stringify(down.error));
+  documented("post", "/api/chat/coaching/feedback", 200, down.data);
+  assert.equal(down.data.prompt_version, answer.prompt_version, "the rating names the prompt set that wrote the answer");
+  const up = await golfer.POST("/api/chat/coaching/feedback", { body: { clientMessageId, rating: "up" } });
+  assert.equal(up.data?.rating, "up");
+
+  const stranger = coachClient(baseUrl, { localUserId: `ts-rate-other-${run}` });
+  const theirs = await stranger.POST("/api/chat/coaching/feedback", { body: { clientMessageId, rating: "down" } });
+  assert.equal(theirs.response.status, 404);
+  assert.ok(theirs.error);
+  documented("post", "/api/chat/coaching/feedback", 404, theirs.error);
+});
