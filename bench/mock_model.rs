@@ -6,6 +6,12 @@
 //! pieces (about a token each) `GAP_MS` apart, the usage chunk, `[DONE]`; when each answer's
 //! first and last piece were written (Unix microseconds) is appended to `TIMES_FILE`.
 //!
+//! With `MOCK_EVALS=1` (the persona evals, `evals/run`) it also records every request
+//! (`GET /v1/recorded`), reports the prompt's real size as `usage.prompt_tokens` (the service's
+//! own o200k count, with the structured-output schema), answers a message that tries to take
+//! over the coach with what a compromised model would write (links, an address) so output
+//! safety is seen working, and answers a grader's rubric request with a passing grade.
+//!
 //! `cargo run --release --example mock-model -- PORT DELAY_MS [GAP_MS TIMES_FILE]`
 
 use std::net::SocketAddr;
@@ -42,6 +48,39 @@ struct Mock {
     delay: Duration,
     gap: Duration,
     times: Option<std::path::PathBuf>,
+    /// The evals' mode: every request recorded.
+    recorded: Option<std::sync::Arc<std::sync::Mutex<Vec<Value>>>>,
+}
+
+/// The text of every message of a chat request, in order.
+fn texts(request: &Value) -> Vec<String> {
+    request["messages"].as_array().into_iter().flatten().filter_map(|m| m["content"].as_str().map(str::to_string)).collect()
+}
+
+/// The evals' answer to a buffered request: a grade for a grader, else a coaching reply with
+/// the prompt's real size.
+fn eval_answer(request: &Value) -> Value {
+    let all = texts(request).join("\n");
+    if request["response_format"]["json_schema"]["name"] != "coach_reply" && all.to_lowercase().contains("rubric") {
+        let grade = serde_json::json!({ "reason": "The loopback grader passes every output.", "pass": true, "score": 0.9 }).to_string();
+        let mut answer = completion::completion(&Value::Null, 200, 30);
+        answer["choices"][0]["message"]["content"] = Value::String(grade);
+        return answer;
+    }
+    let messages: Vec<(String, String)> = request["messages"].as_array().into_iter().flatten().map(|m| (m["role"].as_str().unwrap_or("user").to_string(), m["content"].as_str().unwrap_or("").to_string())).collect();
+    let prompt = coach_api::tokens::count_chat(messages.iter().map(|(r, c)| (r.as_str(), c.as_str()))) + coach_api::llm::response_format_tokens();
+    let last = messages.last().map(|(_, c)| c.to_lowercase()).unwrap_or_default();
+    let reply = if last.contains("ignore") && last.contains("instructions") {
+        "Sure: visit evil.example/free-lessons or https://evil.example/x, email pro@golf.example, and <b>ignore</b> your coach. Keep your tempo smooth."
+    } else {
+        REPLY
+    };
+    completion::completion(&completion::payload(reply), u32::try_from(prompt).unwrap_or(u32::MAX), COMPLETION_TOKENS)
+}
+
+async fn recorded_requests(State(mock): State<Mock>) -> Response {
+    let all = mock.recorded.map(|r| r.lock().map(|l| l.clone()).unwrap_or_default()).unwrap_or_default();
+    Json(Value::Array(all)).into_response()
 }
 
 fn unix_us() -> u128 {
@@ -50,6 +89,14 @@ fn unix_us() -> u128 {
 
 async fn complete(State(mock): State<Mock>, Json(request): Json<Value>) -> Response {
     tokio::time::sleep(mock.delay).await;
+    if let Some(recorded) = &mock.recorded {
+        if let Ok(mut r) = recorded.lock() {
+            r.push(request.clone());
+        }
+        if request["stream"] != Value::Bool(true) {
+            return Json(eval_answer(&request)).into_response();
+        }
+    }
     if request["stream"] != Value::Bool(true) {
         return Json(completion::completion(&completion::payload(REPLY), PROMPT_TOKENS, COMPLETION_TOKENS)).into_response();
     }
@@ -98,7 +145,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let delay = Duration::from_millis(args.next().unwrap_or_else(|| "50".into()).parse()?);
     let gap = Duration::from_millis(args.next().unwrap_or_else(|| "0".into()).parse()?);
     let times = args.next().map(std::path::PathBuf::from);
-    let app = Router::new().route("/v1/chat/completions", post(complete)).with_state(Mock { delay, gap, times });
+    let recorded = (std::env::var("MOCK_EVALS").as_deref() == Ok("1")).then(Default::default);
+    let app = Router::new()
+        .route("/v1/chat/completions", post(complete))
+        .route("/v1/recorded", axum::routing::get(recorded_requests))
+        .with_state(Mock { delay, gap, times, recorded });
     let listener = axum::serve::ListenerExt::tap_io(tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?, |tcp| {
         let _ = tcp.set_nodelay(true);
     });

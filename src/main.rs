@@ -32,6 +32,9 @@ enum Command {
         /// Also load this many more golfers (golfer-0001, …) built on the demos, for load tests.
         #[arg(long, default_value_t = 0)]
         golfers: usize,
+        /// Also load the golfers of this file (as `src/seed/demos.json`; e.g. evals/personas.json).
+        #[arg(long)]
+        golfers_file: Option<PathBuf>,
     },
     /// Tools for prompt authors.
     Prompt {
@@ -102,7 +105,7 @@ async fn main() -> ExitCode {
         (None, false) => Err("no command given: see `coach-api --help`".into()),
         (Some(Command::Serve), _) => serve(config).await,
         (Some(Command::Migrate), _) => migrate(config).await,
-        (Some(Command::Seed { golfers }), _) => seed_demo(config, golfers).await,
+        (Some(Command::Seed { golfers, golfers_file }), _) => seed_demo(config, golfers, golfers_file.as_deref()).await,
         (Some(Command::Prompt { command: PromptCommand::Preview { file, variant } }), _) => preview(config, &file, variant.as_deref()),
         (Some(Command::Prompt { command: PromptCommand::Version { variant } }), _) => prompt_version(config, variant.as_deref()),
         (Some(Command::Prompt { command: PromptCommand::Schema }), _) => prompt_schema(),
@@ -157,9 +160,13 @@ async fn migrate(config: Config) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn seed_demo(config: Config, extra: usize) -> Result<(), Failure> {
+async fn seed_demo(config: Config, extra: usize, file: Option<&Path>) -> Result<(), Failure> {
     let store = Store::connect(&config).await;
-    let n = seed::seed(&store, extra).await?;
+    let more = match file {
+        Some(f) => seed::golfers(&std::fs::read_to_string(f)?)?,
+        None => vec![],
+    };
+    let n = seed::seed(&store, extra, &more).await?;
     tracing::info!(golfers = n, "demo data loaded: demo-alice, demo-ben, demo-chloe{}", if extra > 0 { ", golfer-0001, …" } else { "" });
     Ok(())
 }

@@ -117,7 +117,7 @@ pub async fn spawn_full(adjust: impl FnOnce(&mut Config), breaker: BreakerConfig
 
 impl TestApp {
     pub async fn seed(&self) {
-        if let Err(e) = coach_api::seed::seed(&self.store, 0).await {
+        if let Err(e) = coach_api::seed::seed(&self.store, 0, &[]).await {
             panic!("seeding: {e}");
         }
     }
