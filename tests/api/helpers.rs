@@ -325,3 +325,19 @@ pub async fn slow_model(app: &TestApp, delay: std::time::Duration) {
         .mount(&app.model)
         .await;
 }
+
+/// An app whose configured model is the table's row `name`.
+pub async fn spawn_model(name: &'static str) -> TestApp {
+    spawn_with(move |c| {
+        c.model.model = name.to_string();
+        c.model.spec = coach_api::llm::table::spec(name).unwrap();
+        c.limits.prices = c.model.spec.prices;
+    })
+    .await
+}
+
+/// Moves the app's clock (the coach's too) to `day` at noon UTC.
+pub fn on_day(app: &TestApp, day: &str) {
+    let noon = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap().and_hms_opt(12, 0, 0).unwrap().and_utc();
+    app.state.clock.advance(noon - app.state.clock.now());
+}

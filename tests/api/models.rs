@@ -7,23 +7,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{body_partial_json, method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{spawn_with, TestApp, MODEL_PATH};
-use coach_api::llm::table;
-
-async fn spawn_model(name: &'static str) -> TestApp {
-    spawn_with(move |c| {
-        c.model.model = name.to_string();
-        c.model.spec = table::spec(name).unwrap();
-        c.limits.prices = c.model.spec.prices;
-    })
-    .await
-}
-
-/// Moves the app's clock (the coach's too) to `day` at noon UTC.
-fn on_day(app: &TestApp, day: &str) {
-    let noon = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap().and_hms_opt(12, 0, 0).unwrap().and_utc();
-    app.state.clock.advance(noon - app.state.clock.now());
-}
+use crate::helpers::{on_day, spawn_model, MODEL_PATH};
 
 /// gpt-6-luna's bill for 700 prompt tokens (none cached, each possibly a cache write at
 /// $0.125/M) and 120 output tokens at $0.50/M.

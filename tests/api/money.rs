@@ -10,10 +10,9 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
-use crate::helpers::{completion, payload, prompt_text, spawn_full, spawn_with, TestApp, MODEL_PATH};
+use crate::helpers::{completion, on_day, payload, prompt_text, spawn_full, spawn_model, spawn_with, MODEL_PATH};
 use coach_api::config::BreakerConfig;
 use coach_api::limits::Limits;
-use coach_api::llm::table;
 
 /// A provider that answers by a fixed rotation, and keeps what it billed each golfer (the
 /// golfer's name is in the message) at the model's prices.
@@ -164,21 +163,6 @@ async fn the_breaker_opens_on_500s_a_401_answers_its_probe_and_the_model_answers
     *status.lock().unwrap() = 200; // the key is fixed
     let (_, body) = ask("back?").await;
     assert_eq!((body["degraded"].clone(), body["source"].clone()), (json!(false), json!("gpt-6-luna")), "the model answers again: {body}");
-}
-
-async fn spawn_model(name: &'static str) -> TestApp {
-    spawn_with(move |c| {
-        c.model.model = name.to_string();
-        c.model.spec = table::spec(name).unwrap();
-        c.limits.prices = c.model.spec.prices;
-    })
-    .await
-}
-
-/// Moves the app's clock (the coach's too) to `day` at noon UTC.
-fn on_day(app: &TestApp, day: &str) {
-    let noon = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap().and_hms_opt(12, 0, 0).unwrap().and_utc();
-    app.state.clock.advance(noon - app.state.clock.now());
 }
 
 #[tokio::test]
