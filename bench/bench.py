@@ -34,7 +34,8 @@ import zipfile
 from datetime import datetime, timezone
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-RELEASE = ROOT / "target" / "release"
+# BENCH_BUILD=profiling measures the build with symbols (bench/profile); release otherwise.
+RELEASE = ROOT / "target" / os.environ.get("BENCH_BUILD", "release")
 BIN = RELEASE / "coach-api"
 MOCK = RELEASE / "examples" / "mock-model"
 RESULTS = ROOT / "bench" / "results"
@@ -274,6 +275,17 @@ def status_kb(pid: int, key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1])
     return 0
+
+
+def record_profile(pid: int) -> subprocess.Popen | None:
+    """With BENCH_PERF=FILE, perf samples the service's stacks for the measured run (bench/profile)."""
+    target = os.environ.get("BENCH_PERF")
+    if not target:
+        return None
+    cmd = ["perf", "record", "-e", "cpu-clock", "-F", "999", "-g", "--call-graph", "dwarf,16384", "-p", str(pid), "-o", target]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)  # perf attaches before the load starts
+    return p
 
 
 def run_wrk(script: str, url: str, connections: int, seconds: int, args: list[str], stop_when=None) -> dict:
@@ -556,6 +568,7 @@ def main() -> None:
         post_chat(port, f"golfer-{(i % GOLFERS) + 1:04d}", "Warming up before the measured run.", f"warmup-{i:04d}-{stamp}".replace("T", "").replace("Z", ""))
     baseline = len(emf_lines(out))
     warm_rss_kb = status_kb(service.pid, "VmRSS")
+    perf = record_profile(service.pid)
     cpu0, t0 = cpu_seconds(service.pid), time.perf_counter()
     run_id = stamp.replace("T", "").replace("Z", "")
     load = run_wrk(
@@ -573,6 +586,9 @@ def main() -> None:
         settled = now
     cpu1 = cpu_seconds(service.pid)
     peak_rss_kb = status_kb(service.pid, "VmHWM")
+    if perf is not None:
+        perf.send_signal(signal.SIGINT)
+        perf.wait(60)
     load_end = len(emf_lines(out))
     print(f"bench: one golfer's {DAY_MESSAGES}-message day (300-character messages), for write units at steady state", file=sys.stderr)
     day = steady_day(port, out, run_id)
