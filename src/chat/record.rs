@@ -34,7 +34,7 @@ pub async fn record(state: &AppState, caller: &Caller, input: &ChatInput, replie
     // A fallback is not the answer to keep for the app's id: it is stored under one of ours,
     // and the claim is given up, so the app's retry with the same id is answered anew.
     let key = if reply.degraded { keys::turn(&caller.user, &keys::server_message_id()) } else { composed.turn_key.clone() };
-    let settlement = Settlement { cost_micro: reply.cost_micro, release_slots: reply.gives_slot_back() };
+    let settlement = Settlement { cost_micro: reply.cost_micro(), release_slots: reply.gives_slot_back() };
     let write = composed.reservation.settle(&key, &item, settlement, &state.budget).await;
     let storage = match state.store.prepare_turn(write) {
         Ok(prepared) => write_turn(&state.store, prepared, caller.deadline + state.config.deadline_margin).await,
@@ -69,18 +69,18 @@ fn stored_response(state: &AppState, caller: &Caller, replied: &Replied) -> Stor
     let Replied { composed, reply, usage, .. } = replied;
     let l = &state.config.limits;
     let mut used = *usage;
-    used.user_day_spend_micro = used.user_day_spend_micro - composed.reservation.reserved_micro + reply.cost_micro;
+    used.user_day_spend_micro = used.user_day_spend_micro - composed.reservation.reserved_micro + reply.cost_micro();
     if reply.gives_slot_back() {
         used.user_hour_count -= 1;
     }
     StoredResponse {
         request_id: caller.request_id.clone(),
         usage: Usage {
-            prompt_tokens: reply.prompt_tokens,
-            completion_tokens: reply.completion_tokens,
+            prompt_tokens: reply.prompt_tokens(),
+            completion_tokens: reply.completion_tokens(),
             total_tokens: reply.tokens(),
             token_limit: u64::from(l.token_limit_per_request),
-            cost_micro_usd: u64::try_from(reply.cost_micro).unwrap_or(0),
+            cost_micro_usd: u64::try_from(reply.cost_micro()).unwrap_or(0),
         },
         quota: limits::quota(l, used, composed.now),
         source: reply.source.clone(),
@@ -166,12 +166,12 @@ fn new_turn<'a>(input: &'a ChatInput, composed: &'a Composed, answered_at: DateT
     let own: &[SwingId] = &composed.own_swings;
     let reply_swing = reply.payload.as_ref().and_then(|p| p.swing_reference.clone()).filter(|id| own.iter().any(|s| s.as_str() == id));
     let user_swing = input.request.swing_id.as_ref().map(|s| s.as_str().to_string());
-    let mut assistant = new_message(Role::Assistant, reply.text.clone(), answered_at, reply_swing, reply.completion_tokens);
+    let mut assistant = new_message(Role::Assistant, reply.text.clone(), answered_at, reply_swing, reply.completion_tokens());
     if reply.degraded {
         assistant.degraded = Some(true);
     }
     Turn {
-        user_message: new_message(Role::User, input.message.clone(), composed.now, user_swing, reply.prompt_tokens),
+        user_message: new_message(Role::User, input.message.clone(), composed.now, user_swing, reply.prompt_tokens()),
         reply: assistant,
         tokens: reply.tokens(),
         proposal: reply.payload.as_ref(),

@@ -19,11 +19,6 @@ pub struct Reply {
     pub payload: Option<CoachReplyPayload>,
     /// Every model call this reply took, with what it billed.
     pub billed: Vec<Billed>,
-    /// The billed calls' tokens, summed.
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    /// What the billed calls cost at the model's prices (micro-dollars).
-    pub cost_micro: i64,
     /// The model's name, "offline" or "fallback".
     pub source: String,
     /// The fallback: the coach could not answer.
@@ -46,9 +41,6 @@ impl Reply {
         let mut reply = Self {
             text: String::new(),
             payload: None,
-            prompt_tokens: billed.iter().map(|b| b.prompt_tokens).sum(),
-            completion_tokens: billed.iter().map(|b| b.completion_tokens).sum(),
-            cost_micro: billed.iter().map(limits::billed_cost).sum(),
             billed,
             source: model.to_string(),
             degraded: false,
@@ -96,8 +88,23 @@ impl Reply {
         self.degraded && !self.billed_anything()
     }
 
+    /// The billed calls' prompt tokens, summed.
+    pub fn prompt_tokens(&self) -> u64 {
+        self.billed.iter().map(|b| b.prompt_tokens).sum()
+    }
+
+    /// The billed calls' completion tokens, summed.
+    pub fn completion_tokens(&self) -> u64 {
+        self.billed.iter().map(|b| b.completion_tokens).sum()
+    }
+
+    /// What the billed calls cost at the model's prices (micro-dollars).
+    pub fn cost_micro(&self) -> i64 {
+        self.billed.iter().map(limits::billed_cost).sum()
+    }
+
     pub fn tokens(&self) -> u64 {
-        self.prompt_tokens + self.completion_tokens
+        self.prompt_tokens() + self.completion_tokens()
     }
 
     /// What this reply contributes to the request's metrics and security line.
@@ -110,7 +117,7 @@ impl Reply {
         Outcome {
             kind,
             tokens: self.tokens(),
-            cost_micro: self.cost_micro,
+            cost_micro: self.cost_micro(),
             new_conversation,
             degraded: self.degraded,
             filtered: self.filtered,
