@@ -214,22 +214,29 @@ DAY_MESSAGES = 40
 
 def steady_day(port: int, out: pathlib.Path, run_id: str) -> dict:
     """One golfer's day of DAY_MESSAGES messages of 300 characters (the mock replies with
-    about 600): the capacity units each message consumed, from the service's EMF lines."""
+    about 600): the capacity units each message consumed, from the service's EMF lines. In
+    the second half every fourth message states a new goal, which the mock model remembers
+    (a fact change, written in the turn's transaction); the others change nothing."""
     before = len(emf_lines(out))
     user = f"golfer-day-{run_id[-8:]}"
     phrase = "how do I keep my tempo smooth from the top when I feel rushed and the club gets steep "
+    remembers = [i >= DAY_MESSAGES // 2 and i % 4 == 0 for i in range(DAY_MESSAGES)]
     for i in range(DAY_MESSAGES):
-        message = (f"Message {i:02d} of my day: " + phrase * 5)[:300]
+        opening = f"My goal this week is {i} fairways hit. " if remembers[i] else f"Message {i:02d} of my day: "
+        message = (opening + phrase * 5)[:300]
         status, body = post_chat(port, user, message, f"day-{run_id}-{i:03d}")
         if status != 200:
             die(f"the day's message {i} got {status}: {body}")
     lines = emf_lines(out)[before:]
     wcu = [float(l.get("DynamoWriteUnits", 0)) for l in lines]
     rcu = [float(l.get("DynamoReadUnits", 0)) for l in lines]
-    steady = slice(DAY_MESSAGES // 2, None)
+    steady = range(DAY_MESSAGES // 2, len(wcu))
+    plain = [wcu[i] for i in steady if not remembers[i]]
+    changed = [wcu[i] for i in steady if remembers[i]]
     return {"messages": len(lines), "message_chars": 300,
-            "write_units_steady": statistics.mean(wcu[steady]), "write_units_steady_max": max(wcu[steady]),
-            "read_units_steady": statistics.mean(rcu[steady]), "write_units_first": wcu[0], "write_units_by_message": wcu}
+            "write_units_steady": statistics.mean(plain), "write_units_steady_max": max(plain),
+            "write_units_fact_change": statistics.mean(changed), "write_units_fact_change_max": max(changed),
+            "read_units_steady": statistics.mean(rcu[DAY_MESSAGES // 2:]), "write_units_first": wcu[0], "write_units_by_message": wcu}
 
 
 def pct(values: list[float], p: float) -> float:
@@ -739,8 +746,10 @@ def markdown(r: dict) -> str:
         f"| peak RSS, Lambda after one invocation | {c['lambda']['median_peak_rss_mb']:.1f} MB | < 40 MB | {target(c['lambda']['median_peak_rss_mb'] < 40)} |",
         f"| release zip ({a['zip_source']}) | {a['zip_mb']:.1f} MB | < 15 MB | {target(a['zip_mb'] < 15)} |",
         f"| requests/s | {r['requests_per_second']:.1f} | | |",
-        f"| write units per message at steady state (messages 21–40 of a 40-message day, 300-character messages, ~600-character replies) | "
+        f"| write units per message at steady state (messages 21–40 of a 40-message day that change no fact, 300-character messages, ~600-character replies) | "
         f"{r['steady_day']['write_units_steady']:.1f} (max {r['steady_day']['write_units_steady_max']:.1f}; the day's first {r['steady_day']['write_units_first']:.1f}) | ≤ 16 | {target(r['steady_day']['write_units_steady_max'] <= 16)} |",
+        f"| write units per message that changes what the coach remembers (a new fact, in the turn's transaction) | "
+        f"{r['steady_day']['write_units_fact_change']:.1f} (max {r['steady_day']['write_units_fact_change_max']:.1f}) | | |",
         f"| read units per message at steady state | {r['steady_day']['read_units_steady']:.1f} | | |",
         f"| errors | wrk {sum(r['load']['errors'].values())}, non-200 {r['load']['not_ok']}; outcomes {r['outcomes']} | 0 | |",
         "",

@@ -12,6 +12,10 @@
 //! over the coach with what a compromised model would write (links, an address) so output
 //! safety is seen working, and answers a grader's rubric request with a passing grade.
 //!
+//! Like a model following the system prompt's memory rules, it remembers what a golfer says
+//! of their goal ("my goal …"), wrist ("… wrist …") or driver ("my driver …"): one memory
+//! operation with the golfer's first sentence, so flows and benchmarks see facts written.
+//!
 //! `cargo run --release --example mock-model -- PORT DELAY_MS [GAP_MS TIMES_FILE]`
 
 use std::net::SocketAddr;
@@ -75,7 +79,38 @@ fn eval_answer(request: &Value) -> Value {
     } else {
         REPLY
     };
-    completion::completion(&completion::payload(reply), u32::try_from(prompt).unwrap_or(u32::MAX), COMPLETION_TOKENS)
+    completion::completion(&answer(request, reply), u32::try_from(prompt).unwrap_or(u32::MAX), COMPLETION_TOKENS)
+}
+
+/// The golfer's words: the last message, inside `message.tera`'s delimiter.
+fn golfer_message(request: &Value) -> String {
+    let last = texts(request).pop().unwrap_or_default();
+    let inner = last.split_once("<golfer_message>").map_or(last.as_str(), |(_, rest)| rest);
+    inner.split_once("</golfer_message>").map_or(inner, |(m, _)| m).trim().to_string()
+}
+
+/// The memory operations a model keeping to the memory rules would make for this message.
+fn memory_ops(request: &Value) -> Value {
+    let message = golfer_message(request);
+    let lower = message.to_lowercase();
+    let kind = if lower.contains("my goal") {
+        "goal"
+    } else if lower.contains("wrist") {
+        "injury"
+    } else if lower.contains("my driver") {
+        "equipment"
+    } else {
+        return serde_json::json!([]);
+    };
+    let sentence: String = message.split_inclusive(['.', '!', '?']).next().unwrap_or(&message).trim().chars().take(150).collect();
+    serde_json::json!([{ "op": "remember", "id": null, "kind": kind, "text": format!("Said: {sentence}") }])
+}
+
+/// The structured reply to `request`: `reply`, and what to remember.
+fn answer(request: &Value, reply: &str) -> Value {
+    let mut p = completion::payload(reply);
+    p["memory"] = memory_ops(request);
+    p
 }
 
 async fn recorded_requests(State(mock): State<Mock>) -> Response {
@@ -98,9 +133,9 @@ async fn complete(State(mock): State<Mock>, Json(request): Json<Value>) -> Respo
         }
     }
     if request["stream"] != Value::Bool(true) {
-        return Json(completion::completion(&completion::payload(REPLY), PROMPT_TOKENS, COMPLETION_TOKENS)).into_response();
+        return Json(completion::completion(&answer(&request, REPLY), PROMPT_TOKENS, COMPLETION_TOKENS)).into_response();
     }
-    let content = completion::payload(REPLY).to_string();
+    let content = answer(&request, REPLY).to_string();
     let mut pieces: Vec<String> = content.split_inclusive(' ').map(str::to_string).collect();
     let last = pieces.len().saturating_sub(1);
     let mut frames: Vec<(Duration, String)> = pieces

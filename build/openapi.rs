@@ -49,17 +49,15 @@ fn operation(r: &Route) -> Value {
     if let Some(d) = r.description {
         op["description"] = json!(d);
     }
-    if !r.query.is_empty() {
-        let params: Vec<Value> = r
-            .query
-            .iter()
-            .map(|q| {
-                json!({
-                    "name": q.name, "in": "query", "required": false, "description": q.description,
-                    "schema": { "type": "string", "format": q.format, "pattern": q.pattern }
-                })
-            })
-            .collect();
+    let param = |q: &crate::routes::QueryParam, place: &str| {
+        let mut schema = json!({ "type": "string", "pattern": q.pattern });
+        if !q.format.is_empty() {
+            schema["format"] = json!(q.format);
+        }
+        json!({ "name": q.name, "in": place, "required": place == "path", "description": q.description, "schema": schema })
+    };
+    let params: Vec<Value> = r.path_params.iter().map(|q| param(q, "path")).chain(r.query.iter().map(|q| param(q, "query"))).collect();
+    if !params.is_empty() {
         op["parameters"] = json!(params);
     }
     if let Some(body) = r.request_body {
@@ -133,6 +131,8 @@ fn components(bundled: &BTreeMap<String, Value>) -> Value {
         "UsageView": read("UsageView"),
         "DeletionReport": read("DeletionReport"),
         "FeedbackRequest": file("feedback-request.json"),
-        "FeedbackReceipt": read("FeedbackReceipt")
+        "FeedbackReceipt": read("FeedbackReceipt"),
+        "MemoryView": read("MemoryView"),
+        "MemorySettings": file("memory-settings.json")
     })
 }

@@ -6,10 +6,12 @@ use chrono::{DateTime, Utc};
 use crate::chat::Caller;
 use crate::conversation::default_themes;
 use crate::limits;
-use crate::models::{ConversationItem, DeletionReport, FeedbackReceipt, FeedbackReceiptRating, FeedbackRequest, FeedbackRequestRating, ThemesView, UsageView};
+use crate::memory;
+use crate::models::{ConversationItem, DeletionReport, GolferMemory, MemoryView, FeedbackReceipt, FeedbackReceiptRating, FeedbackRequest, FeedbackRequestRating, ThemesView, UsageView};
 use crate::store::golfer::Rated;
 use crate::state::AppState;
 use crate::store::counters::CounterKeys;
+use crate::store::memory::MemoryWrite;
 use crate::store::{keys, StoreError};
 
 /// Why a read of the golfer's data was not answered.
@@ -17,6 +19,8 @@ use crate::store::{keys, StoreError};
 pub enum AccountError {
     #[error("nothing there")]
     NotFound,
+    #[error("no such fact")]
+    NoSuchFact,
     #[error("too many ratings this hour")]
     TooManyRatings { retry_after_secs: u64 },
     #[error(transparent)]
@@ -74,9 +78,44 @@ impl AppState {
         }
     }
 
-    /// Erases the golfer's conversations, profile and stored answers.
+    /// What the coach remembers about the golfer, in the order the prompt uses it.
+    pub async fn memory_of(&self, caller: &Caller) -> Result<MemoryView, AccountError> {
+        let memory = self.store.memory(&caller.user).await?.unwrap_or_else(memory::empty);
+        Ok(memory_view(caller, &memory))
+    }
+
+    /// The golfer deletes one fact: it is neither used nor remembered again.
+    pub async fn forget_fact(&self, caller: &Caller, id: &str) -> Result<MemoryView, AccountError> {
+        let key = secrecy::ExposeSecret::expose_secret(&self.config.log_hash_key).to_string();
+        self.change_memory(caller, |m| m.and_then(|m| memory::delete(m, id, &key)).ok_or(AccountError::NoSuchFact)).await
+    }
+
+    /// The golfer's memory switch.
+    pub async fn set_memory(&self, caller: &Caller, enabled: bool) -> Result<MemoryView, AccountError> {
+        self.change_memory(caller, |m| Ok(memory::set_enabled(m, enabled))).await
+    }
+
+    /// Reads the golfer's memory, changes it and writes it if it did not change meanwhile
+    /// (a turn's write may land in between); a few tries, then the store is busy.
+    async fn change_memory(&self, caller: &Caller, change: impl Fn(Option<&GolferMemory>) -> Result<GolferMemory, AccountError>) -> Result<MemoryView, AccountError> {
+        for _ in 0..4 {
+            let current = self.store.memory(&caller.user).await?;
+            let next = change(current.as_ref())?;
+            let write = MemoryWrite { memory: &next, read_version: current.as_ref().map(|m| m.version) };
+            if self.store.put_memory(&caller.user, write).await? {
+                return Ok(memory_view(caller, &next));
+            }
+        }
+        Err(AccountError::Unavailable(StoreError::Contention))
+    }
+
+    /// Erases the golfer's conversations, profile, stored answers and memory.
     pub async fn erase(&self, caller: &Caller) -> Result<DeletionReport, AccountError> {
         let d = self.store.erase_golfer(&caller.user, self.clock.now().timestamp_millis()).await?;
-        Ok(DeletionReport { request_id: caller.request_id.clone(), conversations_deleted: d.conversations, profile_deleted: d.profile, turns_deleted: d.turns })
+        Ok(DeletionReport { request_id: caller.request_id.clone(), conversations_deleted: d.conversations, profile_deleted: d.profile, turns_deleted: d.turns, facts_deleted: d.facts })
     }
+}
+
+fn memory_view(caller: &Caller, m: &GolferMemory) -> MemoryView {
+    MemoryView { request_id: caller.request_id.clone(), enabled: m.enabled, limit: std::num::NonZeroU64::MIN.saturating_add(memory::MAX_FACTS as u64 - 1), facts: memory::ordered(&m.facts) }
 }

@@ -262,6 +262,7 @@ mod tests {
             secondary_focus: None,
             improvement: improvement.map(Into::into),
             swing_reference: swing.map(Into::into),
+            memory: vec![],
         }
     }
 

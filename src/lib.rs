@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod conversation;
 pub mod limits;
+pub mod memory;
 pub mod llm;
 pub mod metrics;
 pub mod models;

@@ -24,6 +24,8 @@ pub const PROFILE: &str = bundled!("profile.json");
 pub const SWING_ANALYSIS: &str = bundled!("swing-analysis.json");
 pub const READS: &str = bundled!("reads.json");
 pub const FEEDBACK_REQUEST: &str = bundled!("feedback-request.json");
+pub const MEMORY: &str = bundled!("memory.json");
+pub const MEMORY_SETTINGS: &str = bundled!("memory-settings.json");
 pub const TURN: &str = bundled!("turn.json");
 pub const MODEL_TABLE: &str = bundled!("model-table.json");
 
@@ -48,6 +50,10 @@ pub struct Schemas {
     pub deletion_report: Validator,
     pub feedback_request: Validator,
     pub feedback_receipt: Validator,
+    pub memory_settings: Validator,
+    pub memory_view: Validator,
+    /// The stored memory item.
+    pub memory: Validator,
     /// The reply schema as sent to the model (`response_format.json_schema.schema`).
     pub coach_reply_for_model: Value,
 }
@@ -95,6 +101,15 @@ static SCHEMAS: LazyLock<Result<Schemas, SchemaError>> = LazyLock::new(|| {
             *properties = ordered;
         }
     }
+    // The root's and nested types' titles and descriptions are for the generated types; the
+    // model is sent the fields' own descriptions only (each token of the schema is billed and
+    // comes out of the prompt's share).
+    for at in ["", "/properties/memory/items"] {
+        if let Some(Value::Object(m)) = for_model.pointer_mut(at) {
+            m.remove("title");
+            m.remove("description");
+        }
+    }
     Ok(Schemas {
         chat_request: compile("chat-request.json", CHAT_REQUEST)?,
         chat_response: compile("chat-response.json", CHAT_RESPONSE)?,
@@ -110,6 +125,9 @@ static SCHEMAS: LazyLock<Result<Schemas, SchemaError>> = LazyLock::new(|| {
         deletion_report: compile_definition("reads.json", READS, "DeletionReport")?,
         feedback_request: compile("feedback-request.json", FEEDBACK_REQUEST)?,
         feedback_receipt: compile_definition("reads.json", READS, "FeedbackReceipt")?,
+        memory_settings: compile("memory-settings.json", MEMORY_SETTINGS)?,
+        memory_view: compile_definition("reads.json", READS, "MemoryView")?,
+        memory: compile("memory.json", MEMORY)?,
         coach_reply_for_model: for_model,
     })
 });

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod error;
 pub mod feedback;
 pub mod identity;
+pub mod memory;
 pub mod observe;
 pub mod reads;
 pub mod routes;
@@ -38,6 +39,9 @@ fn handler(operation: Operation, filter: MethodFilter) -> MethodRouter<AppState>
         Operation::GetUsage => on(filter, reads::usage),
         Operation::DeleteMyData => on(filter, reads::delete_me),
         Operation::RateAnswer => on(filter, feedback::rate),
+        Operation::GetMemory => on(filter, memory::list),
+        Operation::ForgetFact => on(filter, memory::forget),
+        Operation::SetMemory => on(filter, memory::settings),
     }
 }
 
@@ -46,6 +50,7 @@ fn method_filter(method: &str) -> Option<MethodFilter> {
         "get" => Some(MethodFilter::GET),
         "post" => Some(MethodFilter::POST),
         "delete" => Some(MethodFilter::DELETE),
+        "put" => Some(MethodFilter::PUT),
         _ => None,
     }
 }
@@ -100,7 +105,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(list))
-            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
             .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::HeaderName::from_static("x-user-id")])
             .expose_headers([
                 header::RETRY_AFTER,

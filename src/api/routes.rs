@@ -5,6 +5,9 @@
 pub const CHAT_PATH: &str = "/api/chat/coaching";
 pub const CHAT_STREAM_PATH: &str = "/api/chat/coaching/stream";
 pub const FEEDBACK_PATH: &str = "/api/chat/coaching/feedback";
+pub const MEMORY_PATH: &str = "/api/chat/coaching/memory";
+pub const MEMORY_FACT_PATH: &str = "/api/chat/coaching/memory/{factId}";
+pub const MEMORY_SETTINGS_PATH: &str = "/api/chat/coaching/memory/settings";
 
 /// The errors of both chat routes, answered as JSON before anything is streamed.
 const CHAT_ERRORS: [(u16, &str); 11] = [
@@ -31,9 +34,12 @@ pub enum Operation {
     GetUsage,
     DeleteMyData,
     RateAnswer,
+    GetMemory,
+    ForgetFact,
+    SetMemory,
 }
 
-/// A query parameter (string-valued).
+/// A query or path parameter (string-valued).
 #[derive(Debug)]
 pub struct QueryParam {
     pub name: &'static str,
@@ -53,6 +59,8 @@ pub struct Route {
     /// The request body's component schema.
     pub request_body: Option<&'static str>,
     pub query: &'static [QueryParam],
+    /// Parameters in the path (`{name}` in `path`), each required.
+    pub path_params: &'static [QueryParam],
     /// The 200 response: its description and component schema.
     pub ok: (&'static str, &'static str),
     /// The 200 response is `text/event-stream`, each event's data one `ok` schema value.
@@ -74,6 +82,7 @@ pub const ROUTES: &[Route] = &[
         description: None,
         request_body: Some("CoachingChatRequest"),
         query: &[],
+        path_params: &[],
         ok: ("The coach's reply (possibly degraded)", "CoachingChatResponse"),
         streamed: false,
         rate_limited: true,
@@ -91,6 +100,7 @@ pub const ROUTES: &[Route] = &[
         ),
         request_body: Some("CoachingChatRequest"),
         query: &[],
+        path_params: &[],
         ok: ("Server-sent events; each `data:` line is one ChatStreamEvent", "ChatStreamEvent"),
         streamed: true,
         rate_limited: true,
@@ -104,6 +114,7 @@ pub const ROUTES: &[Route] = &[
         description: Some("Today's conversation (or the given day's), for ChatScreen to restore on open."),
         request_body: None,
         query: &[QueryParam { name: "date", description: "YYYY-MM-DD (UTC); today when absent", format: "date", pattern: "^[0-9]{4}-[0-9]{2}-[0-9]{2}$" }],
+        path_params: &[],
         ok: ("The conversation", "ConversationView"),
         streamed: false,
         rate_limited: false,
@@ -117,6 +128,7 @@ pub const ROUTES: &[Route] = &[
         description: Some("Current coaching themes and progress, for ResultsScreen."),
         request_body: None,
         query: &[],
+        path_params: &[],
         ok: ("The themes", "ThemesView"),
         streamed: false,
         rate_limited: false,
@@ -130,6 +142,7 @@ pub const ROUTES: &[Route] = &[
         description: Some("Requests left this hour, spend left today, reset times."),
         request_body: None,
         query: &[],
+        path_params: &[],
         ok: ("The quota", "UsageView"),
         streamed: false,
         rate_limited: false,
@@ -147,6 +160,7 @@ pub const ROUTES: &[Route] = &[
         ),
         request_body: Some("FeedbackRequest"),
         query: &[],
+        path_params: &[],
         ok: ("The rating as stored", "FeedbackReceipt"),
         streamed: false,
         rate_limited: false,
@@ -166,12 +180,68 @@ pub const ROUTES: &[Route] = &[
         path: "/api/chat/coaching/me",
         operation: Operation::DeleteMyData,
         operation_id: "deleteMyData",
-        description: Some("Deletes the caller's conversations, profile and stored answers; counters expire on their own."),
+        description: Some("Deletes the caller's conversations, profile, stored answers and what the coach remembers; counters expire on their own."),
         request_body: None,
         query: &[],
+        path_params: &[],
         ok: ("What was removed", "DeletionReport"),
         streamed: false,
         rate_limited: false,
         errors: &READ_ERRORS,
+    },
+    Route {
+        method: "get",
+        path: MEMORY_PATH,
+        operation: Operation::GetMemory,
+        operation_id: "getMemory",
+        description: Some(
+            "What the coach remembers about the golfer: facts the coach took from earlier conversations (injuries, equipment, goals, \
+             events, courses, preferences, skills), at most 30, and whether memory is on.",
+        ),
+        request_body: None,
+        query: &[],
+        path_params: &[],
+        ok: ("What the coach remembers", "MemoryView"),
+        streamed: false,
+        rate_limited: false,
+        errors: &READ_ERRORS,
+    },
+    Route {
+        method: "delete",
+        path: MEMORY_FACT_PATH,
+        operation: Operation::ForgetFact,
+        operation_id: "forgetFact",
+        description: Some("The golfer deletes one remembered fact: it leaves the coach's context at once and is not remembered again."),
+        request_body: None,
+        query: &[],
+        path_params: &[QueryParam { name: "factId", description: "A fact's id, from GET /api/chat/coaching/memory", format: "", pattern: "^f[0-9a-f]{7}$" }],
+        ok: ("What the coach remembers now", "MemoryView"),
+        streamed: false,
+        rate_limited: false,
+        errors: &[READ_ERRORS[0], READ_ERRORS[1], READ_ERRORS[2], READ_ERRORS[3], (404, "No such fact among the caller's")],
+    },
+    Route {
+        method: "put",
+        path: MEMORY_SETTINGS_PATH,
+        operation: Operation::SetMemory,
+        operation_id: "setMemory",
+        description: Some(
+            "The golfer's memory switch. Off: nothing is remembered and no fact reaches the coach; the facts kept stay listed until \
+             deleted (one by one, or with DELETE /api/chat/coaching/me).",
+        ),
+        request_body: Some("MemorySettings"),
+        query: &[],
+        path_params: &[],
+        ok: ("What the coach remembers, with the switch as set", "MemoryView"),
+        streamed: false,
+        rate_limited: false,
+        errors: &[
+            (400, "The request does not match the schema"),
+            (401, "No caller identity"),
+            (405, "Method not allowed"),
+            (413, "Body over 10 KB"),
+            (415, "Body is not JSON"),
+            (503, "Storage unavailable"),
+        ],
     },
 ];

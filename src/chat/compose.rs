@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::{Admitted, Caller, ChatError, ChatInput, Reservation};
 use crate::conversation;
 use crate::limits;
-use crate::models::{AppContext, ChatMessage, ConversationId, Role, SwingId, TurnItem};
+use crate::models::{AppContext, ChatMessage, ConversationId, GolferMemory, Role, SwingId, TurnItem};
 use crate::prompts::experiment::PromptSet;
 use crate::prompts::{pack, HistoryTurn, PackError, Packed, PromptRole, PromptVars, Prompts};
 use crate::state::AppState;
@@ -30,6 +30,9 @@ pub struct Composed {
     pub now: DateTime<Utc>,
     /// The templates (and model row) the message is answered with.
     pub set: PromptSet,
+    /// What the coach remembered when the message was admitted (the reply's memory
+    /// operations apply to it; its version guards the write).
+    pub memory: Option<GolferMemory>,
 }
 
 /// Step 2. On an error the reservation is given back.
@@ -52,6 +55,7 @@ pub async fn compose(state: &AppState, caller: &Caller, input: &ChatInput, admit
         }
         Ok((context, conversation, vars, packed)) => Ok(Composed {
             own_swings: own_swings(&context),
+            memory: context.memory,
             newest: context.recent.into_iter().next(),
             reservation,
             vars,
@@ -80,6 +84,8 @@ fn prompt_vars(state: &AppState, input: &ChatInput, context: &CoachingContext, n
         summary,
         swing_on_screen: context.swing_on_screen.clone(),
         swings: context.swings.clone(),
+        memory: context.memory.as_ref().filter(|m| m.enabled).map(|m| crate::memory::ordered(&m.facts)).unwrap_or_default(),
+        memory_enabled: context.memory.as_ref().is_none_or(|m| m.enabled),
         history: history(&recent),
         detail: crate::prompts::Detail::Full,
     }

@@ -15,10 +15,12 @@ use crate::backoff::{Backoff, Tried};
 use crate::clock;
 use crate::conversation::{self, Turn};
 use crate::limits;
+use crate::memory;
 use crate::metrics::Outcome;
-use crate::models::{ChatMessage, CoachingChatResponse, CoachingChatResponseStorage as Storage, Role, StoredResponse, SwingId, TurnItem, Usage};
+use crate::models::{ChatMessage, GolferMemory, CoachingChatResponse, CoachingChatResponseStorage as Storage, Role, StoredResponse, SwingId, TurnItem, Usage};
 use crate::state::AppState;
 use crate::store::conversations::{PreparedTurn, TurnWriteError};
+use crate::store::memory::MemoryWrite;
 use crate::store::{deadline, keys, Store, StoreError};
 
 /// A turn whose write failed after the model answered is sent again in the background, for
@@ -35,7 +37,9 @@ pub async fn record(state: &AppState, caller: &Caller, input: &ChatInput, replie
     // and the claim is given up, so the app's retry with the same id is answered anew.
     let key = if reply.degraded { keys::turn(&caller.user, &keys::server_message_id()) } else { composed.turn_key.clone() };
     let settlement = Settlement { cost_micro: reply.cost_micro(), release_slots: reply.gives_slot_back() };
-    let write = composed.reservation.settle(&key, &item, settlement, &state.budget).await;
+    let remembered = remembered(state, caller, &composed, &reply, &key);
+    let mut write = composed.reservation.settle(&key, &item, settlement, &state.budget).await;
+    write.memory = remembered.as_ref().map(|memory| MemoryWrite { memory, read_version: composed.memory.as_ref().map(|m| m.version) });
     let storage = match state.store.prepare_turn(write) {
         Ok(prepared) => write_turn(&state.store, prepared, caller.deadline + state.config.deadline_margin).await,
         Err(e) => {
@@ -52,6 +56,23 @@ pub async fn record(state: &AppState, caller: &Caller, input: &ChatInput, replie
         ..reply.outcome(new_conversation, state.coach.breaker_open())
     };
     Ok(Answered { response: Box::new(response(&item, storage)), replay: false, outcome })
+}
+
+/// What the coach remembers after this reply: the model's memory operations applied to the
+/// memory read at admission; `None` when nothing changes (the reply is not the model's, memory
+/// is off, or no operation was acceptable).
+fn remembered(state: &AppState, caller: &Caller, composed: &Composed, reply: &Reply, key: &str) -> Option<GolferMemory> {
+    let ops = &reply.payload.as_ref()?.memory;
+    let source = memory::Source {
+        message_id: keys::message_id(&caller.user, key)?,
+        at: state.clock.now(),
+        hash_key: secrecy::ExposeSecret::expose_secret(&state.config.log_hash_key),
+    };
+    let (changed, applied) = memory::apply(composed.memory.as_ref(), ops, source);
+    if applied.refused > 0 {
+        tracing::info!(refused = applied.refused, "memory operations refused");
+    }
+    changed
 }
 
 /// The turn item of this exchange.

@@ -60,6 +60,7 @@ impl Reservation {
             keys: &self.keys,
             spend_delta_micro: s.cost_micro - self.reserved_micro,
             release_slots: s.release_slots,
+            memory: None,
         }
     }
 

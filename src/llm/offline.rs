@@ -61,6 +61,8 @@ pub fn offline_payload(vars: &crate::prompts::PromptVars, reply: String) -> Coac
         secondary_focus: None,
         improvement,
         swing_reference: latest.map(|s| s.analysis_id.to_string()),
+        // The offline coach understands no words: it remembers nothing.
+        memory: vec![],
     }
 }
 

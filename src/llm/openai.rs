@@ -333,7 +333,7 @@ fn shorter(req: &CoachRequest<'_>) -> (Vec<PromptMessage>, u32) {
 /// A streamed attempt's pieces: the reply's text as it comes, then how the attempt ended.
 pub(super) enum AttemptPiece {
     Text(String),
-    Ended(Attempt),
+    Ended(Box<Attempt>),
 }
 
 /// What comes after an attempt.
@@ -443,7 +443,7 @@ impl OpenAiCoach {
                     while let Some(piece) = pieces.next().await {
                         match piece {
                             AttemptPiece::Text(text) => yield CoachEvent::Text(text),
-                            AttemptPiece::Ended(attempt) => ended = attempt,
+                            AttemptPiece::Ended(attempt) => ended = *attempt,
                         }
                     }
                     ended

@@ -37,11 +37,11 @@ impl OpenAiCoach {
             let after = || retry_after.lock().ok().and_then(|s| *s);
             let mut chunks = match tokio::time::timeout_at(by, client.chat().create_stream(request)).await {
                 Err(_) => {
-                    yield AttemptPiece::Ended(Attempt::Outage { error: LlmError::Timeout, billed: Some(worst), retry_after: after() });
+                    yield AttemptPiece::Ended(Box::new(Attempt::Outage { error: LlmError::Timeout, billed: Some(worst), retry_after: after() }));
                     return;
                 }
                 Ok(Err(e)) => {
-                    yield AttemptPiece::Ended(failed(e, worst, after()));
+                    yield AttemptPiece::Ended(Box::new(failed(e, worst, after())));
                     return;
                 }
                 Ok(Ok(chunks)) => chunks,
@@ -68,7 +68,7 @@ impl OpenAiCoach {
                 Some(Some(OpenAIError::JSONDeserialize(..))) => Attempt::Unusable(LlmError::Malformed, got.usage.unwrap_or(worst)),
                 Some(Some(_)) => Attempt::Outage { error: LlmError::Transport, billed: Some(got.usage.unwrap_or(worst)), retry_after: after() },
             };
-            yield AttemptPiece::Ended(attempt);
+            yield AttemptPiece::Ended(Box::new(attempt));
         })
     }
 }

@@ -1,10 +1,18 @@
 //! Packing: renders the prompt's messages and fits them into the prompt's token limit
-//! (`TOKEN_LIMIT_PER_REQUEST` minus the reply's `max_tokens`): it drops the oldest history
-//! first, then shortens swing and profile detail. The golfer's message is never cut.
+//! (`TOKEN_LIMIT_PER_REQUEST` minus the reply's `max_tokens`). What the coach remembers has
+//! its own share ([`MEMORY_SHARE_TOKENS`]): the facts that fit it, by kind priority, are
+//! kept; then the oldest history is dropped first; when no history fits, the remembered
+//! facts go (lowest priority first) before swing and profile detail is shortened. The
+//! golfer's message is never cut.
 
 use super::vars::{Detail, HistoryTurn, PromptMessage, PromptRole, PromptVars};
 use super::{PromptError, Prompts, CONTEXT, MESSAGE, SYSTEM};
+use crate::models::MemoryFact;
 use crate::tokens;
+
+/// The share of the prompt the remembered facts may take (about eight short facts): history
+/// and the rest of the context keep the remainder.
+pub const MEMORY_SHARE_TOKENS: usize = 150;
 
 /// The rendered prompt that fits the token limit, with its size in model tokens.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,6 +22,8 @@ pub struct Packed {
     pub token_limit: usize,
     /// History turns left out to fit.
     pub dropped_turns: usize,
+    /// Remembered facts left out to fit (the share, then the whole limit).
+    pub dropped_facts: usize,
     pub detail: Detail,
 }
 
@@ -50,6 +60,19 @@ fn frame(prompts: &Prompts, vars: &PromptVars) -> Result<[Counted; 2], PromptErr
     ])
 }
 
+/// The steps that shorten swing and profile detail when nothing else is left to drop.
+const SHORTENING: [fn(&mut PromptVars); 6] = [
+    |v| v.detail = Detail::Brief,
+    |v| v.swings.truncate(1),
+    |v| v.detail = Detail::Minimal,
+    |v| v.summary = None,
+    |v| {
+        v.swings.clear();
+        v.swing_on_screen = None;
+    },
+    |v| v.profile = None,
+];
+
 /// Renders the prompt and fits it into `token_limit` tokens. A chat request's tokens are the sum
 /// of its messages', so each message is rendered and counted at most once: history turns
 /// newest first until one does not fit, and only when no turn fits is swing and profile
@@ -57,6 +80,7 @@ fn frame(prompts: &Prompts, vars: &PromptVars) -> Result<[Counted; 2], PromptErr
 pub fn pack(prompts: &Prompts, vars: &PromptVars, token_limit: usize) -> Result<Packed, PackError> {
     let mut v = vars.clone();
     v.detail = Detail::Full;
+    v.memory = within_share(&vars.memory, MEMORY_SHARE_TOKENS);
     let turn = |turn: &HistoryTurn| -> Result<Counted, PromptError> {
         let content = match turn.role {
             PromptRole::User => prompts.render(MESSAGE, &serde_json::json!({ "message": turn.content }))?,
@@ -65,13 +89,13 @@ pub fn pack(prompts: &Prompts, vars: &PromptVars, token_limit: usize) -> Result<
         Ok(Counted::new(turn.role.clone(), content))
     };
     let current = Counted::new(PromptRole::User, prompts.render(MESSAGE, &v)?);
-    let assemble = |frame: [Counted; 2], kept: Vec<Counted>, detail: Detail| {
+    let assemble = |frame: [Counted; 2], kept: Vec<Counted>, detail: Detail, facts: usize| {
         let prompt_tokens = tokens::REPLY_PRIMING + current.tokens + frame.iter().chain(&kept).map(|c| c.tokens).sum::<usize>();
         let dropped_turns = vars.history.len() - kept.len();
         let mut messages: Vec<PromptMessage> = frame.into_iter().map(|c| c.message).collect();
         messages.extend(kept.into_iter().map(|c| c.message));
         messages.push(current.message.clone());
-        Packed { messages, prompt_tokens, token_limit, dropped_turns, detail }
+        Packed { messages, prompt_tokens, token_limit, dropped_turns, dropped_facts: vars.memory.len() - facts, detail }
     };
     let fixed = |frame: &[Counted; 2]| tokens::REPLY_PRIMING + current.tokens + frame[0].tokens + frame[1].tokens;
 
@@ -87,31 +111,44 @@ pub fn pack(prompts: &Prompts, vars: &PromptVars, token_limit: usize) -> Result<
             kept.push(counted);
         }
         kept.reverse();
-        return Ok(assemble(full, kept, v.detail));
+        return Ok(assemble(full, kept, v.detail, v.memory.len()));
     }
-    // 2. No history fits: shorten swing and profile detail, step by step.
-    let steps: [fn(&mut PromptVars); 6] = [
-        |v| v.detail = Detail::Brief,
-        |v| v.swings.truncate(1),
-        |v| v.detail = Detail::Minimal,
-        |v| v.summary = None,
-        |v| {
-            v.swings.clear();
-            v.swing_on_screen = None;
-        },
-        |v| v.profile = None,
-    ];
+    // 2. No history fits: the remembered facts go, lowest priority first.
+    while v.memory.pop().is_some() {
+        let f = frame(prompts, &v)?;
+        if fixed(&f) <= token_limit {
+            return Ok(assemble(f, vec![], v.detail, v.memory.len()));
+        }
+    }
+    // 3. Still too long: shorten swing and profile detail, step by step.
     let mut last = 0;
-    for step in steps {
+    for step in SHORTENING {
         step(&mut v);
         let f = frame(prompts, &v)?;
         last = fixed(&f);
         if last <= token_limit {
-            return Ok(assemble(f, vec![], v.detail));
+            return Ok(assemble(f, vec![], v.detail, 0));
         }
     }
     Err(PackError::MessageTooLong { needed: last, limit: token_limit })
 }
+
+/// The facts, in priority order, that fit `share` tokens (each counted as its line of the
+/// context message, about; the prompt as a whole is counted exactly).
+fn within_share(facts: &[MemoryFact], share: usize) -> Vec<MemoryFact> {
+    let mut left = share;
+    facts
+        .iter()
+        .take_while(|f| {
+            let cost = tokens::count(f.text.as_str()) + FACT_LINE_TOKENS;
+            left.checked_sub(cost).map(|l| left = l).is_some()
+        })
+        .cloned()
+        .collect()
+}
+
+/// A fact's line around its text: `- [f1a2b3c4] injury: `.
+const FACT_LINE_TOKENS: usize = 10;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -247,6 +284,71 @@ pub(crate) mod tests {
         Ok(())
     }
 
+    pub(crate) fn fact(id: &str, kind: &str, text: &str) -> MemoryFact {
+        let value = serde_json::json!({ "id": id, "kind": kind, "text": text, "source_message_id": "msg-0001-abcd",
+            "created_at": "2026-11-20T10:00:00.000Z", "updated_at": "2026-11-20T10:00:00.000Z" });
+        match serde_json::from_value(value) {
+            Ok(f) => f,
+            Err(e) => panic!("a fact out of its schema: {e}"),
+        }
+    }
+
+    fn all_text(packed: &Packed) -> String {
+        packed.messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn facts_reach_the_context_message_never_the_system_message() -> Result<(), PackError> {
+        let mut vars = example_vars();
+        vars.memory = vec![fact("f0000001", "injury", "UNIQUE-FACT-5521 left wrist sore")];
+        let packed = pack(&prompts(), &vars, 2000)?;
+        assert!(!packed.messages[0].content.contains("UNIQUE-FACT-5521"));
+        assert!(packed.messages[1].content.contains("[f0000001] injury: UNIQUE-FACT-5521"), "{}", packed.messages[1].content);
+        Ok(())
+    }
+
+    #[test]
+    fn facts_go_lowest_priority_first_before_any_swing_or_profile_detail() -> Result<(), PackError> {
+        let mut vars = example_vars();
+        vars.history.clear();
+        let injury = fact("f0000001", "injury", "Left wrist gets sore after long range sessions");
+        let preference = fact("f0000002", "preference", "Likes short drills with clear numbers and no jargon");
+        vars.memory = vec![injury.clone()];
+        let injury_only = pack(&prompts(), &vars, 2000)?.prompt_tokens;
+        vars.memory = vec![injury, preference];
+        assert!(pack(&prompts(), &vars, 2000)?.prompt_tokens > injury_only);
+        let packed = pack(&prompts(), &vars, injury_only)?;
+        let text = all_text(&packed);
+        assert!(text.contains("Left wrist"), "the injury is kept: {text}");
+        assert!(!text.contains("short drills"), "the preference went first");
+        assert_eq!((packed.detail, packed.dropped_facts), (Detail::Full, 1), "no detail was shortened while a fact could go");
+        assert!(packed.prompt_tokens <= injury_only);
+        Ok(())
+    }
+
+    #[test]
+    fn thirty_long_facts_and_a_long_message_stay_within_the_limit() -> Result<(), PackError> {
+        let kinds = ["injury", "goal", "event", "equipment", "skill", "course", "preference"];
+        let mut vars = example_vars();
+        let facts: Vec<MemoryFact> = (0..30)
+            .map(|i| fact(&format!("f{i:07x}"), kinds[i % kinds.len()], &format!("fact {i} {}", "about the golfer's game and body, in detail ".repeat(4)).chars().take(160).collect::<String>()))
+            .collect();
+        vars.memory = crate::memory::ordered(&facts);
+        vars.message = "Here is everything about my round today. ".repeat(23);
+        let limit = 1500 - 400 - crate::llm::response_format_tokens();
+        let packed = pack(&prompts(), &vars, limit)?;
+        let counted = tokens::count_chat(packed.messages.iter().map(|m| (m.role.as_str(), m.content.as_str())));
+        assert_eq!(counted, packed.prompt_tokens);
+        assert!(counted <= limit, "{counted} > {limit}");
+        assert!(packed.dropped_facts > 0 && packed.dropped_facts < 30, "{} facts dropped", packed.dropped_facts);
+        let text = all_text(&packed);
+        let kept: Vec<&MemoryFact> = vars.memory.iter().filter(|f| text.contains(f.id.as_str())).collect();
+        assert_eq!(kept.len(), 30 - packed.dropped_facts);
+        assert!(kept.iter().zip(vars.memory.iter()).all(|(k, f)| k.id == f.id), "the highest-priority facts are the ones kept");
+        assert!(text.contains(vars.message.trim()), "the message is never cut");
+        Ok(())
+    }
+
     #[test]
     fn a_message_that_cannot_fit_is_refused_not_cut() {
         let mut vars = example_vars();
@@ -279,6 +381,7 @@ pub(crate) mod tests {
                 swings in 0usize..4,
                 summary in proptest::option::of("[ -~]{0,2000}"),
                 goals in proptest::collection::vec("[ -~]{0,200}", 0..5),
+                facts in proptest::collection::vec(("[a-g]", "[ -~]{1,160}"), 0..31),
             ) {
                 let mut vars = example_vars();
                 vars.history = history;
@@ -287,6 +390,12 @@ pub(crate) mod tests {
                 let swing = vars.swings[0].clone();
                 vars.swings = vec![swing; swings];
                 if let Some(p) = vars.profile.as_mut() { p.goals = goals; }
+                let kinds = ["injury", "goal", "event", "equipment", "skill", "course", "preference"];
+                let facts: Vec<_> = facts.iter().enumerate().map(|(i, (k, text))| {
+                    let kind = kinds[usize::from(k.as_bytes()[0] - b'a')];
+                    super::fact(&format!("f{i:07x}"), kind, text)
+                }).collect();
+                vars.memory = crate::memory::ordered(&facts);
                 let limit = 1500usize;
                 let max_tokens = 400usize;
                 let token_limit = limit - max_tokens - crate::llm::response_format_tokens();

@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::models::{AppContext, CoachingThemes, GolferProfile, SwingAnalysis};
+use crate::models::{AppContext, CoachingThemes, GolferProfile, MemoryFact, SwingAnalysis};
 
 /// How much swing and profile detail the context message carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -64,6 +64,13 @@ pub struct PromptVars {
     pub swing_on_screen: Option<SwingAnalysis>,
     /// Recent swing analyses, newest first.
     pub swings: Vec<SwingAnalysis>,
+    /// What the coach remembers about the golfer, injuries and goals first (packing keeps
+    /// what fits the memory's share of the prompt). Empty while memory is off.
+    #[serde(default)]
+    pub memory: Vec<MemoryFact>,
+    /// The golfer's memory switch: off, the system prompt asks for no memory operations.
+    #[serde(default = "on")]
+    pub memory_enabled: bool,
     /// The golfer's earlier turns, oldest first, whatever their UTC day. Not a template variable: the turns
     /// become the conversation's own user and assistant messages, so no template can put a
     /// golfer's words into the system or context message (and no render pays for them).
@@ -76,6 +83,10 @@ pub struct PromptVars {
 
 fn full() -> Detail {
     Detail::Full
+}
+
+fn on() -> bool {
+    true
 }
 
 impl PromptVars {

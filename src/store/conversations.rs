@@ -13,7 +13,7 @@ use super::transact::{Failed, Written};
 use super::{from_item, keys, s, to_item, Item, Store, StoreError};
 use crate::backoff::Backoff;
 use crate::clock::{day_start, next_day, timestamp};
-use crate::models::{ConversationId, ConversationItem, GolferProfile, SwingAnalysis, SwingId, TurnItem, UserId};
+use crate::models::{ConversationId, ConversationItem, GolferMemory, GolferProfile, SwingAnalysis, SwingId, TurnItem, UserId};
 
 /// Keys a batch read left unprocessed (throttling) are asked again after this.
 const UNPROCESSED_BACKOFF: Backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(320)).with_floor(Duration::from_millis(10));
@@ -32,6 +32,9 @@ pub struct CoachingContext {
     /// The swing the app has on screen, present only when it is the caller's.
     pub swing_on_screen: Option<SwingAnalysis>,
     pub profile: Option<GolferProfile>,
+    /// What the coach remembers about the golfer (none yet: memory on, nothing known), read
+    /// strongly consistent: a turn's write is conditional on its version.
+    pub memory: Option<GolferMemory>,
 }
 
 impl CoachingContext {
@@ -44,6 +47,14 @@ impl CoachingContext {
     pub fn oldest_first(&self) -> Vec<TurnItem> {
         self.recent.iter().rev().cloned().collect()
     }
+}
+
+/// What the context's BatchGetItem found.
+#[derive(Default)]
+struct Keyed {
+    profile: Option<GolferProfile>,
+    memory: Option<GolferMemory>,
+    swing_on_screen: Option<SwingAnalysis>,
 }
 
 /// A turn to write: the turn item (it replaces the claim on its key, or is new), and its
@@ -61,6 +72,8 @@ pub struct TurnWrite<'a> {
     pub spend_delta_micro: i64,
     /// The model was not reached: the request slots are given back too.
     pub release_slots: bool,
+    /// What the coach remembers after this turn, when the reply changed it.
+    pub memory: Option<super::memory::MemoryWrite<'a>>,
 }
 
 /// A turn's transaction, built once so every send of it is the same (one client request
@@ -74,6 +87,12 @@ pub struct PreparedTurn {
     /// What settles the request when its turn may not be written: the settlement and the
     /// claim's deletion, without the turn.
     discard: Vec<TransactWriteItem>,
+    /// The position of the memory write in `items`, when the turn changes the memory.
+    memory_write: Option<usize>,
+    /// The same turn without its memory change, under its own token: sent when the memory
+    /// changed since it was read (the golfer deleted a fact, or another of their messages
+    /// changed it first), so a stale change never overwrites a newer one.
+    without_memory: Option<Box<PreparedTurn>>,
 }
 
 /// Why a turn's write failed.
@@ -94,6 +113,9 @@ pub enum Unwritable {
     Erased,
     /// The claim on the clientMessageId expired and was taken by another request.
     ClaimLost,
+    /// The golfer's memory changed since the turn read it (the turn is then written without
+    /// its memory change).
+    MemoryChanged,
 }
 
 impl std::fmt::Display for Unwritable {
@@ -101,6 +123,7 @@ impl std::fmt::Display for Unwritable {
         f.write_str(match self {
             Self::Erased => "the golfer deleted their data after asking",
             Self::ClaimLost => "the claim on its id was taken",
+            Self::MemoryChanged => "the golfer's memory changed since it was read",
         })
     }
 }
@@ -112,16 +135,16 @@ impl Store {
             self.recent_turns(user, RECENT_TURNS),
             self.recent_swings(user, RECENT_SWINGS),
         )?;
-        let (profile, swing_on_screen) = keyed;
-        Ok(CoachingContext { recent, swings, swing_on_screen, profile })
+        let Keyed { profile, memory, swing_on_screen } = keyed;
+        Ok(CoachingContext { recent, swings, swing_on_screen, profile, memory })
     }
 
-    /// The profile and, when the app names one, the swing on screen, only if it is the
-    /// caller's: one BatchGetItem across both tables.
-    async fn keyed_context(&self, user: &UserId, swing: Option<&SwingId>) -> Result<(Option<GolferProfile>, Option<SwingAnalysis>), StoreError> {
-        let profile_key = keys::profile(user);
+    /// The profile, the golfer's memory and, when the app names one, the swing on screen,
+    /// only if it is the caller's: one BatchGetItem across both tables.
+    async fn keyed_context(&self, user: &UserId, swing: Option<&SwingId>) -> Result<Keyed, StoreError> {
+        let (profile_key, memory_key) = (keys::profile(user), keys::memory(user));
         let key = |attr: &str, value: &str| HashMap::from([(attr.to_string(), s(value))]);
-        let mut coaching = KeysAndAttributes::builder().keys(key(keys::PK, &profile_key));
+        let mut coaching = KeysAndAttributes::builder().keys(key(keys::PK, &profile_key)).keys(key(keys::PK, &memory_key)).consistent_read(true);
         let mut request = HashMap::new();
         if let Some(id) = swing {
             let swing_key = key(keys::ANALYSES_PK, id.as_str());
@@ -150,18 +173,19 @@ impl Store {
             }
         }
 
-        let (mut profile, mut swing_on_screen) = (None, None);
+        let mut keyed = Keyed::default();
         for mut item in found {
             let pk = item.get(keys::PK).and_then(|v| v.as_s().ok()).cloned();
             match pk.as_deref() {
                 Some(k) if k == profile_key => {
                     item.remove(keys::PK);
-                    profile = Some(from_item("profile", item)?);
+                    keyed.profile = Some(from_item("profile", item)?);
                 }
-                _ => swing_on_screen = super::analyses::own_swing(user, item)?,
+                Some(k) if k == memory_key => keyed.memory = Some(super::memory::from_memory_item(item)?),
+                _ => keyed.swing_on_screen = super::analyses::own_swing(user, item)?,
             }
         }
-        Ok((profile, swing_on_screen))
+        Ok(keyed)
     }
 
     /// A Query of user-index for the golfer's items: add the key condition (it names the
@@ -261,15 +285,34 @@ impl Store {
         items.push(self.not_erased_since(&w.turn.user_id, asked_ms)?);
         let mut discard: Vec<TransactWriteItem> = w.claim.map(|c| self.claim_release_item(c)).transpose()?.into_iter().collect();
         discard.extend(settlement);
-        Ok(PreparedTurn { items, token: super::transact::token(), erase_check, discard })
+        let (memory_write, without_memory) = match w.memory {
+            Some(m) => {
+                items.push(self.memory_put(&w.turn.user_id, m)?);
+                (Some(items.len() - 1), Some(Box::new(self.prepare_turn(TurnWrite { memory: None, ..w })?)))
+            }
+            None => (None, None),
+        };
+        Ok(PreparedTurn { items, token: super::transact::token(), erase_check, discard, memory_write, without_memory })
     }
 
-    /// Sends a prepared turn (again, if need be: it is applied once).
+    /// Sends a prepared turn (again, if need be: it is applied once). When the golfer's
+    /// memory changed since it was read, the turn is written without its memory change.
     pub async fn write_turn(&self, t: &PreparedTurn) -> Result<(), TurnWriteError> {
+        match self.write_prepared(t).await {
+            Err(TurnWriteError::Unwritable(Unwritable::MemoryChanged)) => match &t.without_memory {
+                Some(plain) => self.write_prepared(plain).await,
+                None => Err(TurnWriteError::Unwritable(Unwritable::ClaimLost)),
+            },
+            other => other,
+        }
+    }
+
+    async fn write_prepared(&self, t: &PreparedTurn) -> Result<(), TurnWriteError> {
         match self.transact("TransactWriteItems turn", &t.items, Some(&t.token)).await {
             Ok(Written::Applied) => Ok(()),
             // Nothing was written, and nothing will be.
             Ok(Written::ConditionFailed { index, .. }) if index == t.erase_check => Err(TurnWriteError::Unwritable(Unwritable::Erased)),
+            Ok(Written::ConditionFailed { index, .. }) if Some(index) == t.memory_write => Err(TurnWriteError::Unwritable(Unwritable::MemoryChanged)),
             Ok(Written::ConditionFailed { .. }) => Err(TurnWriteError::Unwritable(Unwritable::ClaimLost)),
             Err(Failed { error, maybe_applied }) => Err(TurnWriteError::Failed { error, maybe_applied }),
         }

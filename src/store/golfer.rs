@@ -39,6 +39,8 @@ pub struct Deleted {
     pub profile: bool,
     /// Turns (each is also the stored answer to its clientMessageId).
     pub turns: u64,
+    /// Facts the coach remembered.
+    pub facts: u64,
 }
 
 impl Store {
@@ -103,7 +105,7 @@ impl Store {
             .collect())
     }
 
-    /// Deletes the golfer's turns (their conversations and stored answers) and profile, for
+    /// Deletes the golfer's turns (their conversations and stored answers), profile and memory, for
     /// good: first an erase marker, so no message in flight writes a turn back (each turn's
     /// transaction checks it); then every turn asked before the marker that user-index
     /// lists; then, after user-index has caught up, whatever it shows again. A turn asked
@@ -124,9 +126,9 @@ impl Store {
         let until = crate::clock::timestamp(chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default());
         let profile_key = keys::profile(user);
         let profile = self.send("DeleteItem profile", self.client.delete_item().table_name(&self.table).key(keys::PK, s(&profile_key)).return_values(ReturnValue::AllOld).send());
-        let (first, profile) = tokio::join!(self.delete_turns(user, &until), profile);
+        let (first, profile, facts) = tokio::join!(self.delete_turns(user, &until), profile, self.delete_memory(user));
         let mut deleted = first?;
-        let profile = profile?;
+        let (profile, facts) = (profile?, facts?);
         tokio::time::sleep(SECOND_SWEEP_AFTER).await;
         let second = self.delete_turns(user, &until).await?;
         deleted.extend(second);
@@ -135,6 +137,7 @@ impl Store {
             conversations: conversations.len() as u64,
             profile: profile.attributes.is_some_and(|a| !a.is_empty()),
             turns: deleted.len() as u64,
+            facts,
         })
     }
 

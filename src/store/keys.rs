@@ -13,6 +13,7 @@
 //! | global budget     | `spendall_{yyyymmdd}`                     | no            | 3 d  |
 //! | erase marker      | `erased_{user}`                           | no            | 1 d  |
 //! | rating            | `rating_{user}_{clientMessageId}`         | no            | none |
+//! | memory            | `memory_{user}`                           | no            | none |
 //!
 //! A day's conversation (`conv_{user}_{yyyymmdd}`, its id in the API) is not an item: it is
 //! the golfer's turns of that day. Each turn is one item written once, so a turn's write
@@ -25,7 +26,7 @@
 //! bounds); a golfer's everything, for deletion (Query user-index); admission (one
 //! transaction of conditional updates on the golfer quota, the ip-hour quota and the
 //! claim); the global budget (a conditional update now and then, when a process leases a
-//! slice); the profile and the swing on screen (BatchGetItem across both tables).
+//! slice); the profile, the golfer's memory and the swing on screen (BatchGetItem across both tables).
 //!
 //! User ids match `^[A-Za-z0-9][A-Za-z0-9-]{0,63}$` (schema/common.json), so no id holds an
 //! underscore and every key splits unambiguously into prefix, user and period. The global
@@ -80,6 +81,12 @@ pub fn conversation_owner(id: &ConversationId) -> Option<&str> {
 /// When the golfer last deleted their data: a turn asked before then is not written after.
 pub fn erased(user: &UserId) -> String {
     format!("erased_{}", user.as_str())
+}
+
+/// What the coach remembers about the golfer (`schema/memory.json`): one item, at most 30
+/// facts, read with the profile and written in a turn's transaction only when it changes.
+pub fn memory(user: &UserId) -> String {
+    format!("memory_{}", user.as_str())
 }
 
 pub fn profile(user: &UserId) -> String {
@@ -144,6 +151,7 @@ mod tests {
         let Some(u) = user("golfer-1") else { panic!("valid id refused") };
         assert_eq!(conversation(&u, at()), "conv_golfer-1_20261125");
         assert_eq!(profile(&u), "profile_golfer-1");
+        assert_eq!(memory(&u), "memory_golfer-1");
         assert_eq!(user_quota(&u, at()), "quota_golfer-1_20261125");
         assert_eq!(turn(&u, "msg-0001-abcd"), "msg_golfer-1_msg-0001-abcd");
         assert!(server_message_id().starts_with("srv-"));
@@ -196,6 +204,7 @@ mod tests {
             if day(t1) != day(t2) { all.push(global_day_spend(t2)); }
             for u in [&ua, &ub] {
                 all.push(profile(u));
+                all.push(memory(u));
                 all.push(erased(u));
                 all.push(turn(u, &m));
                 all.push(rating(u, &m));

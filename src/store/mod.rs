@@ -8,6 +8,7 @@ pub mod deadline;
 pub mod golfer;
 pub mod idempotency;
 pub mod keys;
+pub mod memory;
 pub mod tables;
 pub mod transact;
 

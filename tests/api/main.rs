@@ -12,6 +12,7 @@ mod helpers;
 mod iam;
 mod lambda;
 mod limits;
+mod memory;
 mod logs;
 mod models;
 mod money;

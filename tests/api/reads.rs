@@ -23,7 +23,7 @@ impl Respond for Replies {
 }
 
 fn reply(text: &str, primary: Option<&str>, secondary: Option<&str>, improvement: Option<&str>, swing: Option<&str>) -> Value {
-    json!({ "reply": text, "primary_focus": primary, "secondary_focus": secondary, "improvement": improvement, "swing_reference": swing })
+    json!({ "reply": text, "primary_focus": primary, "secondary_focus": secondary, "improvement": improvement, "swing_reference": swing, "memory": [] })
 }
 
 async fn say(app: &TestApp, user: &str, text: &str) -> Value {

@@ -617,7 +617,7 @@ async fn an_absurd_retry_after_is_capped_not_a_panic() {
 #[tokio::test]
 async fn a_turn_answered_after_midnight_keeps_its_days_themes_for_the_next_day() {
     let app = spawn_with(|_| {}).await;
-    let proposal = json!({ "reply": "Count one-two.", "primary_focus": "Midnight tempo", "secondary_focus": null, "improvement": null, "swing_reference": null });
+    let proposal = json!({ "reply": "Count one-two.", "primary_focus": "Midnight tempo", "secondary_focus": null, "improvement": null, "swing_reference": null, "memory": [] });
     script(&app, vec![ResponseTemplate::new(200).set_body_json(completion(&proposal, 700, 120)).set_delay(Duration::from_millis(1500))]).await;
     let now = chrono::Utc::now();
     let midnight = coach_api::clock::next_day(now);

@@ -3,14 +3,15 @@
 
 use serde_json::{json, Value};
 
-/// A structured reply (schema/coach-reply.json) proposing no theme changes.
+/// A structured reply (schema/coach-reply.json) proposing no theme or memory changes.
 pub fn payload(reply: &str) -> Value {
     json!({
         "reply": reply,
         "primary_focus": null,
         "secondary_focus": null,
         "improvement": null,
-        "swing_reference": null
+        "swing_reference": null,
+        "memory": []
     })
 }
 

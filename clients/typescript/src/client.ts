@@ -10,6 +10,8 @@ export type ErrorBody = components["schemas"]["ErrorBody"];
 export type FeedbackRequest = components["schemas"]["FeedbackRequest"];
 export type FeedbackReceipt = components["schemas"]["FeedbackReceipt"];
 export type Quota = components["schemas"]["UsageView"]["quota"];
+export type MemoryView = components["schemas"]["MemoryView"];
+export type MemoryFact = MemoryView["facts"][number];
 
 /** Who the app is: a Cognito ID token in the app, the local header in `AUTH_MODE=local`. */
 export type Caller = { idToken: string } | { localUserId: string };

@@ -64,8 +64,59 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
-        /** @description Deletes the caller's conversations, profile and stored answers; counters expire on their own. */
+        /** @description Deletes the caller's conversations, profile, stored answers and what the coach remembers; counters expire on their own. */
         delete: operations["deleteMyData"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/chat/coaching/memory": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description What the coach remembers about the golfer: facts the coach took from earlier conversations (injuries, equipment, goals, events, courses, preferences, skills), at most 30, and whether memory is on. */
+        get: operations["getMemory"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/chat/coaching/memory/settings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** @description The golfer's memory switch. Off: nothing is remembered and no fact reaches the coach; the facts kept stay listed until deleted (one by one, or with DELETE /api/chat/coaching/me). */
+        put: operations["setMemory"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/chat/coaching/memory/{factId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** @description The golfer deletes one remembered fact: it leaves the coach's context at once and is not remembered again. */
+        delete: operations["forgetFact"];
         options?: never;
         head?: never;
         patch?: never;
@@ -397,9 +448,11 @@ export interface components {
             request_id: string;
             summary?: string;
         };
-        /** @description What DELETE /api/chat/coaching/me removed. Quota and spend counters are not removed: they expire within three days. */
+        /** @description What DELETE /api/chat/coaching/me removed: conversations, stored answers, profile and what the coach remembered. Quota and spend counters are not removed: they expire within three days. */
         DeletionReport: {
             conversations_deleted: number;
+            /** @description Facts the coach remembered about the golfer */
+            facts_deleted: number;
             profile_deleted: boolean;
             request_id: string;
             /** @description Exchanges deleted; each was also the stored answer to its clientMessageId */
@@ -459,6 +512,42 @@ export interface components {
              * @enum {string}
              */
             reason?: "wrong" | "not_for_me" | "unclear" | "unsafe" | "too_long" | "other";
+        };
+        /**
+         * MemorySettings
+         * @description PUT /api/chat/coaching/memory/settings: the golfer's memory switch. Off, the coach neither remembers nor uses facts; the facts already kept stay listed (and deletable) until the golfer deletes them or turns memory on again.
+         */
+        MemorySettings: {
+            enabled: boolean;
+        };
+        /** @description What the coach remembers about the golfer (GET /api/chat/coaching/memory; also the answer to deleting a fact and to the memory switch). */
+        MemoryView: {
+            /** @description The memory switch: while false nothing is remembered or used */
+            enabled: boolean;
+            /** @description Injuries and goals first, then events, equipment, skills, courses and preferences; newest first within a kind */
+            facts: {
+                /** @description RFC 3339, UTC, millisecond precision */
+                created_at: string;
+                /**
+                 * FactId
+                 * @description A fact's id, ours (never the model's choice).
+                 */
+                id: string;
+                /**
+                 * MemoryKind
+                 * @description What a fact is about. Packing keeps injuries and goals longest.
+                 * @enum {string}
+                 */
+                kind: "injury" | "equipment" | "goal" | "event" | "course" | "preference" | "skill";
+                /** @description The message whose answer remembered or last replaced it */
+                source_message_id: string;
+                text: string;
+                /** @description RFC 3339, UTC, millisecond precision */
+                updated_at: string;
+            }[];
+            /** @description The most facts kept; past it the oldest of the lowest-priority kind goes first */
+            limit: number;
+            request_id: string;
         };
         ServerSentEvent: {
             /** @description One ChatStreamEvent (#/components/schemas/ChatStreamEvent), as JSON */
@@ -837,6 +926,208 @@ export interface operations {
             };
             /** @description No caller identity */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Method not allowed */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Storage unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    getMemory: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description What the coach remembers */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MemoryView"];
+                };
+            };
+            /** @description Invalid query */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No caller identity */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Method not allowed */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Storage unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    setMemory: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MemorySettings"];
+            };
+        };
+        responses: {
+            /** @description What the coach remembers, with the switch as set */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MemoryView"];
+                };
+            };
+            /** @description The request does not match the schema */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No caller identity */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Method not allowed */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over 10 KB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Storage unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    forgetFact: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A fact's id, from GET /api/chat/coaching/memory */
+                factId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description What the coach remembers now */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MemoryView"];
+                };
+            };
+            /** @description Invalid query */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No caller identity */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such fact among the caller's */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

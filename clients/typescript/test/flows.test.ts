@@ -186,3 +186,49 @@ test("rating an answer: thumbs down with a reason, replaced by a thumbs up; anot
   assert.ok(theirs.error);
   documented("post", "/api/chat/coaching/feedback", 404, theirs.error);
 });
+
+test("what the coach remembers: listed, switched off, a fact deleted for good, erased with the account", async () => {
+  const golfer = coachClient(baseUrl, { localUserId: `ts-memory-${run}` });
+  const told = await golfer.POST("/api/chat/coaching", { body: { message: "My left wrist hurts after range sessions.", clientMessageId: `ts-${run}-mem-1` } });
+  answered(told.response.status, told.data, told.error);
+  const listed = await golfer.GET("/api/chat/coaching/memory");
+  assert.ok(listed.data, JSON.stringify(listed.error));
+  documented("get", "/api/chat/coaching/memory", 200, listed.data);
+  assert.equal(listed.data.enabled, true);
+  assert.equal(listed.data.facts.length, 1);
+  const wrist = listed.data.facts[0];
+  assert.ok(wrist);
+  assert.equal(wrist.kind, "injury");
+  assert.equal(wrist.source_message_id, `ts-${run}-mem-1`);
+
+  const off = await golfer.PUT("/api/chat/coaching/memory/settings", { body: { enabled: false } });
+  assert.ok(off.data, JSON.stringify(off.error));
+  documented("put", "/api/chat/coaching/memory/settings", 200, off.data);
+  assert.equal(off.data.enabled, false);
+  const whileOff = await golfer.POST("/api/chat/coaching", { body: { message: "My driver is a 10.5 degree with a stiff shaft.", clientMessageId: `ts-${run}-mem-2` } });
+  answered(whileOff.response.status, whileOff.data, whileOff.error);
+  assert.deepEqual((await golfer.GET("/api/chat/coaching/memory")).data?.facts.map((f) => f.id), [wrist.id], "nothing remembered while off");
+  const on = await golfer.PUT("/api/chat/coaching/memory/settings", { body: { enabled: true } });
+  assert.equal(on.data?.enabled, true);
+
+  const forgotten = await golfer.DELETE("/api/chat/coaching/memory/{factId}", { params: { path: { factId: wrist.id } } });
+  assert.ok(forgotten.data, JSON.stringify(forgotten.error));
+  documented("delete", "/api/chat/coaching/memory/{factId}", 200, forgotten.data);
+  assert.equal(forgotten.data.facts.length, 0);
+  const gone = await golfer.DELETE("/api/chat/coaching/memory/{factId}", { params: { path: { factId: wrist.id } } });
+  assert.equal(gone.response.status, 404);
+  assert.ok(gone.error);
+  documented("delete", "/api/chat/coaching/memory/{factId}", 404, gone.error);
+  // Said again, the deleted fact is not remembered again.
+  const again = await golfer.POST("/api/chat/coaching", { body: { message: "My left wrist hurts after range sessions.", clientMessageId: `ts-${run}-mem-3` } });
+  answered(again.response.status, again.data, again.error);
+  assert.equal((await golfer.GET("/api/chat/coaching/memory")).data?.facts.length, 0);
+
+  const goal = await golfer.POST("/api/chat/coaching", { body: { message: "My goal is to break 90 by June.", clientMessageId: `ts-${run}-mem-4` } });
+  answered(goal.response.status, goal.data, goal.error);
+  const erased = await golfer.DELETE("/api/chat/coaching/me");
+  assert.ok(erased.data, JSON.stringify(erased.error));
+  documented("delete", "/api/chat/coaching/me", 200, erased.data);
+  assert.equal(erased.data.facts_deleted, 1);
+  assert.equal((await golfer.GET("/api/chat/coaching/memory")).data?.facts.length, 0);
+});

@@ -1,0 +1,52 @@
+//! The golfer's memory: `GET /api/chat/coaching/memory`, `DELETE …/memory/{factId}` and
+//! `PUT …/memory/settings` (the body checked like the chat route's). Each answers with what
+//! the coach remembers after it.
+
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::chat::checked_body;
+use super::error::ApiError;
+use super::observe::respond;
+use crate::account::AccountError;
+use crate::chat::Caller;
+use crate::metrics::{Outcome, OutcomeKind};
+use crate::models::{MemorySettings, MemoryView};
+use crate::schemas;
+use crate::state::AppState;
+
+fn answered(caller: &Caller, result: Result<MemoryView, AccountError>) -> Response {
+    match result {
+        Ok(view) => respond(caller, Outcome::of(OutcomeKind::Read), Json(view)),
+        Err(e) => {
+            let e = ApiError::from(e);
+            respond(caller, e.outcome(), e)
+        }
+    }
+}
+
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Response {
+    answered(&caller, state.memory_of(&caller).await)
+}
+
+/// A fact id that is not one of ours is no fact of the caller's (404, like an unknown one).
+pub async fn forget(State(state): State<AppState>, caller: Caller, Path(fact_id): Path<String>) -> Response {
+    let result = match fact_id.parse::<crate::models::FactId>() {
+        Ok(id) => state.forget_fact(&caller, id.as_str()).await,
+        Err(_) => Err(AccountError::NoSuchFact),
+    };
+    answered(&caller, result)
+}
+
+pub async fn settings(State(state): State<AppState>, request: Request) -> Response {
+    let validator = match schemas::get() {
+        Ok(s) => &s.memory_settings,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let (caller, body): (Caller, MemorySettings) = match checked_body(request, &state, validator).await {
+        Ok(checked) => checked,
+        Err(e) => return e.into_response(),
+    };
+    answered(&caller, state.set_memory(&caller, body.enabled).await)
+}
