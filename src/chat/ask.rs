@@ -40,6 +40,7 @@ impl Asking {
     fn request<'a>(&'a self, state: &'a AppState, caller: &Caller, composed: &'a Composed) -> CoachRequest<'a> {
         CoachRequest {
             messages: &composed.packed.messages,
+            prompt_tokens: composed.packed.prompt_tokens,
             max_tokens: state.config.limits.max_reply_tokens,
             deadline: caller.deadline,
             vars: &composed.vars,

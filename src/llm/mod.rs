@@ -21,6 +21,8 @@ use crate::models::CoachReplyPayload;
 #[derive(Debug, Clone, Copy)]
 pub struct CoachRequest<'a> {
     pub messages: &'a [PromptMessage],
+    /// The messages' tokens as packing counted them (`tokens::count_chat` of `messages`).
+    pub prompt_tokens: usize,
     /// The reply's token limit (`max_tokens`, or `max_completion_tokens` with reasoning).
     pub max_tokens: u32,
     /// After this instant no attempt may still be running.

@@ -235,7 +235,8 @@ impl OpenAiCoach {
     /// used, or not, as what it says allows.
     pub(super) fn judge(&self, said: Said<'_>, usage: Option<Billed>, worst: Billed) -> Attempt {
         let Said { content, refused, finish } = said;
-        let billed = usage.unwrap_or(Billed {
+        // Counted only when the provider sent no usage.
+        let billed = usage.unwrap_or_else(|| Billed {
             prompt_tokens: worst.prompt_tokens,
             completion_tokens: tokens::count(content) as u64,
             estimated: true,
@@ -363,7 +364,7 @@ struct Tries<'a> {
 
 impl<'a> Tries<'a> {
     fn new(req: CoachRequest<'a>) -> Self {
-        let prompt_tokens = tokens::count_chat(req.messages.iter().map(|m| (m.role.as_str(), m.content.as_str()))) as u64;
+        let prompt_tokens = req.prompt_tokens as u64;
         let worst = Billed { prompt_tokens, completion_tokens: u64::from(req.max_tokens), estimated: true, ..Billed::default() };
         Self {
             req,

@@ -130,9 +130,44 @@ pub fn count(text: &str) -> usize {
     tokens
 }
 
-/// Tokens one chat message adds to a request: its content, its role and the framing.
+/// Tokens one chat message adds to a request: its content, its role and the framing. The
+/// content's count is remembered ([`count_recalled`]): the system prompt and a golfer's
+/// history turns come back request after request.
 pub fn count_message(role: &str, content: &str) -> usize {
-    PER_MESSAGE + count(role) + count(content)
+    PER_MESSAGE + count(role) + count_recalled(content)
+}
+
+/// Texts shorter than this are counted each time: looking them up costs about as much.
+const RECALL_MIN_BYTES: usize = 128;
+/// The text the recall holds at most (keys are the texts themselves, so a count is never
+/// another text's).
+const RECALL_BYTES: u64 = 2 << 20;
+
+#[derive(Clone)]
+struct ByLength;
+
+impl quick_cache::Weighter<Box<str>, u32> for ByLength {
+    fn weight(&self, key: &Box<str>, _: &u32) -> u64 {
+        key.len() as u64 + 32
+    }
+}
+
+static RECALLED: LazyLock<quick_cache::sync::Cache<Box<str>, u32, ByLength>> =
+    LazyLock::new(|| quick_cache::sync::Cache::with_weighter(4096, RECALL_BYTES, ByLength));
+
+/// [`count`], remembered for recently counted texts: the same count, without counting again.
+pub fn count_recalled(text: &str) -> usize {
+    if text.len() < RECALL_MIN_BYTES {
+        return count(text);
+    }
+    if let Some(n) = RECALLED.get(text) {
+        return n as usize;
+    }
+    let n = count(text);
+    if let Ok(stored) = u32::try_from(n) {
+        RECALLED.insert(text.into(), stored);
+    }
+    n
 }
 
 /// Tokens of a whole chat request's messages as the model counts them: the sum of its
@@ -202,6 +237,20 @@ mod tests {
         for text in corpus() {
             assert_eq!(count(&text), reference(&text), "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_recalled_count_is_the_count_of_that_very_text() {
+        let texts: Vec<String> = corpus().into_iter().chain((0..50).map(|i| format!("history turn {i}: {}", "tempo drills at the range ".repeat(i % 9 + 5)))).collect();
+        for _ in 0..2 {
+            for text in &texts {
+                assert_eq!(count_recalled(text), reference(text), "{text:?}");
+            }
+        }
+        // Texts differing in one character are never taken for each other.
+        let a = "x".repeat(300);
+        let b = format!("{}y", "x".repeat(299));
+        assert_eq!((count_recalled(&a), count_recalled(&b)), (reference(&a), reference(&b)));
     }
 
     #[test]
