@@ -271,3 +271,17 @@ fn the_flow_reads_in_small_pieces() {
         }
     }
 }
+
+/// A streamed answer reads the provider's events in the request's own task: the model client
+/// neither spawns a reader nor takes async-openai's streaming call, which does.
+#[test]
+fn the_model_stream_is_read_in_the_requests_own_task() {
+    let llm: Vec<Source> = sources().into_iter().filter(|s| s.module.starts_with("llm")).collect();
+    assert!(llm.iter().any(|s| s.lines.iter().any(|l| code(l).contains(".eventsource()"))), "the SSE parser reads the byte stream");
+    for s in &llm {
+        for line in &s.lines {
+            let c = code(line);
+            assert!(!c.contains("tokio::spawn") && !c.contains("create_stream") && !c.contains("mpsc::"), "{}: {line}", s.path.display());
+        }
+    }
+}

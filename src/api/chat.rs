@@ -17,8 +17,9 @@ use crate::schemas::{self, Violation};
 use crate::state::AppState;
 
 /// A JSON body the way a gateway checks it: the caller first, then size, media type, JSON
-/// and the schema `validator` (the same one API Gateway validates with), as `T`.
-pub async fn checked_body<T: serde::de::DeserializeOwned>(request: Request, state: &AppState, validator: &jsonschema::Validator) -> Result<(Caller, T), ApiError> {
+/// and the schema `schema` picks (the same one API Gateway validates with), as `T`.
+pub async fn checked_body<T: serde::de::DeserializeOwned>(request: Request, state: &AppState, schema: fn(&schemas::Schemas) -> &jsonschema::Validator) -> Result<(Caller, T), ApiError> {
+    let validator = schema(schemas::get()?);
     let (mut parts, body) = request.into_parts();
     let caller = Caller::from_request_parts(&mut parts, state).await?;
     let max = state.config.limits.max_body_bytes;
@@ -43,7 +44,7 @@ impl FromRequest<AppState> for ChatInput {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let (caller, request): (Caller, CoachingChatRequest) = checked_body(request, state, &schemas::get()?.chat_request).await?;
+        let (caller, request): (Caller, CoachingChatRequest) = checked_body(request, state, |s| &s.chat_request).await?;
         if request.user_id.as_ref().is_some_and(|u| u != &caller.user) {
             return Err(ApiError::Forbidden);
         }

@@ -11,15 +11,10 @@ use super::observe::respond;
 use crate::chat::Caller;
 use crate::metrics::{Outcome, OutcomeKind};
 use crate::models::{FeedbackReceiptRating, FeedbackRequest};
-use crate::schemas;
 use crate::state::AppState;
 
 pub async fn rate(State(state): State<AppState>, request: Request) -> Response {
-    let validator = match schemas::get() {
-        Ok(s) => &s.feedback_request,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let (caller, body): (Caller, FeedbackRequest) = match checked_body(request, &state, validator).await {
+    let (caller, body): (Caller, FeedbackRequest) = match checked_body(request, &state, |s| &s.feedback_request).await {
         Ok(checked) => checked,
         Err(e) => return e.into_response(),
     };

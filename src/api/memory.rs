@@ -13,7 +13,6 @@ use crate::account::AccountError;
 use crate::chat::Caller;
 use crate::metrics::{Outcome, OutcomeKind};
 use crate::models::{MemorySettings, MemoryView};
-use crate::schemas;
 use crate::state::AppState;
 
 fn answered(caller: &Caller, result: Result<MemoryView, AccountError>) -> Response {
@@ -40,11 +39,7 @@ pub async fn forget(State(state): State<AppState>, caller: Caller, Path(fact_id)
 }
 
 pub async fn settings(State(state): State<AppState>, request: Request) -> Response {
-    let validator = match schemas::get() {
-        Ok(s) => &s.memory_settings,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let (caller, body): (Caller, MemorySettings) = match checked_body(request, &state, validator).await {
+    let (caller, body): (Caller, MemorySettings) = match checked_body(request, &state, |s| &s.memory_settings).await {
         Ok(checked) => checked,
         Err(e) => return e.into_response(),
     };

@@ -62,7 +62,7 @@ pub struct OpenAiCoach {
     api: std::sync::RwLock<OpenAIConfig>,
     secret: Option<Arc<SecretSource>>,
     refreshed: tokio::sync::Mutex<Option<Instant>>,
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     breaker: Breaker,
     reply_schema: serde_json::Value,
 }
@@ -207,8 +207,12 @@ impl OpenAiCoach {
         });
         // build(): with_config() would make a reqwest client of its own, loading the system
         // certificates from disk on every attempt (measured: a fifth of the CPU per request).
-        let api = self.api.read().map(|a| a.clone()).unwrap_or_else(|p| p.into_inner().clone());
-        (Client::build(self.http.clone(), api).with_http_service(service), retry_after)
+        (Client::build(self.http.clone(), self.api_config()).with_http_service(service), retry_after)
+    }
+
+    /// The endpoint and key in use now.
+    pub(super) fn api_config(&self) -> OpenAIConfig {
+        self.api.read().map(|a| a.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
     async fn attempt(&self, request: CreateChatCompletionRequest, timeout: Duration, worst: Billed) -> Attempt {
@@ -315,7 +319,7 @@ pub(super) fn usage(u: Option<&CompletionUsage>) -> Option<Billed> {
 }
 
 /// `Retry-After` in seconds, capped: a provider's absurd value must not overflow an Instant.
-fn retry_after_header(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+pub(super) fn retry_after_header(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let secs = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok()?;
     Some(Duration::from_secs(secs).min(RETRY_AFTER_CAP))
 }

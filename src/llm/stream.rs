@@ -1,18 +1,22 @@
 //! A streamed attempt: the model is asked with `stream: true` and
-//! `stream_options.include_usage`; the `reply` field of its structured answer is read from the
-//! partial JSON as it grows and yielded as text; the whole answer is judged at the end exactly
-//! as a buffered one, and billed at the usage of the stream's last chunk.
+//! `stream_options.include_usage`; the provider's byte stream is read in the request's own
+//! task (eventsource-stream parses the events; no reader task, no channel); the `reply` field
+//! of its structured answer is read from the partial JSON as it grows and yielded as text;
+//! the whole answer is judged at the end exactly as a buffered one, and billed at the usage
+//! of the stream's last chunk.
 
 use std::time::Duration;
 
-use async_openai::error::OpenAIError;
+use async_openai::config::Config as _;
+use async_openai::error::{ApiError, ApiErrorResponse, OpenAIError, StreamError, WrappedError};
 use async_openai::types::chat::{ChatCompletionStreamOptions, CreateChatCompletionRequest, CreateChatCompletionStreamResponse, FinishReason};
+use eventsource_stream::Eventsource;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use jiter::{JsonValue, PartialMode};
 use tokio::time::Instant;
 
-use super::openai::{failed, usage, Attempt, AttemptPiece, OpenAiCoach, Said};
+use super::openai::{failed, retry_after_header, usage, Attempt, AttemptPiece, OpenAiCoach, Said};
 use super::LlmError;
 use crate::limits::Billed;
 
@@ -33,29 +37,38 @@ impl OpenAiCoach {
         request.stream_options = Some(ChatCompletionStreamOptions { include_usage: Some(true), include_obfuscation: None });
         Box::pin(async_stream::stream! {
             let by = Instant::now() + timeout;
-            let (client, retry_after) = self.client();
-            let after = || retry_after.lock().ok().and_then(|s| *s);
-            let mut chunks = match tokio::time::timeout_at(by, client.chat().create_stream(request)).await {
+            let (response, after) = match tokio::time::timeout_at(by, self.open_stream(&request)).await {
                 Err(_) => {
-                    yield AttemptPiece::Ended(Box::new(Attempt::Outage { error: LlmError::Timeout, billed: Some(worst), retry_after: after() }));
+                    yield AttemptPiece::Ended(Box::new(Attempt::Outage { error: LlmError::Timeout, billed: Some(worst), retry_after: None }));
                     return;
                 }
-                Ok(Err(e)) => {
-                    yield AttemptPiece::Ended(Box::new(failed(e, worst, after())));
+                Ok(Err((e, after))) => {
+                    yield AttemptPiece::Ended(Box::new(failed(e, worst, after)));
                     return;
                 }
-                Ok(Ok(chunks)) => chunks,
+                Ok(Ok(opened)) => opened,
             };
             // The provider answered with a success status: from here the call may be billed.
+            let mut events = response.bytes_stream().eventsource();
             let mut got = Streamed::default();
             let mut reply = ReplyField::default();
             let ended = loop {
-                let chunk = match tokio::time::timeout_at(by, chunks.next()).await {
+                let event = match tokio::time::timeout_at(by, events.next()).await {
                     Ok(None) => break None,
-                    Ok(Some(Ok(chunk))) => chunk,
-                    Ok(Some(Err(e))) => break Some(Some(e)),
+                    Ok(Some(Ok(event))) => event,
+                    Ok(Some(Err(e))) => break Some(Some(OpenAIError::StreamError(Box::new(StreamError::EventStream(e.to_string()))))),
                     // Cut off before its end.
                     Err(_) => break Some(None),
+                };
+                if event.data == "[DONE]" {
+                    break None;
+                }
+                if event.event == "keepalive" {
+                    continue;
+                }
+                let chunk = match serde_json::from_str::<CreateChatCompletionStreamResponse>(&event.data) {
+                    Ok(chunk) => chunk,
+                    Err(e) => break Some(Some(OpenAIError::JSONDeserialize(e, String::new()))),
                 };
                 for text in got.take(chunk, &mut reply) {
                     yield AttemptPiece::Text(text);
@@ -64,12 +77,47 @@ impl OpenAiCoach {
             let attempt = match ended {
                 None => self.judge(Said { content: &got.content, refused: got.refused, finish: got.finish }, got.usage, worst),
                 // Billed at its usage if it came, else at the worst case.
-                Some(None) => Attempt::Outage { error: LlmError::Timeout, billed: Some(got.usage.unwrap_or(worst)), retry_after: after() },
+                Some(None) => Attempt::Outage { error: LlmError::Timeout, billed: Some(got.usage.unwrap_or(worst)), retry_after: after },
                 Some(Some(OpenAIError::JSONDeserialize(..))) => Attempt::Unusable(LlmError::Malformed, got.usage.unwrap_or(worst)),
-                Some(Some(_)) => Attempt::Outage { error: LlmError::Transport, billed: Some(got.usage.unwrap_or(worst)), retry_after: after() },
+                Some(Some(_)) => Attempt::Outage { error: LlmError::Transport, billed: Some(got.usage.unwrap_or(worst)), retry_after: after },
             };
             yield AttemptPiece::Ended(Box::new(attempt));
         })
+    }
+
+    /// Sends the streamed request: the response to read, with its `Retry-After`; a status
+    /// other than success is the provider's error, read as async-openai reads it.
+    async fn open_stream(&self, request: &CreateChatCompletionRequest) -> Result<(reqwest::Response, Option<Duration>), (OpenAIError, Option<Duration>)> {
+        let api = self.api_config();
+        let body = serde_json::to_vec(request).map_err(|e| (OpenAIError::JSONDeserialize(e, String::new()), None))?;
+        let sent = self
+            .http
+            .post(api.url("/chat/completions"))
+            .headers(api.headers())
+            .query(&api.query())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
+        let response = sent.map_err(|e| (OpenAIError::Reqwest(e), None))?;
+        let after = retry_after_header(response.headers());
+        let status = response.status();
+        if status.is_success() {
+            return Ok((response, after));
+        }
+        let bytes = response.bytes().await.map_err(|e| (OpenAIError::Reqwest(e), after))?;
+        // As the buffered call reads it: a server error's body as its message, a client
+        // error's as OpenAI's error object (a body that is not one is a malformed answer).
+        let error = if status.is_server_error() {
+            let message = String::from_utf8_lossy(&bytes).into_owned();
+            OpenAIError::ApiError(ApiErrorResponse { status_code: status, api_error: ApiError { message, r#type: None, param: None, code: None, misalignment: None } })
+        } else {
+            match serde_json::from_slice::<WrappedError>(&bytes) {
+                Ok(wrapped) => OpenAIError::ApiError(ApiErrorResponse { status_code: status, api_error: wrapped.error }),
+                Err(e) => OpenAIError::JSONDeserialize(e, String::new()),
+            }
+        };
+        Err((error, after))
     }
 }
 

@@ -6,6 +6,10 @@
 //! request could be counted. Counting is tiktoken's algorithm: the o200k pattern splits the
 //! text into pieces; a piece that is a token counts one, any other is byte-pair merged,
 //! lowest rank first. Tests check it token for token against tiktoken-rs.
+//!
+//! A message's count is recalled for texts counted recently (the system prompt and a
+//! golfer's history turns come back with every message): the recall is keyed by the text
+//! itself, so a recalled count is always that text's own.
 
 pub mod table;
 
