@@ -117,5 +117,5 @@ impl AppState {
 }
 
 fn memory_view(caller: &Caller, m: &GolferMemory) -> MemoryView {
-    MemoryView { request_id: caller.request_id.clone(), enabled: m.enabled, limit: std::num::NonZeroU64::MIN.saturating_add(memory::MAX_FACTS as u64 - 1), facts: memory::ordered(&m.facts) }
+    MemoryView { request_id: caller.request_id.clone(), enabled: m.enabled, limit: std::num::NonZeroU64::new(memory::MAX_FACTS as u64).unwrap_or(std::num::NonZeroU64::MIN), facts: memory::ordered(&m.facts) }
 }
