@@ -86,8 +86,7 @@ impl AppState {
 
     /// The golfer deletes one fact: it is neither used nor remembered again.
     pub async fn forget_fact(&self, caller: &Caller, id: &str) -> Result<MemoryView, AccountError> {
-        let key = secrecy::ExposeSecret::expose_secret(&self.config.log_hash_key).to_string();
-        self.change_memory(caller, |m| m.and_then(|m| memory::delete(m, id, &key)).ok_or(AccountError::NoSuchFact)).await
+        self.change_memory(caller, |m| m.and_then(|m| memory::delete(m, id, self.log_key())).ok_or(AccountError::NoSuchFact)).await
     }
 
     /// The golfer's memory switch.

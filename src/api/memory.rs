@@ -8,21 +8,14 @@ use axum::Json;
 
 use super::chat::checked_body;
 use super::error::ApiError;
-use super::observe::respond;
 use crate::account::AccountError;
 use crate::chat::Caller;
-use crate::metrics::{Outcome, OutcomeKind};
 use crate::models::{MemorySettings, MemoryView};
 use crate::state::AppState;
 
+/// The memory as it now is, or the error, observed as every read is.
 fn answered(caller: &Caller, result: Result<MemoryView, AccountError>) -> Response {
-    match result {
-        Ok(view) => respond(caller, Outcome::of(OutcomeKind::Read), Json(view)),
-        Err(e) => {
-            let e = ApiError::from(e);
-            respond(caller, e.outcome(), e)
-        }
-    }
+    super::reads::answered(caller, result.map(|view| Json(view).into_response()).map_err(ApiError::from))
 }
 
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Response {

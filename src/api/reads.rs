@@ -17,7 +17,7 @@ use crate::schemas::Violation;
 use crate::state::AppState;
 
 /// A read's result as a response, observed like every request.
-fn answered(caller: &Caller, result: Result<Response, ApiError>) -> Response {
+pub(super) fn answered(caller: &Caller, result: Result<Response, ApiError>) -> Response {
     match result {
         Ok(response) => respond(caller, Outcome::of(OutcomeKind::Read), response),
         Err(e) => respond(caller, e.outcome(), e),

@@ -66,7 +66,7 @@ fn remembered(state: &AppState, caller: &Caller, composed: &Composed, reply: &Re
     let source = memory::Source {
         message_id: keys::message_id(&caller.user, key)?,
         at: state.clock.now(),
-        hash_key: secrecy::ExposeSecret::expose_secret(&state.config.log_hash_key),
+        hash_key: state.log_key(),
     };
     let (changed, applied) = memory::apply(composed.memory.as_ref(), ops, source);
     if applied.refused > 0 {
