@@ -127,6 +127,9 @@ pub struct Config {
     pub limits: Limits,
     pub auth_mode: AuthMode,
     pub port: u16,
+    /// Threads of the async runtime: 1 is a current-thread runtime (the default; Lambda
+    /// answers one request at a time), more a work-stealing one.
+    pub worker_threads: usize,
     pub cors_origins: Vec<String>,
     /// Turns kept verbatim on a conversation item before older ones fold into the summary.
     pub max_recent_messages: usize,
@@ -173,6 +176,7 @@ impl Default for Config {
             limits: Limits::default(),
             auth_mode: AuthMode::Cognito,
             port: 3000,
+            worker_threads: 1,
             cors_origins: vec![],
             max_recent_messages: 20,
             reply_word_limit: 150,
@@ -275,6 +279,8 @@ pub static VARS: &[EnvVar] = &[
         set: |c, _, v| { c.prompts_dir = Some(PathBuf::from(v)); Ok(()) } },
     EnvVar { name: "PORT", default: "`3000`", meaning: "`coach-api serve` port (127.0.0.1)",
         set: |c, n, v| { c.port = number(n, v)?; Ok(()) } },
+    EnvVar { name: "WORKER_THREADS", default: "`1`", meaning: "threads of the async runtime: `1` runs every task on the main thread (a Lambda sandbox answers one request at a time; `coach-api serve` holds bench/'s load on one), more shares tasks between threads by work stealing",
+        set: |c, n, v| { c.worker_threads = number::<usize>(n, v)?.max(1); Ok(()) } },
     EnvVar { name: "CLOCK_OFFSET_SECONDS", default: "`0`", meaning: "`coach-api serve` runs this many seconds ahead (negative: behind), e.g. to try a conversation across UTC midnight; refused inside Lambda",
         set: |c, n, v| { c.clock_offset_secs = number(n, v)?; Ok(()) } },
     EnvVar { name: "EXPERIMENT", default: "unset", meaning: "`NAME:PERCENT`: answer that share of golfers (each always the same golfers) with the prompt variant `prompts/variants/NAME/`; `NAME:0` or unset is the kill switch",

@@ -89,8 +89,7 @@ fn init_tracing(config: &Config) {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::from_env() {
         Ok(c) => c,
@@ -100,6 +99,22 @@ async fn main() -> ExitCode {
         }
     };
     init_tracing(&config);
+    // One thread by default: a task woken by a socket runs where it was woken, with no
+    // hand-over between threads (bench/README.md measured what that costs).
+    let runtime = match config.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    };
+    match runtime {
+        Ok(runtime) => runtime.block_on(run(cli, config)),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "coach-api: no async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, config: Config) -> ExitCode {
     let result = match (cli.command, config.in_lambda) {
         (None, true) => run_lambda(config).await,
         (None, false) => Err("no command given: see `coach-api --help`".into()),
