@@ -1,8 +1,8 @@
 //! `POST /api/chat/coaching/stream`: the JSON route's checks and preparation (the same
 //! extractors and `chat::prepare`), so whatever refuses a message is answered as JSON with
 //! its status; from then on the answer's events are forwarded as server-sent events. The
-//! answer runs in a task of its own (`chat::answer`), so a client that hangs up does not stop
-//! it: the model's bill is settled and the turn stored.
+//! response body works on the answer as it is read (`chat::answer`); a client that hangs up
+//! does not stop it: the rest runs on in a task, the model's bill is settled and the turn stored.
 
 use std::convert::Infallible;
 use std::time::Duration;

@@ -12,9 +12,10 @@
 //! 4. [`record`]: one DynamoDB wave, the turn with its settlement → [`Answered`].
 //!
 //! [`answer`] runs steps 3 and 4 as a `Stream` of [`ChatEvent`]s: the JSON route collects it,
-//! the streamed route forwards it. A streamed answer runs in a task of its own, so a client
-//! that hangs up does not stop it: the model's bill is settled and the turn stored. The
-//! [`Reservation`] admission took settles itself with the turn, or gives itself back.
+//! the streamed route forwards it. A streamed answer is worked on by whoever reads its events
+//! (the response body), with no task of its own; when the reader goes away first (the client
+//! hung up), the rest is handed to a task, so the model's bill is settled and the turn stored.
+//! The [`Reservation`] admission took settles itself with the turn, or gives itself back.
 
 pub mod admit;
 pub mod ask;
@@ -146,8 +147,8 @@ pub struct Answering {
     pub ended: tokio::sync::watch::Receiver<Option<Ended>>,
 }
 
-/// Steps 3 and 4 for a composed message. A streamed answer runs in a task of its own (one
-/// spawn, one channel): whoever stops listening, it is finished, billed and stored.
+/// Steps 3 and 4 for a composed message. A streamed answer is finished, billed and stored
+/// whoever stops listening ([`InPlace`]).
 pub fn answer(state: AppState, caller: Caller, input: ChatInput, composed: Composed, delivery: Delivery) -> Answering {
     let (end, ended) = tokio::sync::watch::channel(None);
     let events = match delivery {
@@ -157,20 +158,61 @@ pub fn answer(state: AppState, caller: Caller, input: ChatInput, composed: Compo
         })
         .boxed(),
         Delivery::Streamed => {
-            let (events, received) = tokio::sync::mpsc::unbounded_channel();
-            tokio::spawn(async move {
+            let (events, shown) = tokio::sync::mpsc::unbounded_channel();
+            let work = async move {
                 let work = async {
                     let replied = ask::ask_streamed(&state, &caller, composed, &events).await;
                     record::record(&state, &caller, &input, replied).await
                 };
                 let (result, io) = crate::stats::scope(work).await;
-                // A closed receiver (the client hung up) is not an error: the answer is stored.
-                let _ = events.send(finished(result, io, &end));
-            });
-            tokio_stream::wrappers::UnboundedReceiverStream::new(received).boxed()
+                finished(result, io, &end)
+            };
+            InPlace { work: Some(Box::pin(work)), shown, last: None }.boxed()
         }
     };
     Answering { events, ended }
+}
+
+/// A streamed answer's events, worked on in the task that reads them: each model piece goes
+/// from the provider's socket to the golfer's without waking another task. The work sends
+/// what it shows on `shown` (only while it is polled here, so the queue is read right after)
+/// and ends with the last event. Dropped before the work is done (the client hung up), it
+/// hands the work to a task of its own, which finishes, bills and stores the answer.
+struct InPlace {
+    work: Option<futures::future::BoxFuture<'static, ChatEvent>>,
+    shown: tokio::sync::mpsc::UnboundedReceiver<ChatEvent>,
+    last: Option<ChatEvent>,
+}
+
+impl futures::Stream for InPlace {
+    type Item = ChatEvent;
+
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<ChatEvent>> {
+        let this = &mut *self;
+        if let Ok(event) = this.shown.try_recv() {
+            return std::task::Poll::Ready(Some(event));
+        }
+        if let Some(work) = this.work.as_mut() {
+            if let std::task::Poll::Ready(last) = work.as_mut().poll(cx) {
+                this.work = None;
+                this.last = Some(last);
+            }
+        }
+        match this.shown.try_recv() {
+            Ok(event) => std::task::Poll::Ready(Some(event)),
+            Err(_) if this.work.is_none() => std::task::Poll::Ready(this.last.take()),
+            // The work is waiting and will wake this task.
+            Err(_) => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl Drop for InPlace {
+    fn drop(&mut self) {
+        if let (Some(work), Ok(runtime)) = (self.work.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(work);
+        }
+    }
 }
 
 fn finished(result: Result<Answered, ChatError>, io: IoStats, end: &tokio::sync::watch::Sender<Option<Ended>>) -> ChatEvent {
