@@ -136,8 +136,8 @@ pub fn assemble(id: ConversationId, user: UserId, turns: &[TurnItem], max_messag
 
 /// The messages of `turns` (oldest first): the last `max_messages`, and the older ones folded
 /// into a summary.
-pub fn fold(turns: &[TurnItem], max_messages: usize) -> (Vec<ChatMessage>, Option<String>) {
-    let mut messages: Vec<ChatMessage> = turns.iter().flat_map(|t| [t.user_message.clone(), t.reply.clone()]).collect();
+pub fn fold<'a>(turns: impl IntoIterator<Item = &'a TurnItem>, max_messages: usize) -> (Vec<ChatMessage>, Option<String>) {
+    let mut messages: Vec<ChatMessage> = turns.into_iter().flat_map(|t| [t.user_message.clone(), t.reply.clone()]).collect();
     let overflow = messages.len().saturating_sub(max_messages.max(2));
     let folded: Vec<ChatMessage> = messages.drain(..overflow).collect();
     (messages, (!folded.is_empty()).then(|| summary(&folded)))

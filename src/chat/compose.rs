@@ -73,7 +73,7 @@ pub async fn compose(state: &AppState, caller: &Caller, input: &ChatInput, admit
 /// whatever their UTC day (older ones folded into the summary), the themes after the
 /// newest turn.
 fn prompt_vars(state: &AppState, input: &ChatInput, context: &CoachingContext, now: DateTime<Utc>) -> PromptVars {
-    let (recent, summary) = conversation::fold(&context.oldest_first(), state.config.max_recent_messages);
+    let (recent, summary) = conversation::fold(context.oldest_first(), state.config.max_recent_messages);
     PromptVars {
         today: crate::clock::date(now),
         reply_word_limit: state.config.reply_word_limit,

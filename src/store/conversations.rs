@@ -44,8 +44,8 @@ impl CoachingContext {
     }
 
     /// The golfer's newest turns, oldest first, whatever their UTC day: the prompt's history.
-    pub fn oldest_first(&self) -> Vec<TurnItem> {
-        self.recent.iter().rev().cloned().collect()
+    pub fn oldest_first(&self) -> impl Iterator<Item = &TurnItem> {
+        self.recent.iter().rev()
     }
 }
 

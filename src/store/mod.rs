@@ -169,8 +169,13 @@ impl Store {
 
     pub async fn connect(config: &Config) -> Self {
         let shared = crate::aws::sdk_config(config, config.dynamodb_endpoint.as_deref()).await;
+        // Every call is already bounded by its deadline (`deadline::within`); the SDK's own
+        // watch on a stalled body would be a second timer on every call, polled with every read.
+        let client = aws_sdk_dynamodb::config::Builder::from(&shared)
+            .stalled_stream_protection(aws_sdk_dynamodb::config::StalledStreamProtectionConfig::disabled())
+            .build();
         Self {
-            client: Client::new(&shared),
+            client: Client::from_conf(client),
             table: config.table_coaching.clone(),
             analyses_table: config.table_analyses.clone(),
             recent_messages: config.max_recent_messages,
