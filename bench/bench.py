@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import asyncio
 import json
 import os
 import pathlib
@@ -178,24 +179,30 @@ def streamed(base: dict, work: pathlib.Path, run_id: str) -> dict:
         post_stream(port, "golfer-0001", f"stream-warmup-{i}-{run_id}")
     times.write_text("")
     first_delta, after_last, events_per, deltas_per = [], [], [], []
-    cpu0 = cpu_seconds(service.pid)
+    cpu0, split0, switches0 = cpu_seconds(service.pid), cpu_split(service.pid), switches(service.pid)
     for i in range(STREAM_REQUESTS):
         status, events = post_stream(port, f"golfer-{(i % 50) + 1:04d}", f"stream-{i:04d}-{run_id}")
         if status != 200 or not events or events[-1][1].get("type") != "done":
             die(f"streamed request {i} failed: {status} {events[-1:] if events else ''}")
         events_per.append(len(events))
         deltas_per.append(sum(1 for _, e in events if e["type"] == "delta"))
-        model_first, model_last = (int(x) for x in times.read_text().splitlines()[i].split())
+        model_first, model_last = (int(x) for x in times.read_text().splitlines()[i].split()[:2])
         first_delta.append((next(t for t, e in events if e["type"] == "delta") - model_first) / 1000)
         after_last.append((events[-1][0] - model_last) / 1000)
     cpu_stream = cpu_seconds(service.pid) - cpu0
-    cpu0 = cpu_seconds(service.pid)
+    split_stream = [b - a for a, b in zip(split0, cpu_split(service.pid))]
+    switches_stream = switches(service.pid) - switches0
+    pieces = statistics.mean(int(line.split()[2]) for line in times.read_text().splitlines())
+    cpu0, split0, switches0 = cpu_seconds(service.pid), cpu_split(service.pid), switches(service.pid)
     for i in range(STREAM_REQUESTS):
         status, _ = post_chat(port, f"golfer-{(i % 50) + 1:04d}", "How do I stop slicing my driver?", f"json-{i:04d}-{run_id}")
         if status != 200:
             die(f"buffered request {i} failed: {status}")
     cpu_json = cpu_seconds(service.pid) - cpu0
+    split_json = [b - a for a, b in zip(split0, cpu_split(service.pid))]
+    switches_json = switches(service.pid) - switches0
     stop(service)
+    per_piece = STREAM_REQUESTS * max(pieces, 1) / 1e6
     events = statistics.mean(events_per)
     return {
         "requests": STREAM_REQUESTS,
@@ -207,6 +214,97 @@ def streamed(base: dict, work: pathlib.Path, run_id: str) -> dict:
         "cpu_ms_per_request_streamed": cpu_stream * 1000 / STREAM_REQUESTS,
         "cpu_ms_per_request_buffered": cpu_json * 1000 / STREAM_REQUESTS,
         "cpu_us_per_event": (cpu_stream - cpu_json) * 1e6 / STREAM_REQUESTS / max(events, 1),
+        "model_pieces_per_request": pieces,
+        "cpu_us_per_model_piece": (cpu_stream - cpu_json) * 1e6 / STREAM_REQUESTS / max(pieces, 1),
+        "user_us_per_model_piece": (split_stream[0] - split_json[0]) / per_piece,
+        "kernel_us_per_model_piece": (split_stream[1] - split_json[1]) / per_piece,
+        "switches_per_model_piece": (switches_stream - switches_json) / (per_piece * 1e6),
+    }
+
+
+CONCURRENT_STREAMS = env_int("BENCH_CONCURRENT_STREAMS", 100)
+
+
+async def stream_client(port: int, user: str, tag: int) -> list[tuple[int, str]]:
+    """One streamed answer over a raw HTTP/1.1 connection (asyncio, so a hundred of them share
+    one thread without a lock's time slices): each event's type with when it arrived (Unix µs)."""
+    body = json.dumps({"message": f"How do I stop slicing my driver? bench-stream-{tag}", "clientMessageId": f"bench-stream-{tag}-{time.time_ns()}"}).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /api/chat/coaching/stream HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                 + f"X-User-Id: {user}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        die(f"concurrent stream {tag}: {head.splitlines()[0]!r}")
+    events: list[tuple[int, str]] = []
+    pending = b""
+    while True:
+        size = int((await reader.readline()).strip() or b"0", 16)
+        if size == 0:
+            break
+        chunk = await reader.readexactly(size + 2)
+        now = time.time_ns() // 1000
+        pending += chunk[:-2]
+        while b"\n\n" in pending:
+            event, pending = pending.split(b"\n\n", 1)
+            for line in event.split(b"\n"):
+                if line.startswith(b"data:"):
+                    events.append((now, json.loads(line[5:])["type"]))
+    writer.close()
+    return events
+
+
+def concurrent_streams(base: dict, work: pathlib.Path, buffered_ms: float) -> dict:
+    """CONCURRENT_STREAMS answers streamed at once by `serve` on one core (taskset), from a
+    model writing a word every STREAM_GAP_MS: whether one core keeps up (each answer's first
+    delta and done event against the model's own first and last piece), and the CPU per model
+    piece (the service's CPU less a buffered answer's, per request, over the pieces)."""
+    times = work / "concurrent-model-times.txt"
+    model_port, port = free_port(), free_port()
+    spawn([str(MOCK), str(model_port), "0", str(STREAM_GAP_MS), str(times)], dict(os.environ))
+    wait_http(model_port)
+    env = dict(base, PORT=str(port), OPENAI_BASE_URL=f"http://127.0.0.1:{model_port}/v1")
+    core = str(os.cpu_count() - 1 if os.cpu_count() else 0)
+    service = spawn(["taskset", "-c", core, str(BIN), "serve"], env, work / "concurrent-serve.out", work / "concurrent-serve.err")
+    wait_http(port, "/openapi.json")
+
+    async def all_streams() -> list[list[tuple[int, str]]]:
+        return await asyncio.gather(*(stream_client(port, f"golfer-{i + 1:04d}", i) for i in range(CONCURRENT_STREAMS)))
+
+    asyncio.run(stream_client(port, "golfer-0001", 100000))
+    times.write_text("")
+    cpu0, wall0 = cpu_seconds(service.pid), time.monotonic()
+    seen = asyncio.run(all_streams())
+    cpu, wall = cpu_seconds(service.pid) - cpu0, time.monotonic() - wall0
+    stop(service)
+    model = {}
+    for line in times.read_text().splitlines():
+        first, last, pieces, *tag = line.split()
+        if tag:
+            model[int(tag[0])] = (int(first), int(last), int(pieces))
+    if len(model) != CONCURRENT_STREAMS or any(not e or e[-1][1] != "done" for e in seen):
+        die(f"concurrent streams: {len(model)} model answers, {sum(1 for e in seen if e and e[-1][1] == 'done')} done events")
+    first_delta = [(next(t for t, kind in events if kind == "delta") - model[i][0]) / 1000 for i, events in enumerate(seen)]
+    after_last = [(events[-1][0] - model[i][1]) / 1000 for i, events in enumerate(seen)]
+    # The most answers streaming at once: from each one's first event to its last.
+    spans = sorted([(e[0][0], 1) for e in seen] + [(e[-1][0], -1) for e in seen])
+    at_once, most = 0, 0
+    for _, step in spans:
+        at_once += step
+        most = max(most, at_once)
+    pieces = sum(p for _, _, p in model.values())
+    return {
+        "streams": CONCURRENT_STREAMS,
+        "most_at_once": most,
+        "core": int(core),
+        "model_gap_ms": STREAM_GAP_MS,
+        "model_pieces": pieces,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "core_share": cpu / wall,
+        "first_delta_after_model_first_ms": {p: pct(first_delta, float(p)) for p in ("50", "95", "99")},
+        "done_after_model_last_ms": {p: pct(after_last, float(p)) for p in ("50", "95", "99")},
+        "cpu_us_per_model_piece": max(cpu - CONCURRENT_STREAMS * buffered_ms / 1000, 0) * 1e6 / max(pieces, 1),
     }
 
 
@@ -281,6 +379,26 @@ def cpu_seconds(pid: int) -> float:
     fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     # fields[11], fields[12] are utime and stime (stat fields 14 and 15), in clock ticks.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """The process's user and kernel CPU seconds."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
+def switches(pid: int) -> int:
+    """Context switches of all the process's threads so far: each is a thread put to sleep or
+    woken, which is where an idle service spends its CPU per streamed piece."""
+    total = 0
+    for status in pathlib.Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                    total += int(line.split()[1])
+        except OSError:
+            pass  # a thread that ended meanwhile
+    return total
 
 
 def status_kb(pid: int, key: str) -> int:
@@ -583,6 +701,7 @@ def main() -> None:
     warm_rss_kb = status_kb(service.pid, "VmRSS")
     perf = record_profile(service.pid)
     cpu0, t0 = cpu_seconds(service.pid), time.perf_counter()
+    kernel0, switches0 = cpu_split(service.pid)[1], switches(service.pid)
     run_id = stamp.replace("T", "").replace("Z", "")
     load = run_wrk(
         "golfers.lua", f"http://127.0.0.1:{port}", GOLFERS, SECONDS,
@@ -598,6 +717,7 @@ def main() -> None:
             break
         settled = now
     cpu1 = cpu_seconds(service.pid)
+    kernel1, switches1 = cpu_split(service.pid)[1], switches(service.pid)
     peak_rss_kb = status_kb(service.pid, "VmHWM")
     if perf is not None:
         perf.send_signal(signal.SIGINT)
@@ -608,6 +728,8 @@ def main() -> None:
     stop(service)
     print(f"bench: the streamed route, {STREAM_REQUESTS} answers written a word every {STREAM_GAP_MS} ms", file=sys.stderr)
     stream = streamed(base, work, run_id)
+    print(f"bench: {CONCURRENT_STREAMS} streamed answers at once, serve on one core", file=sys.stderr)
+    stream["concurrent"] = concurrent_streams(base, work, stream["cpu_ms_per_request_buffered"])
     lines = emf_lines(out)[baseline:load_end]
     log_bytes = out.stat().st_size + err.stat().st_size
     n = len(lines)
@@ -665,6 +787,8 @@ def main() -> None:
             "awaiting_model": {p: pct(model_wait, float(p)) for p in ("50", "95", "99")},
         },
         "cpu_ms_per_request": cpu_ms,
+        "kernel_ms_per_request": (kernel1 - kernel0) * 1000 / n,
+        "switches_per_request": (switches1 - switches0) / n,
         "peak_rss_mb": peak_rss_kb / 1024,
         "rss_after_warmup_mb": warm_rss_kb / 1024,
         "peak_in_flight": peak_in_flight(lines),
@@ -740,6 +864,7 @@ def markdown(r: dict) -> str:
         "| figure | measured | target | |",
         "|---|---|---|---|",
         f"| CPU per request (service process) | {r['cpu_ms_per_request']:.3f} ms | < 0.5 ms | {target(r['cpu_ms_per_request'] < 0.5)} |",
+        f"| of it in the kernel; context switches per request | {r['kernel_ms_per_request']:.3f} ms; {r['switches_per_request']:.1f} | | |",
         f"| in-process time p99 | {L['in_process']['99']:.3f} ms | < 1 ms | {target(L['in_process']['99'] < 1)} |",
         f"| sequential DynamoDB waves per request | {d['waves_per_request']:.2f} (max {d['waves_max']:.0f}) | 2 | {target(d['waves_per_request'] <= 2.0)} |",
         f"| DynamoDB calls per request | {d['calls_per_request']:.2f} | | |",
@@ -800,8 +925,23 @@ def markdown(r: dict) -> str:
             f"| done event after the model's last piece (ms; settling and storing the turn) | {st['done_after_model_last_ms']['50']:.1f} | {st['done_after_model_last_ms']['95']:.1f} |",
             "",
             f"Service CPU per answer: {st['cpu_ms_per_request_streamed']:.2f} ms streamed, {st['cpu_ms_per_request_buffered']:.2f} ms buffered: "
-            f"**{st['cpu_us_per_event']:.0f} µs per event** of overhead.",
+            f"**{st['cpu_us_per_event']:.0f} µs per event** of overhead, {st['cpu_us_per_model_piece']:.0f} µs per model piece "
+            f"({st['model_pieces_per_request']:.0f} pieces an answer): {st['user_us_per_model_piece']:.0f} µs of it in the process, "
+            f"{st['kernel_us_per_model_piece']:.0f} µs in the kernel, with {st['switches_per_model_piece']:.1f} context switches a piece.",
         ]
+        cc = st.get("concurrent")
+        if cc:
+            lines += [
+                "",
+                f"{cc['streams']} answers streamed at once ({cc['most_at_once']} at the most), `serve` pinned to core {cc['core']}: "
+                f"{cc['model_pieces']} model pieces in {cc['wall_s']:.1f} s, the service busy {cc['core_share'] * 100:.0f} % of the core; "
+                f"**{cc['cpu_us_per_model_piece']:.0f} µs CPU per model piece** (less a buffered answer's CPU per request).",
+                "",
+                "| figure | p50 | p95 | p99 |",
+                "|---|---|---|---|",
+                "| first delta after the model's first piece (ms) | " + " | ".join(f"{cc['first_delta_after_model_first_ms'][p]:.1f}" for p in ("50", "95", "99")) + " |",
+                "| done event after the model's last piece (ms) | " + " | ".join(f"{cc['done_after_model_last_ms'][p]:.1f}" for p in ("50", "95", "99")) + " |",
+            ]
     lines.append("")
     return "\n".join(lines)
 

@@ -4,7 +4,8 @@
 //!
 //! A request with `"stream": true` is answered as a stream instead: the content in word-sized
 //! pieces (about a token each) `GAP_MS` apart, the usage chunk, `[DONE]`; when each answer's
-//! first and last piece were written (Unix microseconds) is appended to `TIMES_FILE`.
+//! first and last piece were written (Unix microseconds), its number of pieces and the
+//! bench's tag (`bench-stream-N` in the request) are appended to `TIMES_FILE`.
 //!
 //! With `MOCK_EVALS=1` (the persona evals, `evals/run`) it also records every request
 //! (`GET /v1/recorded`), reports the prompt's real size as `usage.prompt_tokens` (the service's
@@ -149,9 +150,14 @@ async fn complete(State(mock): State<Mock>, Json(request): Json<Value>) -> Respo
     frames.push((Duration::ZERO, format!("data: {}\n\ndata: [DONE]\n\n", completion::usage_chunk(PROMPT_TOKENS, COMPLETION_TOKENS))));
     let count = frames.len();
     let times = mock.times.clone();
+    // The bench's concurrent streams name themselves in the golfer's message (`bench-stream-N`),
+    // so each answer's times can be matched with the events its client saw.
+    // The last mention is the golfer's new message (the prompt's history and memory come first).
+    let text = request.to_string();
+    let tag = text.rfind("bench-stream-").map(|at| text[at + "bench-stream-".len()..].chars().take_while(char::is_ascii_digit).collect::<String>()).unwrap_or_default();
     let first = std::sync::Arc::new(std::sync::Mutex::new(0u128));
     let body = futures::stream::iter(frames.into_iter().enumerate()).then(move |(i, (wait, frame))| {
-        let (times, first) = (times.clone(), first.clone());
+        let (times, first, tag) = (times.clone(), first.clone(), tag.clone());
         async move {
             tokio::time::sleep(wait).await;
             let now = unix_us();
@@ -163,7 +169,8 @@ async fn complete(State(mock): State<Mock>, Json(request): Json<Value>) -> Respo
                 if let Some(path) = &times {
                     let started = *first.lock().unwrap_or_else(|p| p.into_inner());
                     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-                        let _ = writeln!(f, "{started} {now}");
+                        // One write a line: answers streamed at once append to the same file.
+                        let _ = f.write_all(format!("{started} {now} {} {tag}\n", count - 1).as_bytes());
                     }
                 }
             }
