@@ -22,6 +22,38 @@ pub const MAX_SUMMARY_CHARS: usize = 2000;
 /// Characters of each folded message kept in the summary.
 const FOLD_SNIPPET_CHARS: usize = 90;
 
+/// What the coach reads of one of a golfer's recent turns before answering: its messages,
+/// and (for the newest) its day's conversation, when it was asked, the themes after it and the
+/// day's swings. The Query of the recent turns projects these attributes
+/// ([`RECENT_TURN_ATTRIBUTES`]) and no more: the rest of a turn (the stored response, the
+/// request's hash) is neither sent, parsed nor held while the message is answered.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecentTurn {
+    pub conversation: ConversationId,
+    pub last_updated: String,
+    pub coaching_themes: CoachingThemes,
+    pub referenced_swings: Vec<SwingId>,
+    pub user_message: ChatMessage,
+    pub reply: ChatMessage,
+}
+
+/// The attributes of a turn item [`RecentTurn`] holds (a test keeps the two in step).
+pub const RECENT_TURN_ATTRIBUTES: [&str; 6] = ["conversation", "last_updated", "coaching_themes", "referenced_swings", "user_message", "reply"];
+
+impl From<&TurnItem> for RecentTurn {
+    fn from(t: &TurnItem) -> Self {
+        Self {
+            conversation: t.conversation.clone(),
+            last_updated: t.last_updated.clone(),
+            coaching_themes: t.coaching_themes.clone(),
+            referenced_swings: t.referenced_swings.clone(),
+            user_message: t.user_message.clone(),
+            reply: t.reply.clone(),
+        }
+    }
+}
+
 pub fn default_themes() -> CoachingThemes {
     CoachingThemes {
         primary_focus: "Building a repeatable swing".into(),
@@ -40,7 +72,7 @@ pub const SESSION_GAP: chrono::Duration = chrono::Duration::hours(3);
 /// The themes a new turn starts from: those after the newest turn, one more session when
 /// that turn was asked more than [`SESSION_GAP`] ago (or the defaults, session 1, for a
 /// golfer's first turn).
-pub fn themes_before(newest: Option<&TurnItem>, now: DateTime<Utc>) -> CoachingThemes {
+pub fn themes_before(newest: Option<&RecentTurn>, now: DateTime<Utc>) -> CoachingThemes {
     match newest {
         Some(t) if !is_new_session(t, now) => t.coaching_themes.clone(),
         Some(t) => next_session(t.coaching_themes.clone()),
@@ -50,7 +82,7 @@ pub fn themes_before(newest: Option<&TurnItem>, now: DateTime<Utc>) -> CoachingT
 
 /// Whether a turn asked at `now` starts a new session after `newest` (a turn whose time does
 /// not read counts as long ago).
-fn is_new_session(newest: &TurnItem, now: DateTime<Utc>) -> bool {
+fn is_new_session(newest: &RecentTurn, now: DateTime<Utc>) -> bool {
     match DateTime::parse_from_rfc3339(&newest.last_updated) {
         Ok(asked) => now.signed_duration_since(asked) > SESSION_GAP,
         Err(_) => true,
@@ -86,7 +118,7 @@ pub struct Placement {
 
 /// The turn item for an exchange; `newest` is the golfer's newest turn before it (today's, or
 /// an earlier day's).
-pub fn record(place: Placement, newest: Option<&TurnItem>, turn: &Turn<'_>, response: StoredResponse, request_hash: String) -> TurnItem {
+pub fn record(place: Placement, newest: Option<&RecentTurn>, turn: &Turn<'_>, response: StoredResponse, request_hash: String) -> TurnItem {
     let Placement { user, conversation, now } = place;
     let today = newest.filter(|t| t.conversation == conversation);
     let mut themes = themes_before(newest, now);
@@ -119,7 +151,7 @@ pub fn record(place: Placement, newest: Option<&TurnItem>, turn: &Turn<'_>, resp
 /// older ones folded into the summary, the themes after the newest turn.
 pub fn assemble(id: ConversationId, user: UserId, turns: &[TurnItem], max_messages: usize) -> Option<ConversationItem> {
     let (first, newest) = (turns.first()?, turns.last()?);
-    let (messages, summary) = fold(turns, max_messages);
+    let (messages, summary) = fold(turns.iter().map(|t| (&t.user_message, &t.reply)), max_messages);
     Some(ConversationItem {
         conversation_id: id,
         user_id: user,
@@ -136,8 +168,8 @@ pub fn assemble(id: ConversationId, user: UserId, turns: &[TurnItem], max_messag
 
 /// The messages of `turns` (oldest first): the last `max_messages`, and the older ones folded
 /// into a summary.
-pub fn fold<'a>(turns: impl IntoIterator<Item = &'a TurnItem>, max_messages: usize) -> (Vec<ChatMessage>, Option<String>) {
-    let mut messages: Vec<ChatMessage> = turns.into_iter().flat_map(|t| [t.user_message.clone(), t.reply.clone()]).collect();
+pub fn fold<'a>(exchanges: impl IntoIterator<Item = (&'a ChatMessage, &'a ChatMessage)>, max_messages: usize) -> (Vec<ChatMessage>, Option<String>) {
+    let mut messages: Vec<ChatMessage> = exchanges.into_iter().flat_map(|(asked, reply)| [asked.clone(), reply.clone()]).collect();
     let overflow = messages.len().saturating_sub(max_messages.max(2));
     let folded: Vec<ChatMessage> = messages.drain(..overflow).collect();
     (messages, (!folded.is_empty()).then(|| summary(&folded)))
@@ -275,16 +307,27 @@ mod tests {
     }
 
     #[test]
+    fn the_recent_turn_projection_names_exactly_the_fields_a_recent_turn_holds() {
+        let p = payload(Some("Tempo"), None, None);
+        let turn = record(place(conv_id("20261123"), at(23, 9)), None, &turn("hi", Some(&p), &[]), response(), "h".into());
+        let serde_json::Value::Object(whole) = serde_json::to_value(&turn).unwrap() else { panic!("a turn is an object") };
+        let projected: serde_json::Map<String, serde_json::Value> = whole.into_iter().filter(|(k, _)| RECENT_TURN_ATTRIBUTES.contains(&k.as_str())).collect();
+        assert_eq!(projected.len(), RECENT_TURN_ATTRIBUTES.len(), "every projected attribute is a turn's");
+        let read: RecentTurn = serde_json::from_value(serde_json::Value::Object(projected)).unwrap();
+        assert_eq!(read, RecentTurn::from(&turn));
+    }
+
+    #[test]
     fn a_return_after_a_break_is_a_new_session_with_themes_carried() {
         let p = payload(Some("Tempo"), None, None);
         let monday = record(place(conv_id("20261123"), at(23, 9)), None, &turn("hi", Some(&p), &[]), response(), "h".into());
         assert_eq!(monday.coaching_themes.session_count, 1, "a golfer's first turn is session 1");
-        let later = record(place(conv_id("20261123"), at(23, 10)), Some(&monday), &turn("again", None, &[]), response(), "h".into());
+        let later = record(place(conv_id("20261123"), at(23, 10)), Some(&RecentTurn::from(&monday)), &turn("again", None, &[]), response(), "h".into());
         assert_eq!(later.coaching_themes.session_count, 1, "an hour later is the same session");
-        let tuesday = record(place(conv_id("20261124"), at(24, 8)), Some(&later), &turn("next day", None, &[]), response(), "h".into());
+        let tuesday = record(place(conv_id("20261124"), at(24, 8)), Some(&RecentTurn::from(&later)), &turn("next day", None, &[]), response(), "h".into());
         assert_eq!(tuesday.coaching_themes.session_count, 2);
         assert_eq!(tuesday.coaching_themes.primary_focus, "Tempo", "carried");
-        let evening = record(place(conv_id("20261124"), at(24, 23)), Some(&tuesday), &turn("evening", None, &[]), response(), "h".into());
+        let evening = record(place(conv_id("20261124"), at(24, 23)), Some(&RecentTurn::from(&tuesday)), &turn("evening", None, &[]), response(), "h".into());
         assert_eq!(evening.coaching_themes.session_count, 3, "back after 15 hours the same day: a new session");
     }
 
@@ -293,7 +336,7 @@ mod tests {
         let before = at(24, 23) + chrono::Duration::minutes(59) + chrono::Duration::seconds(59);
         let late = record(place(conv_id("20261124"), before), None, &turn("late", None, &[]), response(), "h".into());
         let after = before + chrono::Duration::seconds(6);
-        let next = record(place(conv_id("20261125"), after), Some(&late), &turn("follow-up", None, &[]), response(), "h".into());
+        let next = record(place(conv_id("20261125"), after), Some(&RecentTurn::from(&late)), &turn("follow-up", None, &[]), response(), "h".into());
         assert_eq!(next.coaching_themes.session_count, late.coaching_themes.session_count);
         assert_eq!(next.conversation, conv_id("20261125"), "the day's conversation view still changes at midnight");
     }
@@ -334,10 +377,10 @@ mod tests {
         let first = record(place(conv_id("20261125"), at(25, 9)), None, &t, response(), "h".into());
         assert!(first.referenced_swings.is_empty());
         t.reply.swing_reference = Some("swing-mine".into());
-        let second = record(place(conv_id("20261125"), at(25, 9)), Some(&first), &t, response(), "h".into());
+        let second = record(place(conv_id("20261125"), at(25, 9)), Some(&RecentTurn::from(&first)), &t, response(), "h".into());
         assert_eq!(second.referenced_swings, own.to_vec());
         t.reply.swing_reference = None;
-        let third = record(place(conv_id("20261125"), at(25, 10)), Some(&second), &t, response(), "h".into());
+        let third = record(place(conv_id("20261125"), at(25, 10)), Some(&RecentTurn::from(&second)), &t, response(), "h".into());
         assert_eq!(third.referenced_swings, own.to_vec(), "the day's references carry to its later turns");
     }
 
@@ -347,7 +390,7 @@ mod tests {
         for i in 0..5000 {
             let mut t = turn(&format!("question {i} {}", "x".repeat(900)), None, &[]);
             t.reply.content = format!("answer {i} {}", "y".repeat(1400));
-            turns.push(record(place(conv_id("20261125"), at(25, 9)), turns.last(), &t, response(), "h".into()));
+            turns.push(record(place(conv_id("20261125"), at(25, 9)), turns.last().map(RecentTurn::from).as_ref(), &t, response(), "h".into()));
         }
         let day = assemble(conv_id("20261125"), user(), &turns, 20).unwrap_or_else(|| panic!("a day with turns"));
         assert_eq!(day.recent_messages.len(), 20);

@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use super::{Admitted, Caller, ChatError, ChatInput, Reservation};
 use crate::conversation;
 use crate::limits;
-use crate::models::{AppContext, ChatMessage, ConversationId, GolferMemory, Role, SwingId, TurnItem};
+use crate::conversation::RecentTurn;
+use crate::models::{AppContext, ChatMessage, ConversationId, GolferMemory, Role, SwingId};
 use crate::prompts::experiment::PromptSet;
 use crate::prompts::{pack, HistoryTurn, PackError, Packed, PromptRole, PromptVars, Prompts};
 use crate::state::AppState;
@@ -21,7 +22,7 @@ pub struct Composed {
     pub vars: PromptVars,
     pub packed: Packed,
     /// The golfer's newest turn before this one (the themes and the day's swings carry on).
-    pub newest: Option<TurnItem>,
+    pub newest: Option<RecentTurn>,
     /// The swings the caller owns, as the context read found them: only these may be referenced.
     pub own_swings: Vec<SwingId>,
     pub conversation: ConversationId,
@@ -73,7 +74,7 @@ pub async fn compose(state: &AppState, caller: &Caller, input: &ChatInput, admit
 /// whatever their UTC day (older ones folded into the summary), the themes after the
 /// newest turn.
 fn prompt_vars(state: &AppState, input: &ChatInput, context: &CoachingContext, now: DateTime<Utc>) -> PromptVars {
-    let (recent, summary) = conversation::fold(context.oldest_first(), state.config.max_recent_messages);
+    let (recent, summary) = conversation::fold(context.oldest_first().map(|t| (&t.user_message, &t.reply)), state.config.max_recent_messages);
     PromptVars {
         today: crate::clock::date(now),
         reply_word_limit: state.config.reply_word_limit,

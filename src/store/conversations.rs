@@ -13,6 +13,7 @@ use super::transact::{Failed, Written};
 use super::{from_item, keys, s, to_item, Item, Store, StoreError};
 use crate::backoff::Backoff;
 use crate::clock::{day_start, next_day, timestamp};
+use crate::conversation::RecentTurn;
 use crate::models::{ConversationId, ConversationItem, GolferMemory, GolferProfile, SwingAnalysis, SwingId, TurnItem, UserId};
 
 /// Keys a batch read left unprocessed (throttling) are asked again after this.
@@ -27,7 +28,7 @@ pub const RECENT_SWINGS: i32 = 3;
 #[derive(Debug, Clone, Default)]
 pub struct CoachingContext {
     /// The golfer's newest turns, newest first, of any day.
-    pub recent: Vec<TurnItem>,
+    pub recent: Vec<RecentTurn>,
     pub swings: Vec<SwingAnalysis>,
     /// The swing the app has on screen, present only when it is the caller's.
     pub swing_on_screen: Option<SwingAnalysis>,
@@ -39,12 +40,12 @@ pub struct CoachingContext {
 
 impl CoachingContext {
     /// The golfer's newest turn: the current themes.
-    pub fn newest(&self) -> Option<&TurnItem> {
+    pub fn newest(&self) -> Option<&RecentTurn> {
         self.recent.first()
     }
 
     /// The golfer's newest turns, oldest first, whatever their UTC day: the prompt's history.
-    pub fn oldest_first(&self) -> impl Iterator<Item = &TurnItem> {
+    pub fn oldest_first(&self) -> impl Iterator<Item = &RecentTurn> {
         self.recent.iter().rev()
     }
 }
@@ -132,7 +133,7 @@ impl Store {
     pub async fn load_context(&self, user: &UserId, swing_on_screen: Option<&SwingId>) -> Result<CoachingContext, StoreError> {
         let (keyed, recent, swings) = tokio::try_join!(
             self.keyed_context(user, swing_on_screen),
-            self.recent_turns(user, RECENT_TURNS),
+            self.recent_for_context(user),
             self.recent_swings(user, RECENT_SWINGS),
         )?;
         let Keyed { profile, memory, swing_on_screen } = keyed;
@@ -223,6 +224,28 @@ impl Store {
         let send = self.user_index(user).key_condition_expression("#u = :u").scan_index_forward(false).limit(limit).send();
         let out = self.send("Query user-index recent turns", send).await?;
         turns(out.items.unwrap_or_default())
+    }
+
+    /// The golfer's newest [`RECENT_TURNS`] turns, newest first, as the coach reads them: only
+    /// the attributes of a [`RecentTurn`] (a third less to send, parse and hold per turn).
+    async fn recent_for_context(&self, user: &UserId) -> Result<Vec<RecentTurn>, StoreError> {
+        let mut query = self.user_index(user).key_condition_expression("#u = :u").scan_index_forward(false).limit(RECENT_TURNS);
+        let mut projection = format!("#{}", keys::PK);
+        query = query.expression_attribute_names(format!("#{}", keys::PK), keys::PK);
+        for (i, attribute) in crate::conversation::RECENT_TURN_ATTRIBUTES.iter().enumerate() {
+            projection.push_str(&format!(", #p{i}"));
+            query = query.expression_attribute_names(format!("#p{i}"), *attribute);
+        }
+        let out = self.send("Query user-index recent turns", query.projection_expression(projection).send()).await?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| i.get(keys::PK).and_then(|v| v.as_s().ok()).is_some_and(|k| k.starts_with(keys::TURN_PREFIX)))
+            .map(|mut item| {
+                item.remove(keys::PK);
+                from_item("recent turn", item)
+            })
+            .collect()
     }
 
     /// The golfer's turns of `at`'s day, oldest first (user-index, every page).
