@@ -8,8 +8,10 @@
 //! lowest rank first. Tests check it token for token against tiktoken-rs.
 //!
 //! A message's count is recalled for texts counted recently (the system prompt and a
-//! golfer's history turns come back with every message): the recall is keyed by the text
-//! itself, so a recalled count is always that text's own.
+//! golfer's history turns come back with every message), and a message seen for the first
+//! time is counted line by line, each line recalled (most lines of the context message come
+//! back too): the recall is keyed by the text itself, so a recalled count is always that
+//! text's own.
 
 pub mod table;
 
@@ -135,14 +137,47 @@ pub fn count(text: &str) -> usize {
 }
 
 /// Tokens one chat message adds to a request: its content, its role and the framing. The
-/// content's count is remembered ([`count_recalled`]): the system prompt and a golfer's
-/// history turns come back request after request.
+/// content is counted line by line ([`count_by_lines`]), each line's count remembered: the
+/// system prompt, a golfer's history turns and most lines of the context message come back
+/// request after request, while a few lines of the context (the themes, the summary) change.
 pub fn count_message(role: &str, content: &str) -> usize {
-    PER_MESSAGE + count(role) + count_recalled(content)
+    PER_MESSAGE + count(role) + count_by_lines(content)
+}
+
+/// Where the text after a line break starts a pre-tokenizer piece of its own. The o200k
+/// pattern never carries a piece across a line break followed by a character that is neither
+/// whitespace nor `/`: punctuation takes the breaks after it only with more breaks or slashes
+/// (`[\r\n/]*`), a run of whitespace ends at its last break when a non-space follows, and
+/// nothing else matches a break. So the text's count is the sum of the counts of its parts
+/// split there (a test compares both with tiktoken-rs).
+fn line_starts(text: &str) -> impl Iterator<Item = usize> + '_ {
+    let bytes = text.as_bytes();
+    (1..bytes.len()).filter(move |&i| bytes[i - 1] == b'\n' && !bytes[i].is_ascii_whitespace() && bytes[i] != b'/' && text.is_char_boundary(i) && !starts_with_space(&text[i..]))
+}
+
+/// Whether `text` starts with a whitespace character (beyond ASCII too: the pattern's `\s`).
+fn starts_with_space(text: &str) -> bool {
+    text.chars().next().is_some_and(char::is_whitespace)
+}
+
+/// [`count`], remembered for the whole text and, when the whole is new, as the sum of its
+/// lines (split where [`line_starts`] says a count is additive), each line's count remembered.
+pub fn count_by_lines(text: &str) -> usize {
+    if let Some(n) = recalled(text) {
+        return n;
+    }
+    let mut from = 0;
+    let mut tokens = 0;
+    for at in line_starts(text).chain(std::iter::once(text.len())) {
+        tokens += count_recalled(&text[from..at]);
+        from = at;
+    }
+    remember(text, tokens);
+    tokens
 }
 
 /// Texts shorter than this are counted each time: looking them up costs about as much.
-const RECALL_MIN_BYTES: usize = 128;
+const RECALL_MIN_BYTES: usize = 48;
 /// The text the recall holds at most (keys are the texts themselves, so a count is never
 /// another text's).
 const RECALL_BYTES: u64 = 2 << 20;
@@ -161,17 +196,23 @@ static RECALLED: LazyLock<quick_cache::sync::Cache<Box<str>, u32, ByLength>> =
 
 /// [`count`], remembered for recently counted texts: the same count, without counting again.
 pub fn count_recalled(text: &str) -> usize {
-    if text.len() < RECALL_MIN_BYTES {
-        return count(text);
-    }
-    if let Some(n) = RECALLED.get(text) {
-        return n as usize;
+    if let Some(n) = recalled(text) {
+        return n;
     }
     let n = count(text);
-    if let Ok(stored) = u32::try_from(n) {
+    remember(text, n);
+    n
+}
+
+/// The remembered count of `text`, if it is long enough to be remembered and was counted lately.
+fn recalled(text: &str) -> Option<usize> {
+    (text.len() >= RECALL_MIN_BYTES).then(|| RECALLED.get(text)).flatten().map(|n| n as usize)
+}
+
+fn remember(text: &str, tokens: usize) {
+    if let (true, Ok(stored)) = (text.len() >= RECALL_MIN_BYTES, u32::try_from(tokens)) {
         RECALLED.insert(text.into(), stored);
     }
-    n
 }
 
 /// Tokens of a whole chat request's messages as the model counts them: the sum of its
@@ -264,8 +305,24 @@ mod tests {
         for t in [crate::prompts::SYSTEM, crate::prompts::CONTEXT, crate::prompts::MESSAGE] {
             let text = prompts.render(t, &vars)?;
             assert_eq!(count(&text), reference(&text), "{t}");
+            assert_eq!(count_by_lines(&text), reference(&text), "{t}, line by line");
+            if t != crate::prompts::MESSAGE {
+                assert!(line_starts(&text).count() > 3, "{t} is counted in parts");
+            }
         }
         Ok(())
+    }
+
+    #[test]
+    fn a_text_counted_line_by_line_counts_as_a_whole() {
+        // Breaks before slashes, spaces, more breaks and punctuation: where a piece can and
+        // cannot run on past a break.
+        for text in ["a.\n/b", "a.\n\n/b\nc", "x\n y\n\tz", "end.\nNext line\n\nThird", "a \n b\n\u{3000}c\nd", "--\n--\n//\n's\n'S\n12\n345"] {
+            assert_eq!(count_by_lines(text), reference(text), "{text:?}");
+        }
+        for text in corpus() {
+            assert_eq!(count_by_lines(&text), reference(&text), "{text:?}");
+        }
     }
 
     proptest! {
@@ -281,6 +338,13 @@ mod tests {
             text in "([A-Za-z]{1,12}|[0-9]{1,6}|[ \\t\\n\\r]{1,4}|[.,!?'\"()/:;-]{1,3}|'(s|t|re|ve|m|ll|d)|[éüßçñøΩЖ日本⛳🏌]{1,3}){1,80}"
         ) {
             prop_assert_eq!(count(&text), reference(&text));
+        }
+
+        #[test]
+        fn lines_count_exactly_as_tiktoken_rs(
+            text in "([A-Za-z]{1,8}|[0-9]{1,4}|[ \t\u{a0}\u{3000}]{1,2}|[\n\r]{1,3}|[.,!?'\"()/:;*#-]{1,3}|'(s|t|re|ve|m|ll|d)|[éÉΩ日⛳]{1,2}){1,60}"
+        ) {
+            prop_assert_eq!(count_by_lines(&text), reference(&text));
         }
 
         #[test]
