@@ -179,6 +179,7 @@ def streamed(base: dict, work: pathlib.Path, run_id: str) -> dict:
         post_stream(port, "golfer-0001", f"stream-warmup-{i}-{run_id}")
     times.write_text("")
     first_delta, after_last, events_per, deltas_per = [], [], [], []
+    perf = record_profile(service.pid, "BENCH_PERF_STREAM")
     cpu0, split0, switches0 = cpu_seconds(service.pid), cpu_split(service.pid), switches(service.pid)
     for i in range(STREAM_REQUESTS):
         status, events = post_stream(port, f"golfer-{(i % 50) + 1:04d}", f"stream-{i:04d}-{run_id}")
@@ -192,6 +193,9 @@ def streamed(base: dict, work: pathlib.Path, run_id: str) -> dict:
     cpu_stream = cpu_seconds(service.pid) - cpu0
     split_stream = [b - a for a, b in zip(split0, cpu_split(service.pid))]
     switches_stream = switches(service.pid) - switches0
+    if perf is not None:
+        perf.send_signal(signal.SIGINT)
+        perf.wait(60)
     pieces = statistics.mean(int(line.split()[2]) for line in times.read_text().splitlines())
     cpu0, split0, switches0 = cpu_seconds(service.pid), cpu_split(service.pid), switches(service.pid)
     for i in range(STREAM_REQUESTS):
@@ -408,9 +412,10 @@ def status_kb(pid: int, key: str) -> int:
     return 0
 
 
-def record_profile(pid: int) -> subprocess.Popen | None:
-    """With BENCH_PERF=FILE, perf samples the service's stacks for the measured run (bench/profile)."""
-    target = os.environ.get("BENCH_PERF")
+def record_profile(pid: int, setting: str = "BENCH_PERF") -> subprocess.Popen | None:
+    """With BENCH_PERF=FILE, perf samples the service's stacks for the measured run (bench/profile);
+    with BENCH_PERF_STREAM=FILE, for the sequential streamed answers."""
+    target = os.environ.get(setting)
     if not target:
         return None
     cmd = ["perf", "record", "-e", "cpu-clock", "-F", "999", "-g", "--call-graph", "dwarf,16384", "-p", str(pid), "-o", target]
