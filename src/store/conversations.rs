@@ -223,7 +223,7 @@ impl Store {
     pub async fn recent_turns(&self, user: &UserId, limit: i32) -> Result<Vec<TurnItem>, StoreError> {
         let send = self.user_index(user).key_condition_expression("#u = :u").scan_index_forward(false).limit(limit).send();
         let out = self.send("Query user-index recent turns", send).await?;
-        turns("turn", out.items.unwrap_or_default())
+        turns(out.items.unwrap_or_default())
     }
 
     /// The golfer's newest [`RECENT_TURNS`] turns, newest first, as the coach reads them: only
@@ -237,7 +237,7 @@ impl Store {
             query = query.expression_attribute_names(format!("#p{i}"), *attribute);
         }
         let out = self.send("Query user-index recent turns", query.projection_expression(projection).send()).await?;
-        turns("recent turn", out.items.unwrap_or_default())
+        turns(out.items.unwrap_or_default())
     }
 
     /// The golfer's turns of `at`'s day, oldest first (user-index, every page).
@@ -253,7 +253,7 @@ impl Store {
                     .set_exclusive_start_key(start)
             })
             .await?;
-        turns("turn", items)
+        turns(items)
     }
 
     /// A day's conversation assembled from its turns; `id` is `conv_{user}_{yyyymmdd}`.
@@ -380,14 +380,11 @@ impl Store {
 /// Turn items from user-index (it holds nothing else; an item of another shape is skipped,
 /// so an index shared with older items still reads).
 /// `T` is a whole turn ([`TurnItem`]) or what a projection read of one ([`RecentTurn`]).
-fn turns<T: serde::de::DeserializeOwned>(what: &'static str, items: Vec<Item>) -> Result<Vec<T>, StoreError> {
+fn turns<T: serde::de::DeserializeOwned>(items: Vec<Item>) -> Result<Vec<T>, StoreError> {
     items
         .into_iter()
         .filter(|i| i.get(keys::PK).and_then(|v| v.as_s().ok()).is_some_and(|k| k.starts_with(keys::TURN_PREFIX)))
-        .map(|mut item| {
-            item.remove(keys::PK);
-            from_item(what, item)
-        })
+        .map(super::turn)
         .collect()
 }
 

@@ -80,8 +80,9 @@ pub(crate) fn to_item<T: Serialize>(value: &T) -> Result<Item, StoreError> {
     serde_dynamo::to_item(value).map_err(|e| StoreError::Invalid(format!("serialize: {e}")))
 }
 
-/// A turn item as its type: its key is the store's, not part of the turn.
-pub(crate) fn turn(mut item: Item) -> Result<crate::models::TurnItem, StoreError> {
+/// A turn item as its type, whole ([`crate::models::TurnItem`]) or as a projection read it
+/// ([`crate::conversation::RecentTurn`]): its key is the store's, not part of the turn.
+pub(crate) fn turn<T: DeserializeOwned>(mut item: Item) -> Result<T, StoreError> {
     item.remove(keys::PK);
     from_item("turn", item)
 }

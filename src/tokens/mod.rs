@@ -152,7 +152,8 @@ pub fn count_message(role: &str, content: &str) -> usize {
 /// split there (a test compares both with tiktoken-rs).
 fn line_starts(text: &str) -> impl Iterator<Item = usize> + '_ {
     let bytes = text.as_bytes();
-    (1..bytes.len()).filter(move |&i| bytes[i - 1] == b'\n' && !bytes[i].is_ascii_whitespace() && bytes[i] != b'/' && text.is_char_boundary(i) && !starts_with_space(&text[i..]))
+    // After a `\n` byte every index is a character boundary.
+    (1..bytes.len()).filter(move |&i| bytes[i - 1] == b'\n' && bytes[i] != b'/' && !starts_with_space(&text[i..]))
 }
 
 /// Whether `text` starts with a whitespace character (beyond ASCII too: the pattern's `\s`).
