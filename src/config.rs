@@ -130,6 +130,8 @@ pub struct Config {
     /// Threads of the async runtime: 1 is a current-thread runtime (the default; Lambda
     /// answers one request at a time), more a work-stealing one.
     pub worker_threads: usize,
+    /// DynamoDB calls in flight at once; more wait for one to finish (within their deadline).
+    pub dynamodb_max_calls: usize,
     pub cors_origins: Vec<String>,
     /// Turns kept verbatim on a conversation item before older ones fold into the summary.
     pub max_recent_messages: usize,
@@ -177,6 +179,7 @@ impl Default for Config {
             auth_mode: AuthMode::Cognito,
             port: 3000,
             worker_threads: 1,
+            dynamodb_max_calls: 32,
             cors_origins: vec![],
             max_recent_messages: 20,
             reply_word_limit: 150,
@@ -281,6 +284,8 @@ pub static VARS: &[EnvVar] = &[
         set: |c, n, v| { c.port = number(n, v)?; Ok(()) } },
     EnvVar { name: "WORKER_THREADS", default: "`1`", meaning: "threads of the async runtime: `1` runs every task on the main thread (a Lambda sandbox answers one request at a time; `coach-api serve` holds bench/'s load on one), more shares tasks between threads by work stealing",
         set: |c, n, v| { c.worker_threads = number::<usize>(n, v)?.max(1); Ok(()) } },
+    EnvVar { name: "DYNAMODB_MAX_CALLS", default: "`32`", meaning: "DynamoDB calls in flight at once from one process; more wait for a free one within their deadline (each holds a connection and its buffers; a Lambda sandbox makes at most five at once)",
+        set: |c, n, v| { c.dynamodb_max_calls = number::<usize>(n, v)?.max(1); Ok(()) } },
     EnvVar { name: "CLOCK_OFFSET_SECONDS", default: "`0`", meaning: "`coach-api serve` runs this many seconds ahead (negative: behind), e.g. to try a conversation across UTC midnight; refused inside Lambda",
         set: |c, n, v| { c.clock_offset_secs = number(n, v)?; Ok(()) } },
     EnvVar { name: "EXPERIMENT", default: "unset", meaning: "`NAME:PERCENT`: answer that share of golfers (each always the same golfers) with the prompt variant `prompts/variants/NAME/`; `NAME:0` or unset is the kill switch",

@@ -145,6 +145,9 @@ pub struct Store {
     pub(crate) analyses_table: String,
     /// Messages a day's conversation shows before older ones fold into its summary.
     pub(crate) recent_messages: usize,
+    /// Permits for the calls in flight at once (`DYNAMODB_MAX_CALLS`): each call holds an
+    /// HTTP connection, and a connection holds its buffers while it waits.
+    calls: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Store {
@@ -153,7 +156,11 @@ impl Store {
     /// SDK's error is handed back for the caller to read (a cancelled transaction's reasons).
     pub(crate) async fn send_raw<T: Consumed, E>(&self, op: &'static str, send: impl Future<Output = Result<T, SdkError<E>>>) -> Result<Result<T, SdkError<E>>, StoreError> {
         crate::stats::call();
+        // The permit is awaited on its own, not in a block around `send`: the SDK's futures
+        // are large, and one more layer around them is one more copy on the stack.
+        let permit = deadline::within(self.calls.acquire()).await.ok_or_else(|| deadline::missed(op))?;
         let out = deadline::within(send).await.ok_or_else(|| deadline::missed(op))?;
+        drop(permit);
         if let Ok(answer) = &out {
             answer.record();
         }
@@ -180,6 +187,7 @@ impl Store {
             table: config.table_coaching.clone(),
             analyses_table: config.table_analyses.clone(),
             recent_messages: config.max_recent_messages,
+            calls: std::sync::Arc::new(tokio::sync::Semaphore::new(config.dynamodb_max_calls)),
         }
     }
 

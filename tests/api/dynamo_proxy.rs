@@ -2,8 +2,10 @@
 //! Local. It records every call (action, tables, indexes, a transaction's item actions) and
 //! injects what DynamoDB Local never does: throttling (ProvisionedThroughputExceeded, or a
 //! transaction cancelled with ThrottlingError), transactions cancelled for a TransactionConflict,
-//! a 500 after the write was applied (the answer lost), and added latency.
+//! a 500 after the write was applied (the answer lost), and added latency. It also counts the
+//! calls it holds at once.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +44,25 @@ struct Inner {
     faults: Mutex<Faults>,
     rng: Mutex<StdRng>,
     calls: Mutex<Vec<Call>>,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+}
+
+/// One call held by the proxy, from its arrival until its answer is handed back.
+struct Held<'a>(&'a Inner);
+
+impl<'a> Held<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        inner.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(inner)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[derive(Clone)]
@@ -58,6 +79,8 @@ impl DynamoProxy {
             faults: Mutex::new(Faults::default()),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             calls: Mutex::new(vec![]),
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -74,6 +97,11 @@ impl DynamoProxy {
 
     pub fn calls(&self) -> Vec<Call> {
         self.inner.calls.lock().unwrap().clone()
+    }
+
+    /// The most calls the proxy held at once since it started.
+    pub fn most_in_flight(&self) -> usize {
+        self.inner.most_in_flight.load(Ordering::SeqCst)
     }
 
     pub fn clear(&self) {
@@ -96,6 +124,7 @@ fn cancelled(items: usize, code: &str, which: usize) -> Response {
 }
 
 async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let _held = Held::new(&inner);
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
     let action = target.rsplit('.').next().unwrap_or_default().to_string();
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);

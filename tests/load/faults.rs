@@ -87,3 +87,35 @@ async fn throttling_conflicts_and_lost_answers_lose_nothing_and_store_each_turn_
         assert_eq!(app.hour_count(user).await, 6, "{user}: one slot per message");
     }
 }
+
+/// DynamoDB slower than the requests arriving: each call held 250 ms by the proxy while 48
+/// golfers ask at once (about 190 calls wanted together in the first wave). The process keeps
+/// at most its shipped number of calls in flight (each holds a connection and its buffers),
+/// the rest wait their turn within the deadline, and every golfer is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_dynamodb_holds_calls_in_flight_to_the_shipped_bound_and_answers_everyone() {
+    let proxy = DynamoProxy::start(&dynamodb_endpoint(), 26).await;
+    let endpoint = proxy.endpoint.clone();
+    let app = spawn_shipped_with(move |c| c.dynamodb_endpoint = Some(endpoint)).await;
+    let bound = app.config.dynamodb_max_calls;
+    proxy.set_faults(Faults { latency: Duration::from_millis(250), ..Faults::default() });
+
+    let asks = (0..48).map(|g| {
+        let client = app.client_from(u8::try_from(2 + g).unwrap());
+        let url = format!("{}{}", app.url, coach_api::api::CHAT_PATH);
+        let user = format!("golfer-bound-{g:02}");
+        crate::logs::sensitive(&user);
+        async move {
+            let body = json!({ "message": "How do I stop slicing?", "clientMessageId": format!("bound-{user}") });
+            let r = client.post(url).header("x-user-id", &user).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    });
+    let answers = futures::future::join_all(asks).await;
+    let most = proxy.most_in_flight();
+    println!("bound: 48 golfers at once, DynamoDB 250 ms a call: {} calls, at most {most} in flight (bound {bound})", proxy.calls().len());
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+    }
+    assert_eq!(most, bound, "the calls in flight reach the bound and never pass it");
+}
