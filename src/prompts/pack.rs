@@ -48,15 +48,19 @@ impl Counted {
     }
 }
 
-/// The system and context messages for `vars` (they change with the detail level).
-fn frame(prompts: &Prompts, vars: &PromptVars) -> Result<[Counted; 2], PromptError> {
-    let ctx = tera::Context::from_serialize(vars).map_err(|e| PromptError::Render {
+/// The templates' variables for `vars`, built once for the templates rendered from them.
+fn context(vars: &PromptVars) -> Result<tera::Context, PromptError> {
+    tera::Context::from_serialize(vars).map_err(|e| PromptError::Render {
         template: CONTEXT.to_string(),
         problem: e.to_string(),
-    })?;
+    })
+}
+
+/// The system and context messages for a context (they change with the detail level).
+fn frame(prompts: &Prompts, ctx: &tera::Context) -> Result<[Counted; 2], PromptError> {
     Ok([
-        Counted::new(PromptRole::System, prompts.render_context(SYSTEM, &ctx)?),
-        Counted::new(PromptRole::User, prompts.render_context(CONTEXT, &ctx)?),
+        Counted::new(PromptRole::System, prompts.render_context(SYSTEM, ctx)?),
+        Counted::new(PromptRole::User, prompts.render_context(CONTEXT, ctx)?),
     ])
 }
 
@@ -88,7 +92,9 @@ pub fn pack(prompts: &Prompts, vars: &PromptVars, token_limit: usize) -> Result<
         };
         Ok(Counted::new(turn.role.clone(), content))
     };
-    let current = Counted::new(PromptRole::User, prompts.render(MESSAGE, &v)?);
+    // The message and the full-detail frame are rendered from one context.
+    let full_context = context(&v)?;
+    let current = Counted::new(PromptRole::User, prompts.render_context(MESSAGE, &full_context)?);
     let assemble = |frame: [Counted; 2], kept: Vec<Counted>, detail: Detail, facts: usize| {
         let prompt_tokens = tokens::REPLY_PRIMING + current.tokens + frame.iter().chain(&kept).map(|c| c.tokens).sum::<usize>();
         let dropped_turns = vars.history.len() - kept.len();
@@ -101,7 +107,8 @@ pub fn pack(prompts: &Prompts, vars: &PromptVars, token_limit: usize) -> Result<
 
     // 1. Full detail with the newest history that fits, dropping the oldest turns first:
     //    turns are rendered and counted newest first, only until one does not fit.
-    let full = frame(prompts, &v)?;
+    let full = frame(prompts, &full_context)?;
+    drop(full_context);
     if let Some(mut room) = token_limit.checked_sub(fixed(&full)) {
         let mut kept = vec![];
         for t in vars.history.iter().rev() {
@@ -115,7 +122,7 @@ pub fn pack(prompts: &Prompts, vars: &PromptVars, token_limit: usize) -> Result<
     }
     // 2. No history fits: the remembered facts go, lowest priority first.
     while v.memory.pop().is_some() {
-        let f = frame(prompts, &v)?;
+        let f = frame(prompts, &context(&v)?)?;
         if fixed(&f) <= token_limit {
             return Ok(assemble(f, vec![], v.detail, v.memory.len()));
         }
@@ -124,7 +131,7 @@ pub fn pack(prompts: &Prompts, vars: &PromptVars, token_limit: usize) -> Result<
     let mut last = 0;
     for step in SHORTENING {
         step(&mut v);
-        let f = frame(prompts, &v)?;
+        let f = frame(prompts, &context(&v)?)?;
         last = fixed(&f);
         if last <= token_limit {
             return Ok(assemble(f, vec![], v.detail, 0));
