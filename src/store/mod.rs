@@ -157,7 +157,8 @@ impl Store {
     pub(crate) async fn send_raw<T: Consumed, E>(&self, op: &'static str, send: impl Future<Output = Result<T, SdkError<E>>>) -> Result<Result<T, SdkError<E>>, StoreError> {
         crate::stats::call();
         // The permit is awaited on its own, not in a block around `send`: the SDK's futures
-        // are large, and one more layer around them is one more copy on the stack.
+        // are large, and one more layer around them is one more copy on the stack. (The
+        // semaphore is never closed; if it were, the call would go ahead without a permit.)
         let permit = deadline::within(self.calls.acquire()).await.ok_or_else(|| deadline::missed(op))?;
         let out = deadline::within(send).await.ok_or_else(|| deadline::missed(op))?;
         drop(permit);
