@@ -221,15 +221,19 @@ impl Store {
 
     /// The golfer's newest `limit` turns, newest first (user-index; eventually consistent).
     pub async fn recent_turns(&self, user: &UserId, limit: i32) -> Result<Vec<TurnItem>, StoreError> {
-        let send = self.user_index(user).key_condition_expression("#u = :u").scan_index_forward(false).limit(limit).send();
-        let out = self.send("Query user-index recent turns", send).await?;
+        let out = self.send("Query user-index recent turns", self.newest_turns(user, limit).send()).await?;
         turns(out.items.unwrap_or_default())
+    }
+
+    /// The Query of the golfer's newest `limit` turns, newest first.
+    fn newest_turns(&self, user: &UserId, limit: i32) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.user_index(user).key_condition_expression("#u = :u").scan_index_forward(false).limit(limit)
     }
 
     /// The golfer's newest [`RECENT_TURNS`] turns, newest first, as the coach reads them: only
     /// the attributes of a [`RecentTurn`] (a third less to send, parse and hold per turn).
     async fn recent_for_context(&self, user: &UserId) -> Result<Vec<RecentTurn>, StoreError> {
-        let mut query = self.user_index(user).key_condition_expression("#u = :u").scan_index_forward(false).limit(RECENT_TURNS);
+        let mut query = self.newest_turns(user, RECENT_TURNS);
         let mut projection = format!("#{}", keys::PK);
         query = query.expression_attribute_names(format!("#{}", keys::PK), keys::PK);
         for (i, attribute) in crate::conversation::RECENT_TURN_ATTRIBUTES.iter().enumerate() {
