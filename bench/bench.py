@@ -679,8 +679,10 @@ def main() -> None:
         COST_LIMIT_PER_USER="100000", COST_LIMIT_TOTAL="10000000",
         LOG_FORMAT="json", RUST_LOG="info",
         # As infra/lambda-deployment.yaml sets them: mimalloc commits memory as it is used
-        # and returns it at once (its defaults doubled the Lambda's peak RSS).
-        MIMALLOC_ARENA_EAGER_COMMIT="0", MIMALLOC_PURGE_DELAY="0",
+        # and returns it at once (its defaults doubled the Lambda's peak RSS). Set in the
+        # environment, they are taken from there (to measure another setting).
+        MIMALLOC_ARENA_EAGER_COMMIT=os.environ.get("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+        MIMALLOC_PURGE_DELAY=os.environ.get("MIMALLOC_PURGE_DELAY", "0"),
     )
     for cmd in (["migrate"], ["seed", "--golfers", str(GOLFERS)]):
         r = subprocess.run([str(BIN), *cmd], env=base, cwd=ROOT, capture_output=True, text=True)
