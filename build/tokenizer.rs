@@ -8,7 +8,7 @@ use std::path::Path;
 /// pre-tokenizing pattern), once per layout version: build.rs reruns on every schema or
 /// template change, and building tiktoken-rs's tables takes a few seconds in a build script.
 pub fn tables(out: &Path) {
-    use crate::token_table::{slot, LAYOUT_VERSION, SLOTS};
+    use crate::token_table::{fingerprint, hash, slot, LAYOUT_VERSION, RANK_MASK, SLOTS};
     let stamp = out.join("o200k.stamp");
     if fs::read_to_string(&stamp).ok().as_deref() == Some(&LAYOUT_VERSION.to_string()) {
         return;
@@ -18,6 +18,7 @@ pub fn tables(out: &Path) {
     // (special tokens sit above a gap and are never produced by ordinary encoding).
     let tokens: Vec<Vec<u8>> = (0u32..).map_while(|rank| bpe.decode_bytes(&[rank]).ok()).collect();
     assert!(tokens.len() > 199_000, "o200k_base has about 200k tokens, got {}", tokens.len());
+    assert!(tokens.len() < RANK_MASK as usize, "rank + 1 must fit the slot's rank bits");
 
     let mut bytes = Vec::with_capacity(tokens.iter().map(Vec::len).sum());
     let mut offsets = Vec::with_capacity((tokens.len() + 1) * 4);
@@ -25,13 +26,14 @@ pub fn tables(out: &Path) {
     for (rank, token) in tokens.iter().enumerate() {
         offsets.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         bytes.extend_from_slice(token);
-        let mut i = slot(token);
+        let h = hash(token);
+        let mut i = slot(h);
         while slots[i] != 0 {
-            let other = &tokens[slots[i] as usize - 1];
+            let other = &tokens[(slots[i] & RANK_MASK) as usize - 1];
             assert!(other != token, "o200k_base has a duplicate token at rank {rank}");
             i = (i + 1) % SLOTS;
         }
-        slots[i] = rank as u32 + 1;
+        slots[i] = fingerprint(h) | (rank as u32 + 1);
     }
     offsets.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     let slots: Vec<u8> = slots.iter().flat_map(|s| s.to_le_bytes()).collect();
