@@ -8,7 +8,7 @@ use crate::models::{SwingAnalysis, UserId};
 impl Store {
     /// The caller's most recent analyses, newest first.
     pub async fn recent_swings(&self, user: &UserId, limit: i32) -> Result<Vec<SwingAnalysis>, StoreError> {
-        let send = self
+        let send = || self
             .client
             .query()
             .table_name(&self.analyses_table)
@@ -30,7 +30,8 @@ impl Store {
 
     /// Writes an analysis (demo data and tests only: production analyses come from the analysis system).
     pub async fn put_swing(&self, swing: &SwingAnalysis) -> Result<(), StoreError> {
-        let put = self.client.put_item().table_name(&self.analyses_table).set_item(Some(to_item(swing)?)).send();
+        let item = to_item(swing)?;
+        let put = || self.client.put_item().table_name(&self.analyses_table).set_item(Some(item)).send();
         self.send("PutItem analysis", put).await?;
         Ok(())
     }

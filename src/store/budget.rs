@@ -37,7 +37,7 @@ impl Store {
                 break;
             }
             let op = "UpdateItem budget lease";
-            let send = self
+            let send = || self
                 .client
                 .update_item()
                 .table_name(&self.table)

@@ -160,7 +160,7 @@ impl Store {
         let mut found: Vec<Item> = vec![];
         let op = "BatchGetItem context";
         for attempt in 0u32.. {
-            let send = self.client.batch_get_item().set_request_items(Some(request)).return_consumed_capacity(Rcc::Total).send();
+            let send = || self.client.batch_get_item().set_request_items(Some(request)).return_consumed_capacity(Rcc::Total).send();
             let out = self.send(op, send).await?;
             found.extend(out.responses.unwrap_or_default().into_values().flatten());
             // Keys DynamoDB did not get to (throttling): ask again for those, with backoff.
@@ -210,7 +210,7 @@ impl Store {
         let mut items = vec![];
         let mut start: Option<Item> = None;
         loop {
-            let page = self.send(op, query(start.take()).send()).await?;
+            let page = self.send(op, || query(start.take()).send()).await?;
             items.extend(page.items.unwrap_or_default());
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
@@ -221,7 +221,7 @@ impl Store {
 
     /// The golfer's newest `limit` turns, newest first (user-index; eventually consistent).
     pub async fn recent_turns(&self, user: &UserId, limit: i32) -> Result<Vec<TurnItem>, StoreError> {
-        let out = self.send("Query user-index recent turns", self.newest_turns(user, limit).send()).await?;
+        let out = self.send("Query user-index recent turns", || self.newest_turns(user, limit).send()).await?;
         turns(out.items.unwrap_or_default())
     }
 
@@ -240,7 +240,7 @@ impl Store {
             projection.push_str(&format!(", #p{i}"));
             query = query.expression_attribute_names(format!("#p{i}"), *attribute);
         }
-        let out = self.send("Query user-index recent turns", query.projection_expression(projection).send()).await?;
+        let out = self.send("Query user-index recent turns", || query.projection_expression(projection).send()).await?;
         turns(out.items.unwrap_or_default())
     }
 
@@ -272,7 +272,7 @@ impl Store {
 
     pub async fn profile(&self, user: &UserId) -> Result<Option<GolferProfile>, StoreError> {
         let key = keys::profile(user);
-        let send = self.client.get_item().table_name(&self.table).key(keys::PK, s(&key)).return_consumed_capacity(Rcc::Total).send();
+        let send = || self.client.get_item().table_name(&self.table).key(keys::PK, s(&key)).return_consumed_capacity(Rcc::Total).send();
         let out = self.send("GetItem profile", send).await?;
         let Some(mut item) = out.item else { return Ok(None) };
         item.remove(keys::PK);
@@ -282,7 +282,7 @@ impl Store {
     pub async fn put_profile(&self, profile: &GolferProfile) -> Result<(), StoreError> {
         let mut item = to_item(profile)?;
         item.insert(keys::PK.into(), s(keys::profile(&profile.user_id)));
-        let send = self.client.put_item().table_name(&self.table).set_item(Some(item)).send();
+        let send = || self.client.put_item().table_name(&self.table).set_item(Some(item)).send();
         self.send("PutItem profile", send).await?;
         Ok(())
     }

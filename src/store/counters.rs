@@ -146,7 +146,7 @@ impl Store {
 
     /// Read after the request's own write: what the golfer has used this hour and day.
     pub async fn usage(&self, k: &CounterKeys) -> Result<UsageSnapshot, StoreError> {
-        let get = self.client.get_item().table_name(&self.table).key(keys::PK, s(&k.user_quota)).consistent_read(true).return_consumed_capacity(Rcc::Total).send();
+        let get = || self.client.get_item().table_name(&self.table).key(keys::PK, s(&k.user_quota)).consistent_read(true).return_consumed_capacity(Rcc::Total).send();
         let out = self.send("GetItem usage", get).await?;
         Ok(UsageSnapshot {
             user_hour_count: number(out.item.as_ref(), &k.hour_attr),

@@ -46,7 +46,7 @@ pub struct Deleted {
 impl Store {
     /// The answered turn under `key` (a claim still being answered is none).
     pub async fn completed_turn(&self, key: &str) -> Result<Option<TurnItem>, StoreError> {
-        let get = self.client.get_item().table_name(&self.table).key(keys::PK, s(key)).consistent_read(true).return_consumed_capacity(Rcc::Total).send();
+        let get = || self.client.get_item().table_name(&self.table).key(keys::PK, s(key)).consistent_read(true).return_consumed_capacity(Rcc::Total).send();
         let Some(item) = self.send("GetItem turn", get).await?.item else { return Ok(None) };
         if item.get(super::idempotency::STATUS).and_then(|v| v.as_s().ok()).map(String::as_str) != Some(super::idempotency::COMPLETED) {
             return Ok(None);
@@ -113,7 +113,7 @@ impl Store {
     /// running it again deletes what is left. Counters expire on their own (they hold counts,
     /// not content); a message in flight deletes its own claim when its turn is refused.
     pub async fn erase_golfer(&self, user: &UserId, now_ms: i64) -> Result<Deleted, StoreError> {
-        let marker = self
+        let marker = || self
             .client
             .put_item()
             .table_name(&self.table)
@@ -125,7 +125,7 @@ impl Store {
 
         let until = crate::clock::timestamp(chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default());
         let profile_key = keys::profile(user);
-        let profile = self.send("DeleteItem profile", self.client.delete_item().table_name(&self.table).key(keys::PK, s(&profile_key)).return_values(ReturnValue::AllOld).send());
+        let profile = self.send("DeleteItem profile", || self.client.delete_item().table_name(&self.table).key(keys::PK, s(&profile_key)).return_values(ReturnValue::AllOld).send());
         let (first, profile, facts) = tokio::join!(self.delete_turns(user, &until), profile, self.delete_memory(user));
         let mut deleted = first?;
         let (profile, facts) = (profile?, facts?);
@@ -162,7 +162,7 @@ impl Store {
             .map(|d| WriteRequest::builder().delete_request(d).build())
             .collect();
         for attempt in 0..8 {
-            let send = self.client.batch_write_item().request_items(&self.table, requests.clone()).return_consumed_capacity(Rcc::Total).send();
+            let send = || self.client.batch_write_item().request_items(&self.table, requests.clone()).return_consumed_capacity(Rcc::Total).send();
             let out = self.send(op, send).await?;
             requests = out.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
             if requests.is_empty() {

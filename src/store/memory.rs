@@ -27,7 +27,7 @@ pub(crate) fn from_memory_item(mut item: Item) -> Result<GolferMemory, StoreErro
 impl Store {
     /// The golfer's memory, read strongly consistent (a write is conditional on its version).
     pub async fn memory(&self, user: &UserId) -> Result<Option<GolferMemory>, StoreError> {
-        let get = self.client.get_item().table_name(&self.table).key(keys::PK, s(keys::memory(user))).consistent_read(true).return_consumed_capacity(Rcc::Total).send();
+        let get = || self.client.get_item().table_name(&self.table).key(keys::PK, s(keys::memory(user))).consistent_read(true).return_consumed_capacity(Rcc::Total).send();
         self.send("GetItem memory", get).await?.item.map(from_memory_item).transpose()
     }
 
@@ -45,7 +45,7 @@ impl Store {
             .set_expression_attribute_names(p.expression_attribute_names)
             .set_expression_attribute_values(p.expression_attribute_values)
             .return_consumed_capacity(Rcc::Total);
-        match self.send_raw(op, put.send()).await? {
+        match self.send_raw(op, || put.send()).await? {
             Ok(_) => Ok(true),
             Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => Ok(false),
             Err(e) => Err(super::sdk_error(op, e)),
@@ -70,7 +70,7 @@ impl Store {
 
     /// Deletes the golfer's memory; returns how many facts it held.
     pub(crate) async fn delete_memory(&self, user: &UserId) -> Result<u64, StoreError> {
-        let delete = self.client.delete_item().table_name(&self.table).key(keys::PK, s(keys::memory(user))).return_values(ReturnValue::AllOld).return_consumed_capacity(Rcc::Total).send();
+        let delete = || self.client.delete_item().table_name(&self.table).key(keys::PK, s(keys::memory(user))).return_values(ReturnValue::AllOld).return_consumed_capacity(Rcc::Total).send();
         let old = self.send("DeleteItem memory", delete).await?.attributes.filter(|a| !a.is_empty());
         Ok(old.map(from_memory_item).transpose()?.map_or(0, |m| m.facts.len() as u64))
     }

@@ -154,13 +154,19 @@ impl Store {
     /// Every DynamoDB call goes through here: counted for the request's I/O statistics,
     /// bounded by the request's deadline ([`deadline`]), its consumed capacity recorded. The
     /// SDK's error is handed back for the caller to read (a cancelled transaction's reasons).
-    pub(crate) async fn send_raw<T: Consumed, E>(&self, op: &'static str, send: impl Future<Output = Result<T, SdkError<E>>>) -> Result<Result<T, SdkError<E>>, StoreError> {
+    ///
+    /// `call` makes the SDK's future once a permit is held, and that future lives on the heap
+    /// while the call is in flight: it is several kilobytes, and inline it would sit in the
+    /// request's own future (the first wave's four calls side by side) for the request's whole
+    /// life, the model's wait included, and in every request still waiting for a permit.
+    pub(crate) async fn send_raw<T: Consumed, E, F>(&self, op: &'static str, call: impl FnOnce() -> F) -> Result<Result<T, SdkError<E>>, StoreError>
+    where
+        F: Future<Output = Result<T, SdkError<E>>>,
+    {
         crate::stats::call();
-        // The permit is awaited on its own, not in a block around `send`: the SDK's futures
-        // are large, and one more layer around them is one more copy on the stack. (The
-        // semaphore is never closed; if it were, the call would go ahead without a permit.)
+        // (The semaphore is never closed; if it were, the call would go ahead without a permit.)
         let permit = deadline::within(self.calls.acquire()).await.ok_or_else(|| deadline::missed(op))?;
-        let out = deadline::within(send).await.ok_or_else(|| deadline::missed(op))?;
+        let out = deadline::within(Box::pin(call())).await.ok_or_else(|| deadline::missed(op))?;
         drop(permit);
         if let Ok(answer) = &out {
             answer.record();
@@ -169,11 +175,12 @@ impl Store {
     }
 
     /// [`Store::send_raw`] with the SDK's error classified.
-    pub(crate) async fn send<T: Consumed, E>(&self, op: &'static str, send: impl Future<Output = Result<T, SdkError<E>>>) -> Result<T, StoreError>
+    pub(crate) async fn send<T: Consumed, E, F>(&self, op: &'static str, call: impl FnOnce() -> F) -> Result<T, StoreError>
     where
         E: ProvideErrorMetadata + std::fmt::Debug,
+        F: Future<Output = Result<T, SdkError<E>>>,
     {
-        self.send_raw(op, send).await?.map_err(|e| sdk_error(op, e))
+        self.send_raw(op, call).await?.map_err(|e| sdk_error(op, e))
     }
 
     pub async fn connect(config: &Config) -> Self {

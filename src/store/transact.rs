@@ -59,7 +59,7 @@ impl Store {
     /// One TransactWriteItems call. `None` when the request's deadline came first (the
     /// transaction may still apply).
     async fn send_transaction(&self, op: &'static str, items: Vec<TransactWriteItem>, token: Option<&str>) -> Option<Result<(), SdkError<TransactWriteItemsError>>> {
-        let send = self
+        let send = || self
             .client
             .transact_write_items()
             .set_transact_items(Some(items))

@@ -213,3 +213,28 @@ async fn the_thread_holds_across_utc_midnight() {
         assert!(messages[0]["content"].as_str().unwrap_or_default().contains(text), "{view}");
     }
 }
+
+/// A request's own future is what it holds for its whole life, the model's wait included, and
+/// what every request waiting for a DynamoDB permit holds. The SDK's call futures live on the
+/// heap only while their call is in flight (`Store::send_raw`), so admitting and composing a
+/// message, with its first wave of four calls side by side, stays a few kilobytes inline.
+#[tokio::test]
+async fn admitting_and_composing_a_message_holds_no_dynamodb_call_inline() {
+    let app = spawn_app().await;
+    let caller = coach_api::chat::Caller {
+        user: crate::helpers::uid("golfer-size"),
+        ip: coach_api::limits::IpHash::keyed("test-key", "127.0.0.1"),
+        deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(5),
+        request_id: "size".into(),
+    };
+    let request = serde_json::from_value(json!({ "message": "How do I stop slicing?" })).unwrap_or_else(|e| panic!("{e}"));
+    let input = coach_api::chat::ChatInput { request, message: "How do I stop slicing?".into() };
+    let prepare = coach_api::chat::prepare(&app.state, &caller, &input);
+    let inline = std::mem::size_of_val(&prepare);
+    println!("chat::prepare future: {inline} bytes");
+    assert!(inline < PREPARE_INLINE_BYTES, "chat::prepare's future is {inline} bytes");
+}
+
+/// About 4 KB in a debug build with the calls on the heap, 14 KB with them inline (debug
+/// builds lay futures out larger than release builds).
+const PREPARE_INLINE_BYTES: usize = 8 * 1024;
