@@ -176,14 +176,19 @@ impl Prompts {
     }
 
     pub fn render<T: serde::Serialize>(&self, template: &str, vars: &T) -> Result<String, PromptError> {
-        let ctx = tera::Context::from_serialize(vars).map_err(|e| PromptError::Render {
-            template: template.to_string(),
-            problem: chain(&e),
-        })?;
-        self.render_context(template, &ctx)
+        self.render_context(template, &Self::context(template, vars)?)
     }
 
-    /// Renders with a context built once for several templates (`tera::Context::from_serialize`).
+    /// The templates' variables for `vars`, to build once for several templates rendered from
+    /// them ([`Prompts::render_context`]); `template` names the first in an error.
+    pub fn context<T: serde::Serialize>(template: &str, vars: &T) -> Result<tera::Context, PromptError> {
+        tera::Context::from_serialize(vars).map_err(|e| PromptError::Render {
+            template: template.to_string(),
+            problem: chain(&e),
+        })
+    }
+
+    /// Renders with a context built once for several templates ([`Prompts::context`]).
     pub fn render_context(&self, template: &str, ctx: &tera::Context) -> Result<String, PromptError> {
         let out = self.tera.render(template, ctx).map_err(|e| PromptError::Render {
             template: template.to_string(),

@@ -48,14 +48,6 @@ impl Counted {
     }
 }
 
-/// The templates' variables for `vars`, built once for the templates rendered from them.
-fn context(vars: &PromptVars) -> Result<tera::Context, PromptError> {
-    tera::Context::from_serialize(vars).map_err(|e| PromptError::Render {
-        template: CONTEXT.to_string(),
-        problem: e.to_string(),
-    })
-}
-
 /// The system and context messages for a context (they change with the detail level).
 fn frame(prompts: &Prompts, ctx: &tera::Context) -> Result<[Counted; 2], PromptError> {
     Ok([
@@ -93,7 +85,7 @@ pub fn pack(prompts: &Prompts, vars: &PromptVars, token_limit: usize) -> Result<
         Ok(Counted::new(turn.role.clone(), content))
     };
     // The message and the full-detail frame are rendered from one context.
-    let full_context = context(&v)?;
+    let full_context = Prompts::context(CONTEXT, &v)?;
     let current = Counted::new(PromptRole::User, prompts.render_context(MESSAGE, &full_context)?);
     let assemble = |frame: [Counted; 2], kept: Vec<Counted>, detail: Detail, facts: usize| {
         let prompt_tokens = tokens::REPLY_PRIMING + current.tokens + frame.iter().chain(&kept).map(|c| c.tokens).sum::<usize>();
@@ -122,7 +114,7 @@ pub fn pack(prompts: &Prompts, vars: &PromptVars, token_limit: usize) -> Result<
     }
     // 2. No history fits: the remembered facts go, lowest priority first.
     while v.memory.pop().is_some() {
-        let f = frame(prompts, &context(&v)?)?;
+        let f = frame(prompts, &Prompts::context(CONTEXT, &v)?)?;
         if fixed(&f) <= token_limit {
             return Ok(assemble(f, vec![], v.detail, v.memory.len()));
         }
@@ -131,7 +123,7 @@ pub fn pack(prompts: &Prompts, vars: &PromptVars, token_limit: usize) -> Result<
     let mut last = 0;
     for step in SHORTENING {
         step(&mut v);
-        let f = frame(prompts, &context(&v)?)?;
+        let f = frame(prompts, &Prompts::context(CONTEXT, &v)?)?;
         last = fixed(&f);
         if last <= token_limit {
             return Ok(assemble(f, vec![], v.detail, 0));
