@@ -72,11 +72,6 @@ pub fn store_wave(d: Duration) {
     });
 }
 
-/// One more round trip in sequence inside a wave (its wall time is the wave's).
-pub fn round_trip_within_wave() {
-    update(|s| s.dynamo_waves += 1);
-}
-
 /// The model (with whatever ran beside it) took `d` of wall time.
 pub fn model_wait(d: Duration) {
     update(|s| s.model_wait += d);

@@ -1,9 +1,7 @@
 //! Step 1, admission: one DynamoDB wave holds the admission transaction (the golfer's hour
 //! and day, the IP's hour, the claim on the clientMessageId), the coaching-context reads and
-//! this process's share of the global budget, all bounded by the admission wait. The
-//! context's two Queries run beside the transaction; its BatchGetItem (profile, memory, the
-//! golfer's counters) follows it, so the counters it reads hold this message. A message is
-//! admitted with its [`Reservation`], refused in the coach's voice, or answered with the
+//! this process's share of the global budget, all bounded by the admission wait. A message
+//! is admitted with its [`Reservation`], refused in the coach's voice, or answered with the
 //! stored answer to an identical message.
 
 use chrono::{DateTime, Utc};
@@ -17,7 +15,7 @@ use crate::models::{CoachingChatRequest, CoachingChatResponseStorage as Storage,
 use crate::prompts::experiment::PromptSet;
 use crate::prompts::{PromptError, LIMIT};
 use crate::state::AppState;
-use crate::store::conversations::{CoachingContext, Keyed};
+use crate::store::conversations::CoachingContext;
 use crate::store::counters::{AdmitDecision, AdmitError, CounterKeys};
 use crate::store::idempotency::{Claim, Previous};
 use crate::store::{deadline, keys, StoreError};
@@ -41,11 +39,10 @@ pub enum Admission {
     Replay(Box<Answered>),
 }
 
-/// What the wave's three parts answered. The context is read only for a message admitted
-/// or refused (a refusal speaks to the golfer's plan).
+/// What the wave's three parts answered.
 struct Wave {
     decision: Result<AdmitDecision, AdmitError>,
-    context: Option<Result<CoachingContext, StoreError>>,
+    context: Result<CoachingContext, StoreError>,
     global: Result<bool, StoreError>,
 }
 
@@ -65,45 +62,29 @@ async fn admit_and_load_context(state: &AppState, caller: &Caller, request: &Coa
     // service: its replacement from its shutdown on).
     let set = state.prompt_set(&caller.user);
     let check = limits::quota_check(&state.limits_at(now, &set), &caller.user, &caller.ip, now);
-    let keys = CounterKeys::of(&check.user, &check.ip, now);
-    let wave = run_wave(state, &check, &keys, claim.as_ref(), request).await;
+    let wave = run_wave(state, &check, claim.as_ref(), request).await;
     let reservation = Reservation {
-        keys,
+        keys: CounterKeys::of(&check.user, &check.ip, now),
         reserved_micro: check.cost_micro,
         global: wave.global.as_ref().ok().and_then(|ok| ok.then(|| (clock::day_key(now), check.cost_micro))),
         claim_key: claim.map(|c| c.key),
         unsure: None,
     };
-    // Without a context read (a duplicate, or no answer from the admission) nothing reads it.
-    let context = wave.context.unwrap_or_else(|| Err(StoreError::Unavailable("the context was not read".into())));
-    let admitted = Admitted { reservation, context, turn_key, request_hash, now, set };
+    let admitted = Admitted { reservation, context: wave.context, turn_key, request_hash, now, set };
     decide(state, wave.decision, wave.global, admitted).await
 }
 
-/// The admission transaction then the keyed reads, beside the context's Queries and the
-/// global budget.
-async fn run_wave(state: &AppState, check: &QuotaCheck, keys: &CounterKeys, claim: Option<&Claim>, request: &CoachingChatRequest) -> Wave {
-    let admit_then_read = async {
-        let decision = state.store.admit(check, claim).await;
-        let keyed = match &decision {
-            Ok(AdmitDecision::Admitted | AdmitDecision::Refused { .. }) => {
-                crate::stats::round_trip_within_wave();
-                Some(state.store.keyed_context(&check.user, request.swing_id.as_ref(), keys).await)
-            }
-            _ => None,
-        };
-        (decision, keyed)
-    };
+/// The admission transaction, the context reads and the global budget, at once.
+async fn run_wave(state: &AppState, check: &QuotaCheck, claim: Option<&Claim>, request: &CoachingChatRequest) -> Wave {
     // Boxed: the SDK's futures are large, and unboxed they would size this request's
     // future for its whole life, while a request spends most of its time past this wave.
     let started = Instant::now();
-    let ((decision, keyed), recent, global) = tokio::join!(
-        Box::pin(admit_then_read),
-        Box::pin(state.store.recent_context(&check.user)),
+    let (decision, context, global) = tokio::join!(
+        Box::pin(state.store.admit(check, claim)),
+        Box::pin(state.store.load_context(&check.user, request.swing_id.as_ref())),
         Box::pin(state.budget.reserve(&state.store, check.at, check.cost_micro)),
     );
     crate::stats::store_wave(started.elapsed());
-    let context = keyed.map(|keyed: Result<Keyed, StoreError>| Ok(CoachingContext::new(recent?, keyed?)));
     Wave { decision, context, global }
 }
 

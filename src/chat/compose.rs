@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Admitted, Caller, ChatError, ChatInput, Reservation};
 use crate::conversation;
-use crate::limits::{self, UsageSnapshot};
+use crate::limits;
 use crate::conversation::RecentTurn;
 use crate::models::{AppContext, ChatMessage, ConversationId, GolferMemory, Role, SwingId};
 use crate::prompts::experiment::PromptSet;
@@ -34,8 +34,6 @@ pub struct Composed {
     /// What the coach remembered when the message was admitted (the reply's memory
     /// operations apply to it; its version guards the write).
     pub memory: Option<GolferMemory>,
-    /// What the golfer had used this hour and day, this message's reservation included.
-    pub usage: UsageSnapshot,
 }
 
 /// Step 2. On an error the reservation is given back.
@@ -59,7 +57,6 @@ pub async fn compose(state: &AppState, caller: &Caller, input: &ChatInput, admit
         Ok((context, conversation, vars, packed)) => Ok(Composed {
             own_swings: own_swings(&context),
             memory: context.memory,
-            usage: context.usage,
             newest: context.recent.into_iter().next(),
             reservation,
             vars,

@@ -2,13 +2,13 @@
 //! identity. A message moves through its steps as a value, one file a step:
 //!
 //! 1. [`admit`]: one DynamoDB wave, the admission transaction (quotas, worst-case spend,
-//!    idempotency claim) then the keyed context read (with the golfer's counters), beside
-//!    the Queries of newest turns and swings → [`Admitted`] (or the stored [`Answered`] of
-//!    an identical request: a replay);
+//!    idempotency claim) beside the coaching-context reads → [`Admitted`] (or the stored
+//!    [`Answered`] of an identical request: a replay);
 //! 2. [`compose`]: the swing check, the template variables, the prompt packed into the token
 //!    limit → [`Composed`]. Steps 1 and 2 are [`prepare`]: everything that can refuse a
 //!    message, finished before any response header is sent;
-//! 3. [`ask`]: the coach, whole or streamed, then output safety → [`Replied`];
+//! 3. [`ask`]: the coach, whole or streamed (the usage counters are read meanwhile), then
+//!    output safety → [`Replied`];
 //! 4. [`record`]: one DynamoDB wave, the turn with its settlement → [`Answered`].
 //!
 //! [`answer`] runs steps 3 and 4 as a `Stream` of [`ChatEvent`]s: the JSON route collects it,

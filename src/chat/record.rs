@@ -85,11 +85,11 @@ fn turn_item(state: &AppState, caller: &Caller, input: &ChatInput, replied: &Rep
 }
 
 /// The response's fields that the turn does not hold already. The remaining quota comes from
-/// the counters the context read after this message's admission (its reservation included).
+/// the counters read beside the model, which include this message's reservation.
 fn stored_response(state: &AppState, caller: &Caller, replied: &Replied) -> StoredResponse {
-    let Replied { composed, reply, .. } = replied;
+    let Replied { composed, reply, usage, .. } = replied;
     let l = &state.config.limits;
-    let mut used = composed.usage;
+    let mut used = *usage;
     used.user_day_spend_micro = used.user_day_spend_micro - composed.reservation.reserved_micro + reply.cost_micro();
     if reply.gives_slot_back() {
         used.user_hour_count -= 1;

@@ -1,6 +1,5 @@
-//! Conversations, which are turns: the coaching context's reads (the golfer's newest turns
-//! and swings beside the admission, then the keyed items once it is decided) and the turn's
-//! one write.
+//! Conversations, which are turns: the coaching context's read wave (the golfer's newest
+//! turns beside the profile and the swings) and the turn's one write.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,7 +14,6 @@ use super::{from_item, keys, s, to_item, Item, Store, StoreError};
 use crate::backoff::Backoff;
 use crate::clock::{day_start, next_day, timestamp};
 use crate::conversation::RecentTurn;
-use crate::limits::UsageSnapshot;
 use crate::models::{ConversationId, ConversationItem, GolferMemory, GolferProfile, SwingAnalysis, SwingId, TurnItem, UserId};
 
 /// Keys a batch read left unprocessed (throttling) are asked again after this.
@@ -26,7 +24,7 @@ const UNPROCESSED_BACKOFF: Backoff = Backoff::new(Duration::from_millis(20), Dur
 pub const RECENT_TURNS: i32 = 20;
 pub const RECENT_SWINGS: i32 = 3;
 
-/// Everything the coach knows about the golfer before answering, and what they have used.
+/// Everything the coach knows about the golfer before answering, read in one concurrent wave.
 #[derive(Debug, Clone, Default)]
 pub struct CoachingContext {
     /// The golfer's newest turns, newest first, of any day.
@@ -38,18 +36,9 @@ pub struct CoachingContext {
     /// What the coach remembers about the golfer (none yet: memory on, nothing known), read
     /// strongly consistent: a turn's write is conditional on its version.
     pub memory: Option<GolferMemory>,
-    /// What the golfer has used this hour and day, read after this message's admission (so
-    /// with it): the quota the answer shows.
-    pub usage: UsageSnapshot,
 }
 
 impl CoachingContext {
-    pub fn new(recent: Recent, keyed: Keyed) -> Self {
-        let Recent { turns, swings } = recent;
-        let Keyed { profile, memory, swing_on_screen, usage } = keyed;
-        Self { recent: turns, swings, swing_on_screen, profile, memory, usage }
-    }
-
     /// The golfer's newest turn: the current themes.
     pub fn newest(&self) -> Option<&RecentTurn> {
         self.recent.first()
@@ -61,20 +50,12 @@ impl CoachingContext {
     }
 }
 
-/// What the context's Queries found: they need no admission, so they run beside it.
-#[derive(Debug, Default)]
-pub struct Recent {
-    turns: Vec<RecentTurn>,
-    swings: Vec<SwingAnalysis>,
-}
-
-/// What the context's BatchGetItem found, once the message was admitted or refused.
-#[derive(Debug, Default)]
-pub struct Keyed {
-    pub profile: Option<GolferProfile>,
+/// What the context's BatchGetItem found.
+#[derive(Default)]
+struct Keyed {
+    profile: Option<GolferProfile>,
     memory: Option<GolferMemory>,
     swing_on_screen: Option<SwingAnalysis>,
-    usage: UsageSnapshot,
 }
 
 /// A turn to write: the turn item (it replaces the claim on its key, or is new), and its
@@ -149,24 +130,22 @@ impl std::fmt::Display for Unwritable {
 }
 
 impl Store {
-    /// The golfer's newest turns and swings: two Queries at once.
-    pub async fn recent_context(&self, user: &UserId) -> Result<Recent, StoreError> {
-        let (turns, swings) = tokio::try_join!(self.recent_for_context(user), self.recent_swings(user, RECENT_SWINGS))?;
-        Ok(Recent { turns, swings })
+    pub async fn load_context(&self, user: &UserId, swing_on_screen: Option<&SwingId>) -> Result<CoachingContext, StoreError> {
+        let (keyed, recent, swings) = tokio::try_join!(
+            self.keyed_context(user, swing_on_screen),
+            self.recent_for_context(user),
+            self.recent_swings(user, RECENT_SWINGS),
+        )?;
+        let Keyed { profile, memory, swing_on_screen } = keyed;
+        Ok(CoachingContext { recent, swings, swing_on_screen, profile, memory })
     }
 
-    /// The profile, the golfer's memory, their counters (`counters`, the message's) and, when
-    /// the app names one, the swing on screen, only if it is the caller's: one BatchGetItem
-    /// across both tables, strongly consistent. Sent after the admission, the counters it
-    /// reads hold this message: no read of its own beside the model.
-    pub async fn keyed_context(&self, user: &UserId, swing: Option<&SwingId>, counters: &CounterKeys) -> Result<Keyed, StoreError> {
+    /// The profile, the golfer's memory and, when the app names one, the swing on screen,
+    /// only if it is the caller's: one BatchGetItem across both tables.
+    async fn keyed_context(&self, user: &UserId, swing: Option<&SwingId>) -> Result<Keyed, StoreError> {
         let (profile_key, memory_key) = (keys::profile(user), keys::memory(user));
         let key = |attr: &str, value: &str| HashMap::from([(attr.to_string(), s(value))]);
-        let mut coaching = KeysAndAttributes::builder()
-            .keys(key(keys::PK, &profile_key))
-            .keys(key(keys::PK, &memory_key))
-            .keys(key(keys::PK, &counters.user_quota))
-            .consistent_read(true);
+        let mut coaching = KeysAndAttributes::builder().keys(key(keys::PK, &profile_key)).keys(key(keys::PK, &memory_key)).consistent_read(true);
         let mut request = HashMap::new();
         if let Some(id) = swing {
             let swing_key = key(keys::ANALYSES_PK, id.as_str());
@@ -204,7 +183,6 @@ impl Store {
                     keyed.profile = Some(from_item("profile", item)?);
                 }
                 Some(k) if k == memory_key => keyed.memory = Some(super::memory::from_memory_item(item)?),
-                Some(k) if k == counters.user_quota => keyed.usage = counters.usage(&item),
                 _ => keyed.swing_on_screen = super::analyses::own_swing(user, item)?,
             }
         }

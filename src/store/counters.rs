@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::{ReturnConsumedCapacity as Rcc, ReturnValuesOnCondi
 
 use super::idempotency::{Claim, Previous};
 use super::transact::{built, update, Unsure, Written};
-use super::{keys, n, number, s, Item, Store, StoreError};
+use super::{keys, n, number, s, Store, StoreError};
 use crate::limits::{Counter, IpHash, QuotaCheck, UsageSnapshot};
 use crate::models::UserId;
 
@@ -70,11 +70,6 @@ impl CounterKeys {
     /// The items counting `user`'s and `ip`'s messages at `at`.
     pub fn of(user: &UserId, ip: &IpHash, at: chrono::DateTime<chrono::Utc>) -> Self {
         Self { user_quota: keys::user_quota(user, at), hour_attr: hour_attr(at), ip_hour: keys::ip_hour_quota(ip, at) }
-    }
-
-    /// The golfer's hour and day on their quota item (`item`, read as stored).
-    pub fn usage(&self, item: &Item) -> UsageSnapshot {
-        UsageSnapshot { user_hour_count: number(Some(item), &self.hour_attr), user_day_spend_micro: number(Some(item), SPEND) }
     }
 }
 
@@ -149,12 +144,14 @@ impl Store {
         self.transact("TransactWriteItems release", &items, Some(&g.token)).await.map(|_| ()).map_err(|f| f.error)
     }
 
-    /// What the golfer has used this hour and day (`GET /usage`; a message reads its counters
-    /// in the context's BatchGetItem instead, after its admission).
+    /// Read after the request's own write: what the golfer has used this hour and day.
     pub async fn usage(&self, k: &CounterKeys) -> Result<UsageSnapshot, StoreError> {
         let get = || self.client.get_item().table_name(&self.table).key(keys::PK, s(&k.user_quota)).consistent_read(true).return_consumed_capacity(Rcc::Total).send();
         let out = self.send("GetItem usage", get).await?;
-        Ok(out.item.as_ref().map(|item| k.usage(item)).unwrap_or_default())
+        Ok(UsageSnapshot {
+            user_hour_count: number(out.item.as_ref(), &k.hour_attr),
+            user_day_spend_micro: number(out.item.as_ref(), SPEND),
+        })
     }
 
     /// Items that settle a request on the golfer's day: `delta_micro` on the spend (negative

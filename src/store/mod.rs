@@ -157,7 +157,7 @@ impl Store {
     ///
     /// `call` makes the SDK's future once a permit is held, and that future lives on the heap
     /// while the call is in flight: it is several kilobytes, and inline it would sit in the
-    /// request's own future (the first wave's calls side by side) for the request's whole
+    /// request's own future (the first wave's four calls side by side) for the request's whole
     /// life, the model's wait included, and in every request still waiting for a permit.
     pub(crate) async fn send_raw<T: Consumed, E, F>(&self, op: &'static str, call: impl FnOnce() -> F) -> Result<Result<T, SdkError<E>>, StoreError>
     where
