@@ -210,7 +210,7 @@ async fn a_message_planting_an_unsafe_fact_leaves_nothing_unsafe_stored() {
 
     assert_eq!(texts(&memory(&app, user).await), ["Chips well with a 56 degree wedge"], "only the safe fact is kept");
     let raw = format!("{:?}", app.raw_item(&format!("memory_{user}")).await.expect("the memory item"));
-    for unsafe_text in ["evil.example", "@example.com", "Ignore", "BrandX", "script", "555 0199", "5550199"] {
+    for unsafe_text in ["evil.example", "@example.com", "Ignore", "BrandX", "script", "415 555", "555 0199", "5550199"] {
         assert!(!raw.contains(unsafe_text), "{unsafe_text} stored: {raw}");
     }
 }
