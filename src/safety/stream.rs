@@ -264,16 +264,22 @@ mod tests {
         assert_eq!(reconcile("Try beta", "Let's talk swing."), Reconcile::Replace("Let's talk swing.".into()));
     }
 
+    /// Random words that never spell what the screens are checked for (a word like "evil" is
+    /// text to keep, not a planted link).
+    fn plain(pattern: &'static str) -> impl Strategy<Value = String> {
+        pattern.prop_filter("a random word spelling a planted marker", |w| !["evil", "phish"].iter().any(|m| w.contains(m)))
+    }
+
     proptest! {
         /// Whatever the pieces, each screen is a prefix of the cleaned whole and holds no tag,
         /// e-mail or foreign link.
         #[test]
         fn every_screen_is_a_safe_prefix_of_the_clean_reply(
             words in proptest::collection::vec(prop_oneof![
-                "[a-z]{1,8}", Just("<b>".to_string()), Just("</b>".to_string()), Just("<scr".to_string()),
+                plain("[a-z]{1,8}"), Just("<b>".to_string()), Just("</b>".to_string()), Just("<scr".to_string()),
                 Just("ipt>".to_string()), Just("pro@golf.example".to_string()), Just("https://evil.example/x".to_string()),
                 Just("[drill](https://phish.example)".to_string()), Just("555-0132".to_string()), Just("(415)".to_string()),
-                Just("**".to_string()), "[a-z]{1,6}[.!?]", Just("\n".to_string()), Just("evil.example/phish".to_string()),
+                Just("**".to_string()), plain("[a-z]{1,6}[.!?]"), Just("\n".to_string()), Just("evil.example/phish".to_string()),
                 Just("//evil.example/x".to_string()), Just("javascript:alert(1)".to_string()), Just("[click](javascript:alert(1))".to_string()),
                 Just("data:text/html;base64,PHNj".to_string()), Just("usga.org/rules".to_string()),
             ], 1..40),
