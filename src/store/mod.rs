@@ -137,6 +137,11 @@ pub(crate) fn number(item: Option<&Item>, attr: &str) -> i64 {
     }
 }
 
+/// How long a call given up on keeps its permit while DynamoDB may still work on it
+/// ([`Store::send_raw`]); past this it is dropped, so a store that never answers cannot hold
+/// the permits forever.
+pub const GIVEN_UP_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The DynamoDB access of one process: the client and the table names.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -159,14 +164,29 @@ impl Store {
     /// while the call is in flight: it is several kilobytes, and inline it would sit in the
     /// request's own future (the first wave's four calls side by side) for the request's whole
     /// life, the model's wait included, and in every request still waiting for a permit.
-    pub(crate) async fn send_raw<T: Consumed, E, F>(&self, op: &'static str, call: impl FnOnce() -> F) -> Result<Result<T, SdkError<E>>, StoreError>
+    ///
+    /// A call the deadline gives up on is not taken back from DynamoDB: it still works on it
+    /// (and may still apply a write). So the call keeps its permit until its answer comes, in a
+    /// task of its own for at most [`GIVEN_UP_HOLD`]: the calls DynamoDB works on never exceed
+    /// the bound, and a burst the store cannot keep up with is refused from the queue, where it
+    /// costs nothing, instead of piling abandoned work on the store until nobody is served.
+    pub(crate) async fn send_raw<T, E, F>(&self, op: &'static str, call: impl FnOnce() -> F) -> Result<Result<T, SdkError<E>>, StoreError>
     where
-        F: Future<Output = Result<T, SdkError<E>>>,
+        T: Consumed + Send + 'static,
+        E: Send + 'static,
+        F: Future<Output = Result<T, SdkError<E>>> + Send + 'static,
     {
         crate::stats::call();
         // (The semaphore is never closed; if it were, the call would go ahead without a permit.)
-        let permit = deadline::within(self.calls.acquire()).await.ok_or_else(|| deadline::missed(op))?;
-        let out = deadline::within(Box::pin(call())).await.ok_or_else(|| deadline::missed(op))?;
+        let permit = deadline::within(self.calls.clone().acquire_owned()).await.ok_or_else(|| deadline::missed(op))?;
+        let mut in_flight = Box::pin(call());
+        let Some(out) = deadline::within(&mut in_flight).await else {
+            tokio::spawn(async move {
+                let _answer = tokio::time::timeout(GIVEN_UP_HOLD, in_flight).await;
+                drop(permit);
+            });
+            return Err(deadline::missed(op));
+        };
         drop(permit);
         if let Ok(answer) = &out {
             answer.record();
@@ -175,10 +195,11 @@ impl Store {
     }
 
     /// [`Store::send_raw`] with the SDK's error classified.
-    pub(crate) async fn send<T: Consumed, E, F>(&self, op: &'static str, call: impl FnOnce() -> F) -> Result<T, StoreError>
+    pub(crate) async fn send<T, E, F>(&self, op: &'static str, call: impl FnOnce() -> F) -> Result<T, StoreError>
     where
-        E: ProvideErrorMetadata + std::fmt::Debug,
-        F: Future<Output = Result<T, SdkError<E>>>,
+        T: Consumed + Send + 'static,
+        E: ProvideErrorMetadata + std::fmt::Debug + Send + 'static,
+        F: Future<Output = Result<T, SdkError<E>>> + Send + 'static,
     {
         self.send_raw(op, call).await?.map_err(|e| sdk_error(op, e))
     }

@@ -48,18 +48,19 @@ struct Inner {
     most_in_flight: AtomicUsize,
 }
 
-/// One call held by the proxy, from its arrival until its answer is handed back.
-struct Held<'a>(&'a Inner);
+/// One call held by the proxy, from its arrival until its answer is ready (whether or not the
+/// caller still waits for it).
+struct Held(Arc<Inner>);
 
-impl<'a> Held<'a> {
-    fn new(inner: &'a Inner) -> Self {
+impl Held {
+    fn new(inner: &Arc<Inner>) -> Self {
         let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         inner.most_in_flight.fetch_max(now, Ordering::SeqCst);
-        Self(inner)
+        Self(inner.clone())
     }
 }
 
-impl Drop for Held<'_> {
+impl Drop for Held {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
@@ -123,8 +124,18 @@ fn cancelled(items: usize, code: &str, which: usize) -> Response {
     error(StatusCode::BAD_REQUEST, "TransactionCanceledException", json!({ "CancellationReasons": reasons }))
 }
 
+/// As DynamoDB does, the proxy goes on with a call whose caller hung up: the call is counted in
+/// flight, and forwarded, until its answer is ready.
 async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
-    let _held = Held::new(&inner);
+    let held = Held::new(&inner);
+    let work = tokio::spawn(async move {
+        let _held = held;
+        proxied(inner, headers, body).await
+    });
+    work.await.unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", json!({})))
+}
+
+async fn proxied(inner: Arc<Inner>, headers: HeaderMap, body: Bytes) -> Response {
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
     let action = target.rsplit('.').next().unwrap_or_default().to_string();
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);

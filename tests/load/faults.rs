@@ -119,3 +119,46 @@ async fn slow_dynamodb_holds_calls_in_flight_to_the_shipped_bound_and_answers_ev
     }
     assert_eq!(most, bound, "the calls in flight reach the bound and never pass it");
 }
+
+/// A store slower than the admission wait: every message is refused with a 503 before the model,
+/// and the calls given up on hold their permits until DynamoDB is done with them, so a second
+/// burst mostly waits in the process's queue (refused from there, at no cost to the store)
+/// instead of adding its calls to those DynamoDB is still working on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_given_up_on_still_count_against_the_bound_until_dynamodb_is_done() {
+    let proxy = DynamoProxy::start(&dynamodb_endpoint(), 27).await;
+    let endpoint = proxy.endpoint.clone();
+    let app = spawn_shipped_with(move |c| c.dynamodb_endpoint = Some(endpoint)).await;
+    let bound = app.config.dynamodb_max_calls;
+    // Longer than the admission wait, shorter than the hold of a call given up on.
+    proxy.set_faults(Faults { latency: Duration::from_secs(5), ..Faults::default() });
+    assert!(app.config.admission_wait < Duration::from_secs(5) && coach_api::store::GIVEN_UP_HOLD > Duration::from_secs(5));
+
+    let burst = |round: usize| {
+        let asks = (0..40).map(|g| {
+            let client = app.client_from(u8::try_from(2 + g).unwrap());
+            let url = format!("{}{}", app.url, coach_api::api::CHAT_PATH);
+            let user = format!("golfer-held-{round}-{g:02}");
+            crate::logs::sensitive(&user);
+            async move {
+                let body = json!({ "message": "Why do I top the ball?" });
+                let r = client.post(url).header("x-user-id", &user).json(&body).send().await.unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        });
+        futures::future::join_all(asks)
+    };
+    let first = burst(0).await;
+    let second = burst(1).await;
+    let most = proxy.most_in_flight();
+    let actions = proxy.calls().iter().fold(std::collections::BTreeMap::<String, usize>::new(), |mut m, c| { *m.entry(c.action.clone()).or_default() += 1; m });
+    println!("held: 2 × 40 golfers, DynamoDB 5 s a call: {actions:?}, at most {most} in flight (bound {bound})");
+    for (status, body) in first.iter().chain(&second) {
+        assert_eq!(*status, 503, "{body}");
+        crate::helpers::assert_valid(&crate::helpers::schemas().error, body);
+    }
+    assert!(app.model_requests().await.is_empty(), "no message reached the model");
+    // Without the hold, each burst's calls went out beside those DynamoDB was still working on
+    // (107 at once here, most of them the second burst's); with it, 48 and 54.
+    assert!(most < 2 * bound, "calls DynamoDB still works on count against the bound: {most} in flight (bound {bound})");
+}
