@@ -25,6 +25,23 @@ async fn send_until_answered(app: &TestApp, client: &reqwest::Client, user: &str
     panic!("{user}: {body} never answered");
 }
 
+/// One message from each of `golfers` golfers (`{prefix}-NN`) at once, each from its own
+/// loopback address: (status, body) per golfer.
+async fn at_once(app: &TestApp, prefix: &str, golfers: usize, body: impl Fn(&str) -> Value) -> Vec<(u16, Value)> {
+    let asks = (0..golfers).map(|g| {
+        let client = app.client_from(u8::try_from(2 + g).unwrap());
+        let url = format!("{}{}", app.url, coach_api::api::CHAT_PATH);
+        let user = format!("{prefix}-{g:02}");
+        crate::logs::sensitive(&user);
+        let body = body(&user);
+        async move {
+            let r = client.post(url).header("x-user-id", &user).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    });
+    futures::future::join_all(asks).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn throttling_conflicts_and_lost_answers_lose_nothing_and_store_each_turn_once() {
     let proxy = DynamoProxy::start(&dynamodb_endpoint(), 12).await;
@@ -100,18 +117,7 @@ async fn slow_dynamodb_holds_calls_in_flight_to_the_shipped_bound_and_answers_ev
     let bound = app.config.dynamodb_max_calls;
     proxy.set_faults(Faults { latency: Duration::from_millis(250), ..Faults::default() });
 
-    let asks = (0..48).map(|g| {
-        let client = app.client_from(u8::try_from(2 + g).unwrap());
-        let url = format!("{}{}", app.url, coach_api::api::CHAT_PATH);
-        let user = format!("golfer-bound-{g:02}");
-        crate::logs::sensitive(&user);
-        async move {
-            let body = json!({ "message": "How do I stop slicing?", "clientMessageId": format!("bound-{user}") });
-            let r = client.post(url).header("x-user-id", &user).json(&body).send().await.unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    });
-    let answers = futures::future::join_all(asks).await;
+    let answers = at_once(&app, "golfer-bound", 48, |user| json!({ "message": "How do I stop slicing?", "clientMessageId": format!("bound-{user}") })).await;
     let most = proxy.most_in_flight();
     println!("bound: 48 golfers at once, DynamoDB 250 ms a call: {} calls, at most {most} in flight (bound {bound})", proxy.calls().len());
     for (status, body) in &answers {
@@ -134,22 +140,9 @@ async fn calls_given_up_on_still_count_against_the_bound_until_dynamodb_is_done(
     proxy.set_faults(Faults { latency: Duration::from_secs(5), ..Faults::default() });
     assert!(app.config.admission_wait < Duration::from_secs(5) && coach_api::store::GIVEN_UP_HOLD > Duration::from_secs(5));
 
-    let burst = |round: usize| {
-        let asks = (0..40).map(|g| {
-            let client = app.client_from(u8::try_from(2 + g).unwrap());
-            let url = format!("{}{}", app.url, coach_api::api::CHAT_PATH);
-            let user = format!("golfer-held-{round}-{g:02}");
-            crate::logs::sensitive(&user);
-            async move {
-                let body = json!({ "message": "Why do I top the ball?" });
-                let r = client.post(url).header("x-user-id", &user).json(&body).send().await.unwrap();
-                (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
-            }
-        });
-        futures::future::join_all(asks)
-    };
-    let first = burst(0).await;
-    let second = burst(1).await;
+    let ask = |_: &str| json!({ "message": "Why do I top the ball?" });
+    let first = at_once(&app, "golfer-held-0", 40, ask).await;
+    let second = at_once(&app, "golfer-held-1", 40, ask).await;
     let most = proxy.most_in_flight();
     let actions = proxy.calls().iter().fold(std::collections::BTreeMap::<String, usize>::new(), |mut m, c| { *m.entry(c.action.clone()).or_default() += 1; m });
     println!("held: 2 × 40 golfers, DynamoDB 5 s a call: {actions:?}, at most {most} in flight (bound {bound})");
