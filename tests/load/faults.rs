@@ -25,6 +25,14 @@ async fn send_until_answered(app: &TestApp, client: &reqwest::Client, user: &str
     panic!("{user}: {body} never answered");
 }
 
+/// The service at its shipped defaults, its DynamoDB calls through a fault proxy seeded `seed`.
+async fn behind_proxy(seed: u64) -> (DynamoProxy, TestApp) {
+    let proxy = DynamoProxy::start(&dynamodb_endpoint(), seed).await;
+    let endpoint = proxy.endpoint.clone();
+    let app = spawn_shipped_with(move |c| c.dynamodb_endpoint = Some(endpoint)).await;
+    (proxy, app)
+}
+
 /// One message from each of `golfers` golfers (`{prefix}-NN`) at once, each from its own
 /// loopback address: (status, body) per golfer.
 async fn at_once(app: &TestApp, prefix: &str, golfers: usize, body: impl Fn(&str) -> Value) -> Vec<(u16, Value)> {
@@ -44,9 +52,7 @@ async fn at_once(app: &TestApp, prefix: &str, golfers: usize, body: impl Fn(&str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn throttling_conflicts_and_lost_answers_lose_nothing_and_store_each_turn_once() {
-    let proxy = DynamoProxy::start(&dynamodb_endpoint(), 12).await;
-    let endpoint = proxy.endpoint.clone();
-    let app = spawn_shipped_with(move |c| c.dynamodb_endpoint = Some(endpoint)).await;
+    let (proxy, app) = behind_proxy(12).await;
     proxy.set_faults(Faults { throttle: 0.05, conflict: 0.10, lost_answer: 0.04, latency: Duration::ZERO });
 
     let golfers: Vec<String> = (0..16).map(|g| format!("golfer-fault-{g:02}")).collect();
@@ -111,9 +117,7 @@ async fn throttling_conflicts_and_lost_answers_lose_nothing_and_store_each_turn_
 /// the rest wait their turn within the deadline, and every golfer is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_dynamodb_holds_calls_in_flight_to_the_shipped_bound_and_answers_everyone() {
-    let proxy = DynamoProxy::start(&dynamodb_endpoint(), 26).await;
-    let endpoint = proxy.endpoint.clone();
-    let app = spawn_shipped_with(move |c| c.dynamodb_endpoint = Some(endpoint)).await;
+    let (proxy, app) = behind_proxy(26).await;
     let bound = app.config.dynamodb_max_calls;
     proxy.set_faults(Faults { latency: Duration::from_millis(250), ..Faults::default() });
 
@@ -132,9 +136,7 @@ async fn slow_dynamodb_holds_calls_in_flight_to_the_shipped_bound_and_answers_ev
 /// instead of adding its calls to those DynamoDB is still working on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn calls_given_up_on_still_count_against_the_bound_until_dynamodb_is_done() {
-    let proxy = DynamoProxy::start(&dynamodb_endpoint(), 27).await;
-    let endpoint = proxy.endpoint.clone();
-    let app = spawn_shipped_with(move |c| c.dynamodb_endpoint = Some(endpoint)).await;
+    let (proxy, app) = behind_proxy(27).await;
     let bound = app.config.dynamodb_max_calls;
     // Longer than the admission wait, shorter than the hold of a call given up on.
     proxy.set_faults(Faults { latency: Duration::from_secs(5), ..Faults::default() });
