@@ -2,6 +2,10 @@
 //! DynamoDB Local (started by scripts/test) and a mock model on loopback.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a test crate: a panic is how a test fails, and load tests print their figures")]
 
+/// The service runs in this process: with the allocator `coach-api` ships with (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod chat;
 #[allow(dead_code, reason = "shared by tests/api and tests/load; each uses part of it")]
 mod dynamo_proxy;

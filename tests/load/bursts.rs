@@ -31,6 +31,14 @@ async fn wave(app: &TestApp, wave: usize, golfers: usize) -> Vec<(u16, Value, St
     futures::future::join_all(tasks).await
 }
 
+/// This process's CPU time so far (service and test client: they share the process).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok())).sum();
+    Duration::from_millis(ticks * 10)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1).min(sorted.len() - 1);
     sorted[i]
@@ -41,8 +49,11 @@ async fn three_waves_of_a_hundred_golfers_are_served_at_the_shipped_defaults() {
     let app = spawn_shipped().await;
     slow_model(&app, Duration::from_millis(150)).await;
     let mut all = vec![];
+    let mut cpu = vec![];
     for w in 0..3 {
+        let before = process_cpu();
         all.extend(wave(&app, w, 100).await);
+        cpu.push(process_cpu().saturating_sub(before));
     }
     let reached: HashSet<String> = app
         .model_requests()
@@ -68,7 +79,7 @@ async fn three_waves_of_a_hundred_golfers_are_served_at_the_shipped_defaults() {
             format!("{} answered, slowest {slowest:.2?}", w.iter().filter(|(s, ..)| *s == 200).count())
         })
         .collect();
-    println!("load: {ok}/300 answered 200 {statuses:?}; p50 {p50:?}, p99 {p99:?}; {} reached the model; waves: {per_wave:?}", reached.len());
+    println!("load: {ok}/300 answered 200 {statuses:?}; p50 {p50:?}, p99 {p99:?}; {} reached the model; waves: {per_wave:?}; this process's CPU per wave: {cpu:?}", reached.len());
     assert_eq!(reached.len(), ok, "every answered message reached the model once, and only those");
     assert!(errors_after_model.is_empty(), "requests that reached the model were answered with errors: {errors_after_model:?}");
     assert!(ok >= 294, "at least 98% answered 200: {ok}/300 {statuses:?}");
