@@ -31,7 +31,8 @@ async fn wave(app: &TestApp, wave: usize, golfers: usize) -> Vec<(u16, Value, St
     futures::future::join_all(tasks).await
 }
 
-/// This process's CPU time so far (service and test client: they share the process).
+/// This process's CPU time so far (service and test client: they share the process), from
+/// `/proc/self/stat`'s utime and stime in Linux's clock ticks of 10 ms.
 fn process_cpu() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
