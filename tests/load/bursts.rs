@@ -2,7 +2,7 @@
 //! golfers and of one golfer against DynamoDB Local, with a model that takes 150 ms.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -12,23 +12,14 @@ use crate::helpers::{assert_valid, prompt_text, schemas, slow_model, spawn_shipp
 /// One message from each of `golfers` at once (each from its own loopback address); returns
 /// (status, body, marker, latency) per request.
 async fn wave(app: &TestApp, wave: usize, golfers: usize) -> Vec<(u16, Value, String, Duration)> {
-    let tasks = (0..golfers).map(|i| {
-        let client = app.client_from(u8::try_from(2 + i).unwrap());
-        let url = format!("{}{}", app.url, coach_api::api::CHAT_PATH);
-        let user = format!("golfer-load-{i:03}");
-        let marker = format!("load-marker-w{wave}-g{i:03}");
-        crate::logs::sensitive(&user);
+    let marker = |user: &str| format!("load-marker-w{wave}-{user}");
+    let answers = crate::at_once(app, "golfer-load", golfers, |user| {
+        let marker = marker(user);
         crate::logs::sensitive(&marker);
-        async move {
-            let started = Instant::now();
-            let body = json!({ "message": format!("How is my tempo? {marker}"), "clientMessageId": format!("msg-{marker}") });
-            let r = client.post(url).header("x-user-id", &user).json(&body).send().await.unwrap();
-            let status = r.status().as_u16();
-            let v = r.json::<Value>().await.unwrap_or(Value::Null);
-            (status, v, marker, started.elapsed())
-        }
-    });
-    futures::future::join_all(tasks).await
+        json!({ "message": format!("How is my tempo? {marker}"), "clientMessageId": format!("msg-{marker}") })
+    })
+    .await;
+    answers.into_iter().map(|a| (a.status, a.body, marker(&a.user), a.took)).collect()
 }
 
 /// This process's CPU time so far (service and test client: they share the process), from

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::dynamo_proxy::{DynamoProxy, Faults};
+use crate::at_once;
 use crate::helpers::{dynamodb_endpoint, spawn_shipped_with, uid, TestApp};
 
 /// Sends one message until it is answered, as the app does: the same clientMessageId every
@@ -31,23 +32,6 @@ async fn behind_proxy(seed: u64) -> (DynamoProxy, TestApp) {
     let endpoint = proxy.endpoint.clone();
     let app = spawn_shipped_with(move |c| c.dynamodb_endpoint = Some(endpoint)).await;
     (proxy, app)
-}
-
-/// One message from each of `golfers` golfers (`{prefix}-NN`) at once, each from its own
-/// loopback address: (status, body) per golfer.
-async fn at_once(app: &TestApp, prefix: &str, golfers: usize, body: impl Fn(&str) -> Value) -> Vec<(u16, Value)> {
-    let asks = (0..golfers).map(|g| {
-        let client = app.client_from(u8::try_from(2 + g).unwrap());
-        let url = format!("{}{}", app.url, coach_api::api::CHAT_PATH);
-        let user = format!("{prefix}-{g:02}");
-        crate::logs::sensitive(&user);
-        let body = body(&user);
-        async move {
-            let r = client.post(url).header("x-user-id", &user).json(&body).send().await.unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    });
-    futures::future::join_all(asks).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -124,8 +108,8 @@ async fn slow_dynamodb_holds_calls_in_flight_to_the_shipped_bound_and_answers_ev
     let answers = at_once(&app, "golfer-bound", 48, |user| json!({ "message": "How do I stop slicing?", "clientMessageId": format!("bound-{user}") })).await;
     let most = proxy.most_in_flight();
     println!("bound: 48 golfers at once, DynamoDB 250 ms a call: {} calls, at most {most} in flight (bound {bound})", proxy.calls().len());
-    for (status, body) in &answers {
-        assert_eq!(*status, 200, "{body}");
+    for a in &answers {
+        assert_eq!(a.status, 200, "{}", a.body);
     }
     assert_eq!(most, bound, "the calls in flight reach the bound and never pass it");
 }
@@ -148,9 +132,9 @@ async fn calls_given_up_on_still_count_against_the_bound_until_dynamodb_is_done(
     let most = proxy.most_in_flight();
     let actions = proxy.calls().iter().fold(std::collections::BTreeMap::<String, usize>::new(), |mut m, c| { *m.entry(c.action.clone()).or_default() += 1; m });
     println!("held: 2 × 40 golfers, DynamoDB 5 s a call: {actions:?}, at most {most} in flight (bound {bound})");
-    for (status, body) in first.iter().chain(&second) {
-        assert_eq!(*status, 503, "{body}");
-        crate::helpers::assert_valid(&crate::helpers::schemas().error, body);
+    for a in first.iter().chain(&second) {
+        assert_eq!(a.status, 503, "{}", a.body);
+        crate::helpers::assert_valid(&crate::helpers::schemas().error, &a.body);
     }
     assert!(app.model_requests().await.is_empty(), "no message reached the model");
     // Without the hold, each burst's calls went out beside those DynamoDB was still working on

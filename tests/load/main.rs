@@ -16,6 +16,34 @@ mod helpers;
 #[path = "../api/logs.rs"]
 mod logs;
 
+/// One golfer's answer in a burst: who asked, the status and body, and how long it took.
+pub struct Answer {
+    pub user: String,
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub took: std::time::Duration,
+}
+
+/// One message from each of `golfers` golfers (`{prefix}-NN`) at once, each from its own
+/// loopback address, in the golfers' order.
+pub async fn at_once(app: &helpers::TestApp, prefix: &str, golfers: usize, body: impl Fn(&str) -> serde_json::Value) -> Vec<Answer> {
+    let asks = (0..golfers).map(|g| {
+        let client = app.client_from(u8::try_from(2 + g).unwrap());
+        let url = format!("{}{}", app.url, coach_api::api::CHAT_PATH);
+        let user = format!("{prefix}-{g:02}");
+        logs::sensitive(&user);
+        let body = body(&user);
+        async move {
+            let started = std::time::Instant::now();
+            let r = client.post(url).header("x-user-id", &user).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            let body = r.json().await.unwrap_or(serde_json::Value::Null);
+            Answer { user, status, body, took: started.elapsed() }
+        }
+    });
+    futures::future::join_all(asks).await
+}
+
 mod budget;
 mod bursts;
 mod faults;
