@@ -23,6 +23,10 @@ use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::post;
 
+// As `coach-api` ships: the allocator is part of what a call costs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The stand-in's answers: the body of a GetItem, and of a Query of `n` turns.
 fn get_item_body() -> String {
     serde_json::json!({
