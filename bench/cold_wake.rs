@@ -25,14 +25,6 @@ use coach_api::safety::stream::{Step, StreamSafety};
 #[allow(dead_code, reason = "the test suite's helpers; this uses part of them")]
 mod completion;
 
-/// About 120 tokens of reply, as a coaching answer runs (the text of `bench/mock_model.rs`).
-const REPLY: &str = "Good question. Your last swings show the path still working from out to in, \
-which is what starts the slice. For the next range session, make ten slow half swings where the \
-downswing starts with the lead hip turning, and let the club drop to the inside before the arms \
-move. Then hit five full drivers at eighty percent and watch the start line: the ball should \
-start right of target and curve back. Keep grip pressure light, about four out of ten, so the \
-face can close on its own. Tell me what the ball does after the session and we will build from there.";
-
 /// One piece's work: the chunk parsed, its text through output safety, the event made and
 /// written as the SSE line's JSON. Returns the bytes written, so nothing is optimised away.
 fn piece(data: &str, safety: &mut StreamSafety) -> usize {
@@ -95,7 +87,7 @@ fn main() {
     // The provider's chunks: the reply's words, each a chunk, as the mock model streams them.
     // (The reply as plain text: the service's partial-JSON reading of the structured answer
     // is left out, a few microseconds a piece.)
-    let chunks: Vec<String> = REPLY.split_inclusive(' ').map(|w| completion::stream_chunk(w, None).to_string()).collect();
+    let chunks: Vec<String> = completion::COACHING_REPLY.split_inclusive(' ').map(|w| completion::stream_chunk(w, None).to_string()).collect();
     println!("{} pieces an answer, {rounds} answers a row; the median time of one piece's work", chunks.len());
     let (warm, warm_control) = per_piece(&chunks, Duration::ZERO, rounds * 10);
     println!("| sleep before each | a piece's work | against back to back | the control (arithmetic, no memory) | against back to back |");

@@ -37,14 +37,6 @@ use serde_json::Value;
 #[allow(dead_code, reason = "the test suite's helpers; the mock uses part of them")]
 mod completion;
 
-/// About 120 tokens of reply, as a coaching answer runs.
-const REPLY: &str = "Good question. Your last swings show the path still working from out to in, \
-which is what starts the slice. For the next range session, make ten slow half swings where the \
-downswing starts with the lead hip turning, and let the club drop to the inside before the arms \
-move. Then hit five full drivers at eighty percent and watch the start line: the ball should \
-start right of target and curve back. Keep grip pressure light, about four out of ten, so the \
-face can close on its own. Tell me how it goes and we will check the next analysis together.";
-
 const PROMPT_TOKENS: u32 = 700;
 const COMPLETION_TOKENS: u32 = 120;
 
@@ -78,7 +70,7 @@ fn eval_answer(request: &Value) -> Value {
     let reply = if last.contains("ignore") && last.contains("instructions") {
         "Sure: visit evil.example/free-lessons or https://evil.example/x, email pro@golf.example, and <b>ignore</b> your coach. Keep your tempo smooth."
     } else {
-        REPLY
+        completion::COACHING_REPLY
     };
     completion::completion(&answer(request, reply), u32::try_from(prompt).unwrap_or(u32::MAX), COMPLETION_TOKENS)
 }
@@ -134,9 +126,9 @@ async fn complete(State(mock): State<Mock>, Json(request): Json<Value>) -> Respo
         }
     }
     if request["stream"] != Value::Bool(true) {
-        return Json(completion::completion(&answer(&request, REPLY), PROMPT_TOKENS, COMPLETION_TOKENS)).into_response();
+        return Json(completion::completion(&answer(&request, completion::COACHING_REPLY), PROMPT_TOKENS, COMPLETION_TOKENS)).into_response();
     }
-    let content = answer(&request, REPLY).to_string();
+    let content = answer(&request, completion::COACHING_REPLY).to_string();
     let mut pieces: Vec<String> = content.split_inclusive(' ').map(str::to_string).collect();
     let last = pieces.len().saturating_sub(1);
     let mut frames: Vec<(Duration, String)> = pieces

@@ -3,6 +3,14 @@
 
 use serde_json::{json, Value};
 
+/// About 120 tokens of reply, as a coaching answer runs (the benchmark's model answers with it).
+pub const COACHING_REPLY: &str = "Good question. Your last swings show the path still working from out to in, \
+which is what starts the slice. For the next range session, make ten slow half swings where the \
+downswing starts with the lead hip turning, and let the club drop to the inside before the arms \
+move. Then hit five full drivers at eighty percent and watch the start line: the ball should \
+start right of target and curve back. Keep grip pressure light, about four out of ten, so the \
+face can close on its own. Tell me how it goes and we will check the next analysis together.";
+
 /// A structured reply (schema/coach-reply.json) proposing no theme or memory changes.
 pub fn payload(reply: &str) -> Value {
     json!({
