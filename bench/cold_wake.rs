@@ -15,11 +15,11 @@
 use std::time::{Duration, Instant};
 
 use async_openai::types::chat::CreateChatCompletionStreamResponse;
+use coach_api::safety::stream::{Step, StreamSafety};
 
 // As `coach-api` ships.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use coach_api::safety::stream::{Step, StreamSafety};
 
 #[path = "../tests/support/completion.rs"]
 #[allow(dead_code, reason = "the test suite's helpers; this uses part of them")]
