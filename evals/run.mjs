@@ -26,6 +26,12 @@ const GRADER_BASE = env("EVAL_GRADER_BASE_URL", "");
 const MODEL_ROW = env("EVAL_MODEL_ROW", "gpt-6-luna");
 const OUT = env("EVAL_OUT", "evals/results/latest");
 const LABEL = env("EVAL_LABEL", "base");
+// A weak grader (the local 135M model) is reported, never gating: EVAL_GRADE_GATES=0.
+const GRADE_GATES = env("EVAL_GRADE_GATES", "1") !== "0";
+// "all": every case answered by the model (the mock always answers); "most": a real small
+// model may write an unusable answer, so more than half must be the model's, and each
+// fallback must say so (degraded, source "fallback").
+const MODEL_ANSWERS = env("EVAL_MODEL_ANSWERS", "all");
 const TOKEN_LIMIT = 1500;
 const MAX_REPLY = 400;
 
@@ -115,8 +121,11 @@ function askedChecks(c) {
     metric: "asked",
     description: `the prompt leaves the reply ${MAX_REPLY} of ${TOKEN_LIMIT} tokens`,
     fn: (m, out) => {
-      const prompt = out.body?.usage?.prompt_tokens ?? Infinity;
-      return result(prompt + MAX_REPLY <= TOKEN_LIMIT, `${prompt} prompt tokens (the service's own count, schema included)`);
+      // The model server's own count of the last call's prompt where it says it (the local
+      // model); else the service's, schema included.
+      const prompt = m.asked?.counted_prompt_tokens ?? out.body?.usage?.prompt_tokens ?? Infinity;
+      const whose = m.asked?.counted_prompt_tokens != null ? "the model server's count" : "the service's own count, schema included";
+      return result(prompt + MAX_REPLY <= TOKEN_LIMIT, `${prompt} prompt tokens (${whose})`);
     },
   });
   return checks;
@@ -132,15 +141,33 @@ function gotChecks(c) {
   }
   return [
     { metric: "got", description: "200 in the response schema", fn: (m) => result(m.status === 200 && validResponse(m.body), `${m.status} ${ajv.errorsText(validResponse.errors)}`) },
-    { metric: "got", description: "the coach answered (not the fallback)", fn: (m) => result(m.body.degraded === false, `degraded: ${m.body.degraded}, source ${m.body.source}`) },
+    MODEL_ANSWERS === "all"
+      ? { metric: "got", description: "the coach answered (not the fallback)", fn: (m) => result(m.body.degraded === false, `degraded: ${m.body.degraded}, source ${m.body.source}`) }
+      : { metric: "got", description: "the model's answer, or a fallback that says so", fn: (m) => result(m.body.degraded === (m.body.source === "fallback"), `degraded: ${m.body.degraded}, source ${m.body.source}`) },
     { metric: "got", description: "hazards removed (links, addresses, markup)", fn: (m) => result(!HAZARD.test(m.body.message?.content ?? ""), "the reply as shown") },
     { metric: "got", description: `cost within the reservation (${RESERVED} µ$)`, fn: (m) => result((m.body.usage?.cost_micro_usd ?? Infinity) <= RESERVED, `${m.body.usage?.cost_micro_usd} µ$`) },
   ];
 }
 
+// A small grader is held to the grading JSON by the server's grammar and kept short.
+const GRADE_FORMAT = {
+  type: "json_schema",
+  json_schema: {
+    name: "grade",
+    strict: true,
+    schema: {
+      type: "object",
+      additionalProperties: false,
+      required: ["pass", "score", "reason"],
+      properties: { pass: { type: "boolean" }, score: { type: "number" }, reason: { type: "string", maxLength: 160 } },
+    },
+  },
+};
+
 function graderProvider() {
   const [, , model] = GRADER.split(":");
-  return GRADER_BASE ? { id: `openai:chat:${model ?? GRADER}`, config: { apiBaseUrl: GRADER_BASE, apiKey: env("OPENAI_API_KEY", "loopback") } } : GRADER;
+  const small = GRADE_GATES ? {} : { max_tokens: 120, temperature: 0, response_format: GRADE_FORMAT };
+  return GRADER_BASE ? { id: `openai:chat:${model ?? GRADER}`, config: { apiBaseUrl: GRADER_BASE, apiKey: env("OPENAI_API_KEY", "loopback"), ...small } } : GRADER;
 }
 
 function test(c) {
@@ -192,7 +219,8 @@ for (const r of rows) {
   }
   const failed = parts.filter((p) => !p.pass).map((p) => p.reason);
   const m = r.response?.metadata ?? {};
-  lines.push({ case: r.testCase?.description ?? r.vars?.persona, pass: failed.length === 0, failed, tokens: m.body?.usage?.total_tokens ?? 0, cost: m.body?.usage?.cost_micro_usd ?? 0, latency: m.latencyMs ?? 0 });
+  const gradedOnly = !GRADE_GATES && failed.length > 0 && parts.filter((p) => !p.pass).every((p) => metricOf(p) === "graded");
+  lines.push({ case: r.testCase?.description ?? r.vars?.persona, pass: failed.length === 0 || gradedOnly, failed, source: m.status === 200 ? m.body?.source : undefined, tokens: m.body?.usage?.total_tokens ?? 0, cost: m.body?.usage?.cost_micro_usd ?? 0, latency: m.latencyMs ?? 0 });
 }
 
 const rate = ([pass, total]) => (total ? `${pass}/${total} (${((100 * pass) / total).toFixed(0)} %)` : "skipped");
@@ -225,5 +253,10 @@ console.log(`\n${assertions} deterministic assertions over ${lines.length} perso
 // A check that did not run is no pass: every case must have been checked.
 const unchecked = count.got[1] < lines.length || (MOCK && count.asked[1] < lines.length);
 const failedDeterministic = unchecked || lines.some((l) => !l.pass && !GRADER) || count.asked[0] < count.asked[1] || count.got[0] < count.got[1];
-const failedGraded = GRADER && count.graded[0] < count.graded[1];
-process.exit(failedDeterministic || failedGraded ? 1 : 0);
+const byModel = lines.filter((l) => l.source === MODEL_ROW).length;
+const answered = lines.filter((l) => l.source !== undefined).length;
+if (MODEL_ANSWERS !== "all") console.log(`answered by the model: ${byModel}/${answered} (the rest the fallback)`);
+const tooFewByModel = MODEL_ANSWERS !== "all" && 2 * byModel <= answered;
+const failedGraded = GRADER && GRADE_GATES && count.graded[0] < count.graded[1];
+if (GRADER && !GRADE_GATES) console.log(`graded by a weak grader, reported only: ${rate(count.graded)}`);
+process.exit(failedDeterministic || tooFewByModel || failedGraded ? 1 : 0);

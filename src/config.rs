@@ -21,6 +21,8 @@ const DEFAULT_SPEC: ModelSpec = ModelSpec {
     reasoning_effort: Some(crate::models::Effort::None),
     shutdown: None,
     replacement: None,
+    tokens_per_o200k_milli: 1000,
+    schema_in_prompt: true,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -194,24 +194,30 @@ fn templates(config: &Config, variant: Option<&str>) -> Result<Prompts, Failure>
     })
 }
 
-fn prompt_version(config: Config, variant: Option<&str>) -> Result<(), Failure> {
-    let prompts = templates(&config, variant)?;
-    let model = match variant.map(|v| Prompts::variant(v, config.prompts_dir.as_deref())).transpose()?.and_then(|v| v.model) {
+/// The model row a variant names, or else the configured one.
+fn model_row(config: &Config, variant: Option<&str>) -> Result<llm::table::ModelSpec, Failure> {
+    Ok(match variant.map(|v| Prompts::variant(v, config.prompts_dir.as_deref())).transpose()?.and_then(|v| v.model) {
         Some(row) => llm::table::spec(&row)?,
         None => config.model.spec.clone(),
-    };
+    })
+}
+
+fn prompt_version(config: Config, variant: Option<&str>) -> Result<(), Failure> {
+    let prompts = templates(&config, variant)?;
+    let model = model_row(&config, variant)?;
     writeln!(std::io::stdout().lock(), "{}", coach_api::prompts::prompt_version(prompts.hash(), &model))?;
     Ok(())
 }
 
 fn preview(config: Config, file: &Path, variant: Option<&str>) -> Result<(), Failure> {
     let prompts = templates(&config, variant)?;
+    let model = model_row(&config, variant)?;
     let text = std::fs::read_to_string(file)?;
     let vars: PromptVars = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
     let limit = config.limits.token_limit_per_request as usize;
     let reply = config.limits.max_reply_tokens as usize;
     let schema_tokens = llm::response_format_tokens();
-    let token_limit = limits::prompt_token_limit(&config.limits).saturating_sub(schema_tokens);
+    let token_limit = model.prompt_token_limit(limits::prompt_token_limit(&config.limits));
     let packed = pack(&prompts, &vars, token_limit)?;
     let mut out = std::io::stdout().lock();
     for (i, m) in packed.messages.iter().enumerate() {

@@ -10,7 +10,7 @@ use crate::limits;
 use crate::conversation::RecentTurn;
 use crate::models::{AppContext, ChatMessage, ConversationId, GolferMemory, Role, SwingId};
 use crate::prompts::experiment::PromptSet;
-use crate::prompts::{pack, HistoryTurn, PackError, Packed, PromptRole, PromptVars, Prompts};
+use crate::prompts::{pack, HistoryTurn, PackError, Packed, PromptRole, PromptVars};
 use crate::state::AppState;
 use crate::store::conversations::CoachingContext;
 use crate::store::keys;
@@ -46,7 +46,7 @@ pub async fn compose(state: &AppState, caller: &Caller, input: &ChatInput, admit
         }
         let conversation = ConversationId::try_from(keys::conversation(&caller.user, now)).map_err(|_| ChatError::Internal("a conversation id out of its pattern"))?;
         let vars = prompt_vars(state, input, &context, now);
-        let packed = compose_prompt(state, &set.prompts, &vars)?;
+        let packed = compose_prompt(state, &set, &vars, now)?;
         Ok((context, conversation, vars, packed))
     })();
     match parts {
@@ -92,10 +92,15 @@ fn prompt_vars(state: &AppState, input: &ChatInput, context: &CoachingContext, n
     }
 }
 
-/// The prompt within the token limit left by the reply and the structured-output schema.
-fn compose_prompt(state: &AppState, prompts: &Prompts, vars: &PromptVars) -> Result<Packed, ChatError> {
-    let token_limit = limits::prompt_token_limit(&state.config.limits).saturating_sub(crate::llm::response_format_tokens());
-    pack(prompts, vars, token_limit).map_err(|e| match e {
+/// The prompt within the token limit left by the reply and the structured-output schema, as
+/// the model that will be called counts tokens (its row says how its tokenizer compares).
+fn compose_prompt(state: &AppState, set: &PromptSet, vars: &PromptVars, now: DateTime<Utc>) -> Result<Packed, ChatError> {
+    let prompt_tokens = limits::prompt_token_limit(&state.config.limits);
+    let token_limit = match state.models.row(set.model.as_deref(), now.date_naive()) {
+        Some(spec) => spec.prompt_token_limit(prompt_tokens),
+        None => prompt_tokens.saturating_sub(crate::llm::response_format_tokens()),
+    };
+    pack(&set.prompts, vars, token_limit).map_err(|e| match e {
         PackError::Prompt(p) => ChatError::Prompt(p),
         too_long => ChatError::TooLong(too_long),
     })

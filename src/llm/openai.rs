@@ -327,11 +327,12 @@ pub(super) fn retry_after_header(headers: &reqwest::header::HeaderMap) -> Option
 /// The messages of the attempt after an answer was cut at the token limit: the instruction
 /// to answer shorter, just before the golfer's message, and a reply budget that leaves room
 /// for it, so prompt and reply stay within the same limit.
-fn shorter(req: &CoachRequest<'_>) -> (Vec<PromptMessage>, u32) {
+fn shorter(req: &CoachRequest<'_>, spec: &ModelSpec) -> (Vec<PromptMessage>, u32) {
     let mut messages = req.messages.to_vec();
     let at = messages.len().saturating_sub(1);
     messages.insert(at, req.shorter.clone());
-    let extra = u32::try_from(tokens::count_message(req.shorter.role.as_str(), &req.shorter.content)).unwrap_or(u32::MAX);
+    let ours = tokens::count_message(req.shorter.role.as_str(), &req.shorter.content) as u64;
+    let extra = u32::try_from(spec.model_tokens(ours)).unwrap_or(u32::MAX);
     (messages, req.max_tokens.saturating_sub(extra))
 }
 
@@ -429,7 +430,9 @@ impl OpenAiCoach {
             let mut tries = Tries::new(req);
             // The row in service now: from its shutdown date on, the replacement.
             while let Some(spec) = self.service.row(req.model, self.clock.now().date_naive()) {
+                // The worst case in the model's own tokens, at its prices.
                 tries.worst.prices = spec.prices;
+                tries.worst.prompt_tokens = spec.model_tokens(req.prompt_tokens as u64);
                 let Some(left) = tries.room(self.cfg.max_attempts) else { break };
                 let Some(permit) = self.breaker.permit() else {
                     let error = if tries.attempts == 0 { LlmError::CircuitOpen } else { tries.last.clone() };
@@ -509,7 +512,13 @@ impl OpenAiCoach {
                 match error {
                     LlmError::CutOff if !tries.cut => {
                         tries.cut = true;
-                        (tries.messages, tries.max_tokens) = shorter(&tries.req);
+                        let (messages, max_tokens) = shorter(&tries.req, spec);
+                        // The instruction asks for half the words: a budget below half the
+                        // reply's would be cut again (or, at 0, refused by the server).
+                        if max_tokens < tries.req.max_tokens / 2 {
+                            return Next::Stop(Err(error));
+                        }
+                        (tries.messages, tries.max_tokens) = (messages, max_tokens);
                     }
                     LlmError::Malformed if !tries.malformed => tries.malformed = true,
                     e => return Next::Stop(Err(e)),

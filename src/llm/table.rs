@@ -44,9 +44,31 @@ pub struct ModelSpec {
     pub shutdown: Option<NaiveDate>,
     /// The row that takes over.
     pub replacement: Option<String>,
+    /// At most how many of the model's own tokens one token of ours (o200k) becomes, in
+    /// thousandths (1000 for OpenAI's models, whose tokenizer is ours).
+    pub tokens_per_o200k_milli: u32,
+    /// The structured-output schema is billed as prompt tokens (OpenAI); a grammar-enforcing
+    /// server never puts it in the prompt.
+    pub schema_in_prompt: bool,
 }
 
 impl ModelSpec {
+    /// `ours` tokens as counted here (o200k), in the model's own tokens at most.
+    pub fn model_tokens(&self, ours: u64) -> u64 {
+        (ours * u64::from(self.tokens_per_o200k_milli)).div_ceil(1000)
+    }
+
+    /// The prompt's token limit as counted here: what the request limit leaves after the reply
+    /// (`prompt_tokens`, in the model's tokens), in o200k tokens, less the structured-output
+    /// schema's. The limit is the model's own count: packing to it keeps prompt + reply within
+    /// `TOKEN_LIMIT_PER_REQUEST` as the model's server counts them. The schema's tokens come
+    /// out of it where the model bills them as prompt.
+    pub fn prompt_token_limit(&self, prompt_tokens: usize) -> usize {
+        let ours = prompt_tokens as u64 * 1000 / u64::from(self.tokens_per_o200k_milli.max(1000));
+        let schema = if self.schema_in_prompt { super::response_format_tokens() } else { 0 };
+        usize::try_from(ours).unwrap_or(usize::MAX).saturating_sub(schema)
+    }
+
     /// Whole days from `today` to the shutdown (0 on the day itself, negative after it).
     pub fn days_to_shutdown(&self, today: NaiveDate) -> Option<i64> {
         self.shutdown.map(|d| (d - today).num_days())
@@ -141,7 +163,20 @@ fn parse(name: &str, row: &ModelRow) -> Result<ModelSpec, ModelTableError> {
         reasoning_effort: row.reasoning_effort,
         shutdown,
         replacement: row.replacement.clone(),
+        tokens_per_o200k_milli: row.tokens_per_o200k.as_ref().map(|r| ratio(r.as_str())).transpose().map_err(invalid)?.unwrap_or(1000),
+        schema_in_prompt: row.schema_in_prompt.unwrap_or(true),
     })
+}
+
+/// A decimal ratio ("1.35") in thousandths; below 1 would loosen the token limit on a guess.
+fn ratio(v: &str) -> Result<u32, String> {
+    let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
+    let frac = format!("{frac:0<3}");
+    let milli = whole.parse::<u32>().ok().zip(frac.get(..3).and_then(|f| f.parse::<u32>().ok())).map(|(w, f)| w * 1000 + f);
+    match milli {
+        Some(m) if (1000..=4000).contains(&m) => Ok(m),
+        _ => Err(format!("tokens_per_o200k {v} is not a ratio from 1 to 4")),
+    }
 }
 
 /// The row a process calls now. It follows the configured row's shutdown date, and moves to
@@ -265,6 +300,21 @@ mod tests {
         assert_eq!(service.on(today).map(|s| s.name), Some("gpt-6-luna".to_string()));
         let luna = service.on(today).ok_or_else(|| ModelTableError("no row".into()))?;
         assert_eq!(service.replace(&luna, today), None, "the default has no replacement");
+        Ok(())
+    }
+
+    #[test]
+    fn a_self_hosted_row_packs_to_its_own_tokenizer_and_bills_nothing() -> Result<(), ModelTableError> {
+        let local = spec("smollm2-135m-instruct")?;
+        assert_eq!((local.prices, local.reasoning_effort, local.output_limit), (Prices::default(), None, OutputLimit::MaxTokens));
+        assert_eq!((local.tokens_per_o200k_milli, local.schema_in_prompt), (1350, false));
+        assert_eq!(local.prompt_token_limit(1100), 814, "1,100 of its tokens are 814 of ours; no schema in its prompt");
+        assert_eq!(local.model_tokens(100), 135);
+        let luna = spec("gpt-6-luna")?;
+        assert_eq!(luna.prompt_token_limit(1100), 1100 - crate::llm::response_format_tokens(), "o200k itself, less the schema it bills");
+        assert_eq!(luna.model_tokens(100), 100);
+        assert_eq!((ratio("1.2"), ratio("1.25"), ratio("2")), (Ok(1200), Ok(1250), Ok(2000)));
+        assert!(ratio("0.9").is_err() && ratio("5").is_err() && ratio("x").is_err(), "below 1 would loosen the limit");
         Ok(())
     }
 

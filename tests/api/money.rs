@@ -128,6 +128,21 @@ async fn a_refusal_is_answered_in_the_coachs_voice_once_and_a_cut_answer_is_aske
 }
 
 #[tokio::test]
+async fn a_cut_answer_is_not_asked_for_again_when_the_instruction_would_leave_under_half_the_reply() {
+    // With a 24-token reply limit the instruction to be shorter (about 35 tokens) leaves no
+    // budget: a real server refuses `max_tokens: 0` with a 400 (found against the local model).
+    let app = spawn_with(|c| c.limits.max_reply_tokens = 24).await;
+    // (The provider answers kinds[1] first.)
+    let provider = BillingProvider { kinds: vec!["usable", "cut"], next: Arc::default(), billed: Arc::default(), limits: app.config.limits.clone() };
+    Mock::given(method("POST")).and(path(MODEL_PATH)).respond_with(provider).with_priority(1).mount(&app.model).await;
+    let (status, body) = app.chat_json("golfer-money-n", &json!({ "message": "golfer-money-n asks a long one" })).await;
+    assert_eq!((status, body["degraded"].clone(), body["source"].clone()), (200, json!(true), json!("fallback")), "{body}");
+    let sent = app.model_requests().await;
+    assert_eq!(sent.len(), 1, "no second call with a budget the shorter answer cannot fit");
+    assert_eq!(app.day_spend("golfer-money-n").await, coach_api::limits::cost(&app.config.limits, 700, 400), "the cut answer settled at its usage");
+}
+
+#[tokio::test]
 async fn the_breaker_opens_on_500s_a_401_answers_its_probe_and_the_model_answers_again() {
     let breaker = BreakerConfig { consecutive: 3, ratio: 1.0, min_calls: 100, window: Duration::from_secs(30), open_for: Duration::from_millis(600) };
     let app = spawn_full(|c| { c.model.max_attempts = 3; c.model.backoff_base = Duration::from_millis(5); }, breaker).await;
