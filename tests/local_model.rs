@@ -295,6 +295,16 @@ fn strings(v: &Value) -> Vec<String> {
     }
 }
 
+#[test]
+fn models_check_finds_the_self_hosted_row_on_the_servers_list() -> Result<(), Error> {
+    let s = setting()?;
+    let out = coach_api(&s, 0, &[]).args(["models", "check"]).output()?;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "models check against the local server failed: {table}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(table.lines().any(|l| l.contains(MODEL_ROW)), "the row is not in the printed table: {table}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_cut_at_max_tokens_is_asked_once_shorter_then_falls_back_billed_at_usage() -> Result<(), Error> {
     let s = setting()?;

@@ -395,6 +395,22 @@ impl<'a> Tries<'a> {
         (self.attempts < max_attempts && left >= MIN_ATTEMPT && affordable).then_some(left)
     }
 
+    /// After an answer cut at the token limit: once, the messages and budget of a shorter
+    /// answer. The instruction asks for half the words, so a budget it leaves below half the
+    /// reply's would be cut again (and at 0 a server refuses the request): then `false`.
+    fn ask_shorter(&mut self, spec: &ModelSpec) -> bool {
+        if self.cut {
+            return false;
+        }
+        self.cut = true;
+        let (messages, max_tokens) = shorter(&self.req, spec);
+        if max_tokens < self.req.max_tokens / 2 {
+            return false;
+        }
+        (self.messages, self.max_tokens) = (messages, max_tokens);
+        true
+    }
+
     fn done(self, draft: Result<Draft, LlmError>) -> CoachEvent {
         CoachEvent::Done(Attempts { draft, billed: self.billed, replaced_model: self.replaced })
     }
@@ -510,16 +526,7 @@ impl OpenAiCoach {
                 tries.billed.push(b);
                 tracing::warn!(attempt = n, error = error.label(), "the model's answer cannot be used");
                 match error {
-                    LlmError::CutOff if !tries.cut => {
-                        tries.cut = true;
-                        let (messages, max_tokens) = shorter(&tries.req, spec);
-                        // The instruction asks for half the words: a budget below half the
-                        // reply's would be cut again (or, at 0, refused by the server).
-                        if max_tokens < tries.req.max_tokens / 2 {
-                            return Next::Stop(Err(error));
-                        }
-                        (tries.messages, tries.max_tokens) = (messages, max_tokens);
-                    }
+                    LlmError::CutOff if tries.ask_shorter(spec) => {}
                     LlmError::Malformed if !tries.malformed => tries.malformed = true,
                     e => return Next::Stop(Err(e)),
                 }
