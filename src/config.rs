@@ -13,6 +13,9 @@ use crate::llm::table::{ModelSpec, ModelTableError, OutputLimit};
 /// The default model's row, so a default Config needs no table (a test keeps it equal to
 /// the table's row): gpt-6-luna, with no announced shutdown, at reasoning effort none.
 const DEFAULT_MODEL: &str = "gpt-6-luna";
+/// The log-hash key outside Lambda. It is public (it is here), so inside Lambda the service
+/// refuses to start with it: hashed ids and IPs could be reversed by anyone.
+pub const DEFAULT_LOG_HASH_KEY: &str = "coach-api";
 const DEFAULT_SPEC: ModelSpec = ModelSpec {
     name: String::new(),
     prices: DEFAULT_PRICES,
@@ -186,7 +189,7 @@ impl Default for Config {
             max_recent_messages: 20,
             reply_word_limit: 150,
             prompts_dir: None,
-            log_hash_key: SecretString::from("coach-api"),
+            log_hash_key: SecretString::from(DEFAULT_LOG_HASH_KEY),
             log_json: false,
             log_filter: "info".into(),
             in_lambda: false,
@@ -292,7 +295,7 @@ pub static VARS: &[EnvVar] = &[
         set: |c, n, v| { c.clock_offset_secs = number(n, v)?; Ok(()) } },
     EnvVar { name: "EXPERIMENT", default: "unset", meaning: "`NAME:PERCENT`: answer that share of golfers (each always the same golfers) with the prompt variant `prompts/variants/NAME/`; `NAME:0` or unset is the kill switch",
         set: |c, n, v| { c.experiment = experiment(n, v)?; Ok(()) } },
-    EnvVar { name: "LOG_HASH_KEY", default: "`coach-api`", meaning: "key of the hashes that stand for user ids and IPs in logs",
+    EnvVar { name: "LOG_HASH_KEY", default: "`coach-api`", meaning: "key of the hashes that stand for user ids and IPs in logs; inside Lambda it must be set (here or as the secret's `log_hash_key`): with the public default the service refuses to start",
         set: |c, _, v| { c.log_hash_key = SecretString::from(v); Ok(()) } },
     EnvVar { name: "LOG_FORMAT", default: "`compact`", meaning: "`json` for JSON log lines (always JSON inside Lambda)",
         set: |c, _, v| { c.log_json = v == "json"; Ok(()) } },

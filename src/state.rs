@@ -53,6 +53,8 @@ pub enum StartError {
     Secret(#[from] SecretError),
     #[error(transparent)]
     ModelTable(#[from] ModelTableError),
+    #[error("inside Lambda the log-hash key must be set, as the secret's log_hash_key or LOG_HASH_KEY: the default is public, and the hashed user ids and IPs in logs could be reversed")]
+    PublicLogHashKey,
 }
 
 /// When the tokenizer's and the output filter's patterns are compiled (a few ms each; the
@@ -119,6 +121,9 @@ impl AppState {
             if let Some(k) = keys.log_hash_key {
                 config.log_hash_key = k;
             }
+        }
+        if config.in_lambda && secrecy::ExposeSecret::expose_secret(&config.log_hash_key) == crate::config::DEFAULT_LOG_HASH_KEY {
+            return Err(StartError::PublicLogHashKey);
         }
         let store = Store::connect(&config).await;
         let models = InService::new(Models::builtin()?, &config.model.model)?;

@@ -128,7 +128,13 @@ mod emulator {
 
 /// The release binary as Lambda starts it, against the emulated Runtime API at `api`.
 fn lambda_binary(api: &str, app: &crate::helpers::TestApp, model_url: &str, mode: &str) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_coach-api"))
+    lambda_command(api, app, model_url, mode).stderr(std::process::Stdio::null()).spawn().expect("the binary starts")
+}
+
+/// The binary's command as Lambda would run it, with the deployment's log-hash key.
+fn lambda_command(api: &str, app: &crate::helpers::TestApp, model_url: &str, mode: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_coach-api"));
+    command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("AWS_LAMBDA_RUNTIME_API", api)
@@ -147,11 +153,25 @@ fn lambda_binary(api: &str, app: &crate::helpers::TestApp, model_url: &str, mode
         .env("LAMBDA_RESPONSE_MODE", mode)
         .env("OPENAI_API_KEY", "sk-test-not-a-real-key")
         .env("AUTH_MODE", "cognito")
+        .env("LOG_HASH_KEY", "lambda-test-log-hash-key")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary starts")
+        .kill_on_drop(true);
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lambda_binary_refuses_to_start_with_the_public_log_hash_key() {
+    let app = spawn_with(|c| c.auth_mode = AuthMode::Cognito).await;
+    let rt = emulator::Runtime::default();
+    let api = emulator::start(rt.clone()).await;
+    let mut command = lambda_command(&api, &app, &format!("{}/v1", app.model.uri()), "buffered");
+    command.env_remove("LOG_HASH_KEY").stderr(std::process::Stdio::piped());
+    let child = command.spawn().expect("the binary starts");
+    let output = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output()).await.expect("it exits").expect("its output");
+    assert!(!output.status.success(), "it served with a public key");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("log-hash key must be set"), "{stderr}");
+    assert!(app.model_requests().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
