@@ -115,6 +115,15 @@ use aws_sdk_dynamodb::operation as ops;
 consumed!(read_units: ops::get_item::GetItemOutput, ops::query::QueryOutput, ops::batch_get_item::BatchGetItemOutput);
 consumed!(write_units: ops::put_item::PutItemOutput, ops::delete_item::DeleteItemOutput, ops::update_item::UpdateItemOutput,
     ops::batch_write_item::BatchWriteItemOutput, ops::transact_write_items::TransactWriteItemsOutput);
+// The table calls of `coach-api migrate` consume no capacity.
+macro_rules! no_capacity {
+    ($($output:ty),*) => {
+        $(impl Consumed for $output {
+            fn record(&self) {}
+        })*
+    };
+}
+no_capacity!(ops::describe_table::DescribeTableOutput, ops::create_table::CreateTableOutput, ops::update_time_to_live::UpdateTimeToLiveOutput);
 
 /// An item as its type; `what` names the kind of item (never its key: keys hold user ids).
 pub(crate) fn from_item<T: DeserializeOwned>(what: &'static str, item: Item) -> Result<T, StoreError> {
@@ -205,7 +214,7 @@ impl Store {
     }
 
     pub async fn connect(config: &Config) -> Self {
-        let shared = crate::aws::sdk_config(config, config.dynamodb_endpoint.as_deref()).await;
+        let shared = crate::aws::sdk_config(&config.aws, config.dynamodb_endpoint.as_deref()).await;
         // Every call is already bounded by its deadline (`deadline::within`); the SDK's own
         // watch on a stalled body would be a second timer on every call, polled with every read.
         let client = aws_sdk_dynamodb::config::Builder::from(&shared)

@@ -25,6 +25,7 @@ mod resilience;
 mod secrets;
 mod security;
 mod stream;
+mod tables;
 #[allow(dead_code, reason = "each test uses part of it")]
 mod stream_model;
 mod validation;
