@@ -12,7 +12,7 @@ use crate::store::golfer::Rated;
 use crate::state::AppState;
 use crate::store::counters::CounterKeys;
 use crate::store::memory::MemoryWrite;
-use crate::store::{keys, StoreError};
+use crate::store::{deadline, keys, StoreError};
 
 /// Why a read of the golfer's data was not answered.
 #[derive(Debug, thiserror::Error)]
@@ -27,15 +27,21 @@ pub enum AccountError {
     Unavailable(#[from] StoreError),
 }
 
+/// Every store call of a golfer's read or change waits at most until the request's deadline,
+/// as the chat's do.
+async fn by_deadline<T>(caller: &Caller, work: impl std::future::Future<Output = T>) -> T {
+    deadline::scope(caller.deadline, work).await
+}
+
 impl AppState {
     /// The golfer's conversation of `day`'s UTC day, assembled from its turns.
     pub async fn conversation_of(&self, caller: &Caller, day: DateTime<Utc>) -> Result<ConversationItem, AccountError> {
-        self.store.conversation(&keys::conversation(&caller.user, day)).await?.ok_or(AccountError::NotFound)
+        by_deadline(caller, self.store.conversation(&keys::conversation(&caller.user, day))).await?.ok_or(AccountError::NotFound)
     }
 
     /// The golfer's current coaching themes: the newest turn's, or the defaults.
     pub async fn themes_of(&self, caller: &Caller) -> Result<ThemesView, AccountError> {
-        let view = match self.store.latest_turn(&caller.user).await? {
+        let view = match by_deadline(caller, self.store.latest_turn(&caller.user)).await? {
             Some(t) => ThemesView {
                 request_id: caller.request_id.clone(),
                 coaching_themes: t.coaching_themes,
@@ -50,7 +56,7 @@ impl AppState {
     /// What is left of the golfer's hour and day.
     pub async fn usage_of(&self, caller: &Caller) -> Result<UsageView, AccountError> {
         let now = self.clock.now();
-        let used = self.store.usage(&CounterKeys::of(&caller.user, &caller.ip, now)).await?;
+        let used = by_deadline(caller, self.store.usage(&CounterKeys::of(&caller.user, &caller.ip, now))).await?;
         Ok(UsageView { request_id: caller.request_id.clone(), quota: limits::quota(&self.config.limits, used, now) })
     }
 
@@ -58,7 +64,7 @@ impl AppState {
     /// golfer's and an unknown id are both not found). Rating again replaces the rating.
     pub async fn rate(&self, caller: &Caller, r: &FeedbackRequest) -> Result<FeedbackReceipt, AccountError> {
         let id = r.client_message_id.as_str();
-        let turn = self.store.completed_turn(&keys::turn(&caller.user, id)).await?.ok_or(AccountError::NotFound)?;
+        let turn = by_deadline(caller, self.store.completed_turn(&keys::turn(&caller.user, id))).await?.ok_or(AccountError::NotFound)?;
         let receipt = FeedbackReceipt {
             request_id: caller.request_id.clone(),
             client_message_id: id.to_string(),
@@ -72,7 +78,7 @@ impl AppState {
             model: turn.response.source,
         };
         let now = self.clock.now();
-        match self.store.rate(&keys::rating(&caller.user, id), &receipt, CounterKeys::of(&caller.user, &caller.ip, now), now).await? {
+        match by_deadline(caller, self.store.rate(&keys::rating(&caller.user, id), &receipt, CounterKeys::of(&caller.user, &caller.ip, now), now)).await? {
             Rated::Stored => Ok(receipt),
             Rated::OverHourlyCap => Err(AccountError::TooManyRatings { retry_after_secs: u64::try_from((crate::clock::next_hour(now) - now).num_seconds().max(1)).unwrap_or(1) }),
         }
@@ -80,7 +86,7 @@ impl AppState {
 
     /// What the coach remembers about the golfer, in the order the prompt uses it.
     pub async fn memory_of(&self, caller: &Caller) -> Result<MemoryView, AccountError> {
-        let memory = self.store.memory(&caller.user).await?.unwrap_or_else(memory::empty);
+        let memory = by_deadline(caller, self.store.memory(&caller.user)).await?.unwrap_or_else(memory::empty);
         Ok(memory_view(caller, &memory))
     }
 
@@ -97,20 +103,23 @@ impl AppState {
     /// Reads the golfer's memory, changes it and writes it if it did not change meanwhile
     /// (a turn's write may land in between); a few tries, then the store is busy.
     async fn change_memory(&self, caller: &Caller, change: impl Fn(Option<&GolferMemory>) -> Result<GolferMemory, AccountError>) -> Result<MemoryView, AccountError> {
-        for _ in 0..4 {
-            let current = self.store.memory(&caller.user).await?;
-            let next = change(current.as_ref())?;
-            let write = MemoryWrite { memory: &next, read_version: current.as_ref().map(|m| m.version) };
-            if self.store.put_memory(&caller.user, write).await? {
-                return Ok(memory_view(caller, &next));
+        let tries = async {
+            for _ in 0..4 {
+                let current = self.store.memory(&caller.user).await?;
+                let next = change(current.as_ref())?;
+                let write = MemoryWrite { memory: &next, read_version: current.as_ref().map(|m| m.version) };
+                if self.store.put_memory(&caller.user, write).await? {
+                    return Ok(memory_view(caller, &next));
+                }
             }
-        }
-        Err(AccountError::Unavailable(StoreError::Contention))
+            Err(AccountError::Unavailable(StoreError::Contention))
+        };
+        by_deadline(caller, tries).await
     }
 
     /// Erases the golfer's conversations, profile, stored answers and memory.
     pub async fn erase(&self, caller: &Caller) -> Result<DeletionReport, AccountError> {
-        let d = self.store.erase_golfer(&caller.user, self.clock.now().timestamp_millis()).await?;
+        let d = by_deadline(caller, self.store.erase_golfer(&caller.user, self.clock.now().timestamp_millis())).await?;
         Ok(DeletionReport { request_id: caller.request_id.clone(), conversations_deleted: d.conversations, profile_deleted: d.profile, turns_deleted: d.turns, facts_deleted: d.facts })
     }
 }

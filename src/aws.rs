@@ -3,10 +3,17 @@
 
 use std::time::Duration;
 
-use crate::config::Config;
+
+/// What the AWS SDK would otherwise find by probing its provider chains.
+#[derive(Debug, Clone, Default)]
+pub struct AwsEnv {
+    /// `AWS_ACCESS_KEY_ID` is set (Lambda always sets it): use the environment's credentials.
+    pub credentials_in_env: bool,
+    pub region: Option<String>,
+}
 
 /// The SDK configuration for a client of `endpoint` (a local stand-in; AWS when `None`).
-pub async fn sdk_config(config: &Config, endpoint: Option<&str>) -> aws_config::SdkConfig {
+pub async fn sdk_config(aws: &AwsEnv, endpoint: Option<&str>) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         // No attempt or operation timeout: every call waits until the request's deadline
         // (store/deadline.rs), so a slow service shortens waits instead of multiplying them.
@@ -15,19 +22,19 @@ pub async fn sdk_config(config: &Config, endpoint: Option<&str>) -> aws_config::
     // Lambda always sets these: naming them skips building the default provider chains
     // (its web-identity provider alone builds an STS client and loads the system
     // certificates, ~10 ms of a cold start here).
-    if config.aws.credentials_in_env {
+    if aws.credentials_in_env {
         loader = loader.credentials_provider(aws_config::environment::EnvironmentVariableCredentialsProvider::new());
     }
-    if let Some(region) = &config.aws.region {
+    if let Some(region) = &aws.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }
     if let Some(endpoint) = endpoint {
         loader = loader.endpoint_url(endpoint);
         // A local stand-in accepts any credentials; supply some when none are configured.
-        if !config.aws.credentials_in_env {
+        if !aws.credentials_in_env {
             loader = loader.credentials_provider(aws_credential_types::Credentials::new("local", "local", None, None, "local"));
         }
-        if config.aws.region.is_none() {
+        if aws.region.is_none() {
             loader = loader.region(aws_config::Region::new("us-east-1"));
         }
     }

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Duration, DurationRound, Utc};
+use chrono::{DateTime, Duration, DurationRound, NaiveDate, Utc};
 
 #[derive(Debug, Clone, Default)]
 pub enum Clock {
@@ -57,6 +57,37 @@ pub fn hour_key(at: DateTime<Utc>) -> String {
     at.format("%Y%m%d%H").to_string()
 }
 
+/// The UTC hour of the day in attribute names, `07` (`hour_07`, `ratings_07`).
+pub fn hour_of_day(at: DateTime<Utc>) -> String {
+    at.format("%H").to_string()
+}
+
+/// A [`timestamp`] read back (any RFC 3339 instant is taken).
+pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// A [`date`] read back, `2026-11-25`.
+pub fn parse_date(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+}
+
+/// A [`day_key`] read back, `20261125`.
+pub fn parse_day_key(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y%m%d").ok()
+}
+
+/// Whole seconds from `now` to the [`timestamp`] `at` (0 when it has passed or does not read).
+pub fn seconds_until(at: &str, now: DateTime<Utc>) -> i64 {
+    parse_timestamp(at).map_or(0, |t| (t - now).num_seconds().max(0))
+}
+
+/// Milliseconds since the epoch on the machine's own clock, whatever the service's clock says:
+/// what Lambda's deadline and CloudWatch's timestamps are written in.
+pub fn wall_clock_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
 /// The time of day a golfer reads in a refusal, `08:00`.
 pub fn clock_time(at: DateTime<Utc>) -> String {
     at.format("%H:%M").to_string()
@@ -85,5 +116,12 @@ mod tests {
         assert_eq!(hour_key(at), "2026112507");
         assert_eq!(clock_time(next_hour(at)), "08:00");
         assert_eq!(timestamp(next_day(at)), "2026-11-26T00:00:00.000Z");
+        assert_eq!(hour_of_day(at), "07");
+        assert_eq!(parse_timestamp(&timestamp(at)), Some(at));
+        assert_eq!(parse_date(&date(at)), Some(at.date_naive()));
+        assert_eq!(parse_day_key(&day_key(at)), Some(at.date_naive()));
+        assert_eq!(seconds_until(&timestamp(next_hour(at)), at), 14 * 60 + 30);
+        assert_eq!(seconds_until(&timestamp(at), next_hour(at)), 0);
+        assert_eq!(seconds_until("not a time", at), 0);
     }
 }

@@ -7,26 +7,14 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::limits::{Limits, DEFAULT_PRICES};
-use crate::llm::table::{ModelSpec, ModelTableError, OutputLimit};
+use crate::limits::Limits;
+use crate::aws::AwsEnv;
+use crate::llm::settings::{BreakerConfig, ModelConfig};
+use crate::llm::table::ModelTableError;
 
-/// The default model's row, so a default Config needs no table (a test keeps it equal to
-/// the table's row): gpt-6-luna, with no announced shutdown, at reasoning effort none.
-const DEFAULT_MODEL: &str = "gpt-6-luna";
 /// The log-hash key outside Lambda. It is public (it is here), so inside Lambda the service
 /// refuses to start with it: hashed ids and IPs could be reversed by anyone.
 pub const DEFAULT_LOG_HASH_KEY: &str = "coach-api";
-const DEFAULT_SPEC: ModelSpec = ModelSpec {
-    name: String::new(),
-    prices: DEFAULT_PRICES,
-    output_limit: OutputLimit::MaxCompletionTokens,
-    temperature: true,
-    reasoning_effort: Some(crate::models::Effort::None),
-    shutdown: None,
-    replacement: None,
-    tokens_per_o200k_milli: 1000,
-    schema_in_prompt: true,
-};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
@@ -43,80 +31,6 @@ impl AuthMode {
             Self::Local => "local",
         }
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct ModelConfig {
-    pub api_key: Option<SecretString>,
-    /// The Secrets Manager secret holding `api_key` (and `log_hash_key`), read at start and
-    /// again after a 401 (in AWS; locally the key may come from `OPENAI_API_KEY`).
-    pub secret_arn: Option<String>,
-    pub base_url: Option<String>,
-    pub model: String,
-    /// The model's row of the model table: the parameters it takes.
-    pub spec: ModelSpec,
-    pub temperature: f32,
-    /// Upper bound for one HTTP attempt.
-    pub attempt_timeout: Duration,
-    pub max_attempts: u32,
-    pub backoff_base: Duration,
-    pub backoff_cap: Duration,
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        Self {
-            api_key: None,
-            secret_arn: None,
-            base_url: None,
-            model: DEFAULT_MODEL.into(),
-            spec: ModelSpec { name: String::new(), ..DEFAULT_SPEC },
-            temperature: 0.7,
-            attempt_timeout: Duration::from_secs(12),
-            max_attempts: 3,
-            backoff_base: Duration::from_millis(200),
-            backoff_cap: Duration::from_secs(2),
-        }
-    }
-}
-
-impl ModelConfig {
-    /// Without a key (or a secret holding one) and a base URL there is no model to call: the
-    /// offline coach answers.
-    pub fn is_offline(&self) -> bool {
-        self.api_key.is_none() && self.secret_arn.is_none() && self.base_url.is_none()
-    }
-}
-
-/// The model's circuit breaker (per instance): opens after `consecutive` failures in a row or
-/// when at least `ratio` of the calls in the last `window` failed (with `min_calls` seen).
-#[derive(Debug, Clone)]
-pub struct BreakerConfig {
-    pub consecutive: u32,
-    pub ratio: f64,
-    pub min_calls: usize,
-    pub window: Duration,
-    pub open_for: Duration,
-}
-
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        Self {
-            consecutive: 5,
-            ratio: 0.5,
-            min_calls: 10,
-            window: Duration::from_secs(30),
-            open_for: Duration::from_secs(15),
-        }
-    }
-}
-
-/// What the AWS SDK would otherwise find by probing its provider chains.
-#[derive(Debug, Clone, Default)]
-pub struct AwsEnv {
-    /// `AWS_ACCESS_KEY_ID` is set (Lambda always sets it): use the environment's credentials.
-    pub credentials_in_env: bool,
-    pub region: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -412,6 +326,8 @@ fn dollars(name: &'static str, v: &str) -> Result<u64, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::settings::{DEFAULT_MODEL, DEFAULT_SPEC};
+    use crate::llm::table::{ModelSpec, OutputLimit};
     use secrecy::ExposeSecret;
     use std::collections::HashMap;
 

@@ -83,10 +83,7 @@ pub fn themes_before(newest: Option<&RecentTurn>, now: DateTime<Utc>) -> Coachin
 /// Whether a turn asked at `now` starts a new session after `newest` (a turn whose time does
 /// not read counts as long ago).
 fn is_new_session(newest: &RecentTurn, now: DateTime<Utc>) -> bool {
-    match DateTime::parse_from_rfc3339(&newest.last_updated) {
-        Ok(asked) => now.signed_duration_since(asked) > SESSION_GAP,
-        Err(_) => true,
-    }
+    crate::clock::parse_timestamp(&newest.last_updated).is_none_or(|asked| now.signed_duration_since(asked) > SESSION_GAP)
 }
 
 fn next_session(mut themes: CoachingThemes) -> CoachingThemes {

@@ -181,7 +181,7 @@ async fn seed_demo(config: Config, extra: usize, file: Option<&Path>) -> Result<
         Some(f) => seed::golfers(&std::fs::read_to_string(f)?)?,
         None => vec![],
     };
-    let n = seed::seed(&store, extra, &more).await?;
+    let n = seed::seed(&store, extra, &more, config.clock().now()).await?;
     tracing::info!(golfers = n, "demo data loaded: demo-alice, demo-ben, demo-chloe{}", if extra > 0 { ", golfer-0001, …" } else { "" });
     Ok(())
 }
@@ -205,7 +205,7 @@ fn model_row(config: &Config, variant: Option<&str>) -> Result<llm::table::Model
 fn prompt_version(config: Config, variant: Option<&str>) -> Result<(), Failure> {
     let prompts = templates(&config, variant)?;
     let model = model_row(&config, variant)?;
-    writeln!(std::io::stdout().lock(), "{}", coach_api::prompts::prompt_version(prompts.hash(), &model))?;
+    writeln!(std::io::stdout().lock(), "{}", coach_api::prompts::prompt_version(prompts.hash(), &model.asked()))?;
     Ok(())
 }
 

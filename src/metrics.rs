@@ -213,7 +213,7 @@ impl RequestMetrics {
 
     /// Writes the EMF line to the sink as one write.
     pub fn emit(&self, sink: &Sink) {
-        sink.write(self.to_emf(chrono::Utc::now().timestamp_millis()).to_string());
+        sink.write(self.to_emf(crate::clock::wall_clock_ms()).to_string());
     }
 }
 

@@ -5,7 +5,7 @@
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::config::Config;
+use crate::aws::AwsEnv;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -34,10 +34,11 @@ pub struct SecretSource {
 }
 
 impl SecretSource {
-    /// The configured secret, or `None` when keys come from the environment (local runs).
-    pub async fn connect(config: &Config) -> Option<Self> {
-        let arn = config.model.secret_arn.clone()?;
-        let shared = crate::aws::sdk_config(config, config.secrets_endpoint.as_deref()).await;
+    /// The secret `arn`, or `None` when keys come from the environment (local runs); a local
+    /// stand-in for Secrets Manager at `endpoint` (tests).
+    pub async fn connect(arn: Option<&str>, aws: &AwsEnv, endpoint: Option<&str>) -> Option<Self> {
+        let arn = arn?.to_string();
+        let shared = crate::aws::sdk_config(aws, endpoint).await;
         Some(Self { client: aws_sdk_secretsmanager::Client::new(&shared), arn })
     }
 

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::limits::Limits;
 use crate::llm::offline::OfflineCoach;
 use crate::llm::openai::OpenAiCoach;
-use crate::llm::table::{InService, ModelTableError, Models};
+use crate::llm::table::{InService, ModelSpec, ModelTableError, Models};
 use crate::llm::watch::ModelWatch;
 use crate::llm::{Coach, LlmError};
 use crate::metrics::Sink;
@@ -114,7 +114,7 @@ impl AppState {
             None => None,
         };
         // The keys from Secrets Manager, when the deployment names the secret: no key, no start.
-        let secret = SecretSource::connect(&config).await.map(Arc::new);
+        let secret = SecretSource::connect(config.model.secret_arn.as_deref(), &config.aws, config.secrets_endpoint.as_deref()).await.map(Arc::new);
         if let Some(source) = &secret {
             let keys = source.fetch().await?;
             config.model.api_key = Some(keys.api_key);
@@ -135,11 +135,16 @@ impl AppState {
         Ok(state)
     }
 
-    /// The limits of a message asked at `now` with `set`, at the prices of the model it calls
-    /// then (the variant's row, or the model in service).
-    pub fn limits_at(&self, now: chrono::DateTime<chrono::Utc>, set: &PromptSet) -> Limits {
-        let prices = self.models.row(set.model.as_deref(), now.date_naive()).map_or(self.config.limits.prices, |m| m.prices);
-        Limits { prices, ..self.config.limits.clone() }
+    /// The model row a message asked at `now` with `set` is answered by: the variant's own, or
+    /// the model in service then (its replacement from its shutdown on). Decided once, at
+    /// admission; every later step reads the row the message carries.
+    pub fn model_row(&self, set: &PromptSet, now: chrono::DateTime<chrono::Utc>) -> ModelSpec {
+        self.models.row(set.model.as_deref(), now.date_naive()).unwrap_or_else(|| self.config.model.spec.clone())
+    }
+
+    /// The limits of a message answered by `row`, at its prices.
+    pub fn limits_for(&self, row: &ModelSpec) -> Limits {
+        Limits { prices: row.prices, ..self.config.limits.clone() }
     }
 
     /// The templates (and model row) `user`'s messages are answered with.

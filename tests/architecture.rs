@@ -1,16 +1,36 @@
-//! The invariants ARCHITECTURE.md states, checked on the source: who may import what, who
-//! reads the environment, who speaks DynamoDB, no import circles, and the flow's size limits.
-//! Test modules (`#[cfg(test)] mod … { }`) are left out: they may reach anywhere.
+//! The invariants ARCHITECTURE.md states, checked on the parsed source (syn): who may import
+//! what, with no import circle between the top-level modules or between files; who reads the
+//! environment, who speaks DynamoDB and how, who formats time; the flow's size limits.
+//! Items under `#[cfg(test)]` are left out: tests may reach anywhere.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, reason = "a test crate: a panic is how a test fails")]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// A source file of `src/` without its test modules: its module path and its lines.
+use syn::spanned::Spanned;
+use syn::visit::Visit;
+
+/// A source file of `src/` without its test items: its module path and its syntax.
 struct Source {
+    /// `chat::admit`; the crate root is "".
     module: String,
     path: PathBuf,
-    lines: Vec<String>,
+    file: syn::File,
+    lines: usize,
+}
+
+impl Source {
+    fn top(&self) -> &str {
+        self.module.split("::").next().unwrap_or("")
+    }
+
+    fn is(&self, top: &str) -> bool {
+        self.top() == top
+    }
+
+    fn at(&self, span: proc_macro2::Span) -> String {
+        format!("{}:{}", self.path.display(), span.start().line)
+    }
 }
 
 fn sources() -> Vec<Source> {
@@ -25,7 +45,9 @@ fn sources() -> Vec<Source> {
                 parts.pop();
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            Source { module: parts.join("::"), path, lines: without_tests(&text) }
+            let mut file = syn::parse_file(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            without_tests(&mut file.items);
+            Source { module: parts.join("::"), path, file, lines: text.lines().count() }
         })
         .collect()
 }
@@ -41,88 +63,184 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The lines outside `#[cfg(test)] mod name { … }` blocks.
-fn without_tests(text: &str) -> Vec<String> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut kept = vec![];
-    let mut i = 0;
-    while i < lines.len() {
-        let opens_test_module = lines[i].trim() == "#[cfg(test)]" && lines.get(i + 1).is_some_and(|l| l.trim_start().starts_with("mod ") || l.trim_start().starts_with("pub(crate) mod "));
-        if opens_test_module {
-            let mut depth = 0i32;
-            let mut j = i + 1;
-            loop {
-                depth += braces(lines[j]);
-                j += 1;
-                if depth <= 0 || j >= lines.len() {
-                    break;
+fn is_test(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|a| a.path().is_ident("cfg") && a.parse_args::<syn::Meta>().is_ok_and(|m| m.path().is_ident("test")))
+}
+
+/// Drops every item under `#[cfg(test)]`, in inline modules too.
+fn without_tests(items: &mut Vec<syn::Item>) {
+    items.retain(|item| {
+        let attrs = match item {
+            syn::Item::Mod(m) => &m.attrs,
+            syn::Item::Fn(f) => &f.attrs,
+            syn::Item::Impl(i) => &i.attrs,
+            syn::Item::Use(u) => &u.attrs,
+            syn::Item::Struct(s) => &s.attrs,
+            syn::Item::Const(c) => &c.attrs,
+            _ => return true,
+        };
+        !is_test(attrs)
+    });
+    for item in items {
+        if let syn::Item::Mod(syn::ItemMod { content: Some((_, inner)), .. }) = item {
+            without_tests(inner);
+        }
+    }
+}
+
+/// A macro's body as statements (`stream! { … }`, `tokio::join!(…)`, `format!(…)`), when it
+/// parses as statements or as expressions separated by commas; otherwise nothing.
+fn macro_body(mac: &syn::Macro) -> Vec<syn::Stmt> {
+    use syn::parse::Parser;
+    if let Ok(stmts) = syn::Block::parse_within.parse2(mac.tokens.clone()) {
+        return stmts;
+    }
+    let exprs = syn::punctuated::Punctuated::<syn::Expr, syn::Token![,]>::parse_terminated.parse2(mac.tokens.clone());
+    exprs.map(|list| list.into_iter().map(|e| syn::Stmt::Expr(e, None)).collect()).unwrap_or_default()
+}
+
+/// Every path a file names, with `use` trees spread into whole paths (`use crate::{a::X, b}`
+/// names `crate::a::X` and `crate::b`), as segments.
+#[derive(Default)]
+struct Paths(Vec<(Vec<String>, proc_macro2::Span)>);
+
+impl Paths {
+    fn of(file: &syn::File) -> Self {
+        let mut p = Self::default();
+        p.visit_file(file);
+        p
+    }
+
+    fn use_tree(&mut self, prefix: &[String], tree: &syn::UseTree) {
+        let mut path = prefix.to_vec();
+        match tree {
+            syn::UseTree::Path(p) => {
+                path.push(p.ident.to_string());
+                self.use_tree(&path, &p.tree);
+            }
+            syn::UseTree::Name(n) => {
+                path.push(n.ident.to_string());
+                self.0.push((path, n.ident.span()));
+            }
+            syn::UseTree::Rename(r) => {
+                path.push(r.ident.to_string());
+                self.0.push((path, r.ident.span()));
+            }
+            syn::UseTree::Glob(g) => self.0.push((path, g.star_token.span())),
+            syn::UseTree::Group(g) => {
+                for t in &g.items {
+                    self.use_tree(&path, t);
                 }
             }
-            i = j;
-            continue;
         }
-        kept.push(lines[i].to_string());
-        i += 1;
     }
-    kept
 }
 
-/// Opening minus closing braces on a line, outside string and char literals and comments.
-fn braces(line: &str) -> i32 {
-    let code = line.split("//").next().unwrap_or("");
-    let mut depth = 0;
-    let mut in_str = false;
-    let mut prev = ' ';
-    for c in code.chars() {
-        match c {
-            '"' if prev != '\\' => in_str = !in_str,
-            '{' if !in_str => depth += 1,
-            '}' if !in_str => depth -= 1,
-            _ => {}
+impl<'ast> Visit<'ast> for Paths {
+    fn visit_path(&mut self, p: &'ast syn::Path) {
+        self.0.push((p.segments.iter().map(|s| s.ident.to_string()).collect(), p.span()));
+        syn::visit::visit_path(self, p);
+    }
+
+    fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
+        self.use_tree(&[], &u.tree);
+    }
+
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        for stmt in macro_body(m) {
+            Visit::visit_stmt(self, &stmt);
         }
-        prev = c;
+        syn::visit::visit_macro(self, m);
     }
-    depth
 }
 
-fn code(line: &str) -> &str {
-    line.split("//").next().unwrap_or("")
+/// The module a path names within the crate (`crate::`, `super::`, `self::`), if any.
+fn target(from: &str, path: &[String], modules: &BTreeSet<String>) -> Option<String> {
+    let mut here: Vec<&str> = if from.is_empty() { vec![] } else { from.split("::").collect() };
+    let mut rest = path;
+    match path.first().map(String::as_str) {
+        Some("crate") => {
+            here.clear();
+            rest = &path[1..];
+        }
+        Some("super") | Some("self") => {
+            while let Some(s) = rest.first().map(String::as_str).filter(|s| *s == "super" || *s == "self") {
+                if s == "super" {
+                    here.pop();
+                }
+                rest = &rest[1..];
+            }
+        }
+        _ => return None,
+    }
+    let full: Vec<&str> = here.iter().copied().chain(rest.iter().map(String::as_str)).collect();
+    (1..=full.len()).rev().map(|k| full[..k].join("::")).find(|c| modules.contains(c))
 }
 
-/// The modules each module refers to through `crate::` or `super::` paths (its children,
-/// named without a prefix, are its own and do not count).
+/// Who imports whom, file by file.
 fn imports(sources: &[Source]) -> BTreeMap<String, BTreeSet<String>> {
-    let modules: BTreeSet<&str> = sources.iter().map(|s| s.module.as_str()).collect();
-    let path = regex::Regex::new(r"\b(crate|super)((?:::[a-z_0-9]+)+)").unwrap();
-    let mut edges = BTreeMap::new();
-    for s in sources {
-        let parent = s.module.rsplit_once("::").map_or("", |(p, _)| p);
-        let mut to = BTreeSet::new();
-        for line in &s.lines {
-            for m in path.captures_iter(code(line)) {
-                let rest = m[2].trim_start_matches("::");
-                let full = match (&m[1], parent) {
-                    ("crate", _) | ("super", "") => rest.to_string(),
-                    _ => format!("{parent}::{rest}"),
-                };
-                let segments: Vec<&str> = full.split("::").collect();
-                let target = (1..=segments.len()).rev().map(|k| segments[..k].join("::")).find(|c| modules.contains(c.as_str()));
-                if let Some(t) = target.filter(|t| *t != s.module && !t.is_empty()) {
-                    to.insert(t);
-                }
+    let modules: BTreeSet<String> = sources.iter().map(|s| s.module.clone()).collect();
+    sources
+        .iter()
+        .map(|s| {
+            let to = Paths::of(&s.file).0.iter().filter_map(|(p, _)| target(&s.module, p, &modules)).filter(|t| *t != s.module && !t.is_empty()).collect();
+            (s.module.clone(), to)
+        })
+        .collect()
+}
+
+/// A circle in `edges`, as the modules on it, if there is one.
+fn circle(edges: &BTreeMap<String, BTreeSet<String>>, related: impl Fn(&str, &str) -> bool) -> Option<Vec<String>> {
+    fn reaches(edges: &BTreeMap<String, BTreeSet<String>>, related: &dyn Fn(&str, &str) -> bool, from: &str, to: &str, seen: &mut BTreeSet<String>, path: &mut Vec<String>) -> bool {
+        for next in edges.get(from).into_iter().flatten() {
+            if related(from, next) {
+                continue;
             }
+            path.push(next.clone());
+            if next == to || (seen.insert(next.clone()) && reaches(edges, related, next, to, seen, path)) {
+                return true;
+            }
+            path.pop();
         }
-        edges.insert(s.module.clone(), to);
+        false
     }
-    edges
+    edges.keys().find_map(|m| {
+        let mut path = vec![m.clone()];
+        reaches(edges, &related, m, m, &mut BTreeSet::new(), &mut path).then_some(path)
+    })
+}
+
+#[test]
+fn the_checks_see_what_they_look_for() {
+    let file: syn::File = syn::parse_quote! {
+        use crate::{config::Config, llm::{self, table::Row}};
+        use super::store::*;
+        fn f() { let t = chrono::Utc::now(); super::super::clock::x(); let s = async_stream::stream! { crate::tokens::count(); }; }
+        #[cfg(test)]
+        mod tests { use crate::api::X; }
+    };
+    let mut file = file;
+    without_tests(&mut file.items);
+    let paths: Vec<String> = Paths::of(&file).0.into_iter().map(|(p, _)| p.join("::")).collect();
+    for expected in ["crate::config::Config", "crate::llm::self", "crate::llm::table::Row", "super::store", "chrono::Utc::now", "super::super::clock::x", "crate::tokens::count"] {
+        assert!(paths.iter().any(|p| p == expected), "{expected} not in {paths:?}");
+    }
+    assert!(!paths.iter().any(|p| p.contains("api")), "test modules are left out: {paths:?}");
+    let modules: BTreeSet<String> = ["config", "llm", "llm::table", "chat", "chat::admit", "clock"].map(String::from).into();
+    let seg = |s: &str| s.split("::").map(String::from).collect::<Vec<_>>();
+    assert_eq!(target("chat::admit", &seg("crate::llm::table::Row"), &modules).as_deref(), Some("llm::table"));
+    assert_eq!(target("chat::admit", &seg("super::super::clock::x"), &modules).as_deref(), Some("clock"));
+    assert_eq!(target("chat::admit", &seg("super::Caller"), &modules).as_deref(), Some("chat"));
+    assert_eq!(target("chat::admit", &seg("chrono::Utc"), &modules), None);
+    let edges: BTreeMap<String, BTreeSet<String>> = [("a", "b"), ("b", "c"), ("c", "a")].iter().map(|(f, t)| (f.to_string(), BTreeSet::from([t.to_string()]))).collect();
+    assert!(circle(&edges, |_, _| false).is_some());
 }
 
 #[test]
 fn the_http_edge_never_imports_the_store() {
-    for s in sources().iter().filter(|s| s.module.starts_with("api")) {
-        for line in &s.lines {
-            assert!(!code(line).contains("crate::store"), "{}: {line}", s.path.display());
-        }
+    let edges = imports(&sources());
+    for (from, to) in edges.iter().filter(|(m, _)| m.split("::").next() == Some("api")) {
+        assert!(!to.iter().any(|t| t == "store" || t.starts_with("store::")), "{from} imports the store: {to:?}");
     }
 }
 
@@ -138,137 +256,217 @@ fn limits_is_pure_policy() {
 #[test]
 fn only_the_store_speaks_dynamodb_and_only_config_reads_the_environment() {
     for s in sources() {
-        for line in &s.lines {
-            let c = code(line);
-            if !s.module.starts_with("store") {
-                assert!(!c.contains("aws_sdk_dynamodb"), "{}: {line}", s.path.display());
+        for (path, span) in Paths::of(&s.file).0 {
+            if !s.is("store") {
+                assert!(path.first().map(String::as_str) != Some("aws_sdk_dynamodb"), "{}: {}", s.at(span), path.join("::"));
             }
             if s.module != "config" {
-                assert!(!c.contains("env::var"), "{}: {line}", s.path.display());
-            }
-            // Every DynamoDB call of the store counts, waits and maps errors in one place.
-            if s.module.starts_with("store") && s.module != "store" && s.module != "store::deadline" {
-                assert!(!c.contains("within(") && !c.contains("stats::call"), "{}: {line}", s.path.display());
+                let env_read = path.windows(2).any(|w| w[0] == "env" && (w[1] == "var" || w[1] == "var_os" || w[1] == "vars"));
+                assert!(!env_read, "{}: {}", s.at(span), path.join("::"));
             }
         }
+    }
+}
+
+/// Finds `.send().await`: an SDK call awaited where it is made, not handed to `Store::send_raw`.
+struct AwaitedSends(Vec<proc_macro2::Span>);
+
+impl<'ast> Visit<'ast> for AwaitedSends {
+    fn visit_expr_await(&mut self, e: &'ast syn::ExprAwait) {
+        if let syn::Expr::MethodCall(call) = &*e.base {
+            if call.method == "send" && call.args.is_empty() {
+                self.0.push(call.method.span());
+            }
+        }
+        syn::visit::visit_expr_await(self, e);
+    }
+
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        for stmt in macro_body(m) {
+            Visit::visit_stmt(self, &stmt);
+        }
+    }
+}
+
+/// Every DynamoDB call goes through `Store::send_raw` (directly, or through `Store::send`,
+/// which also maps the error): its permit, its deadline, its statistics. The SDK's `send()`
+/// is only ever made inside the closure handed to it, never awaited where it is built.
+#[test]
+fn every_dynamodb_call_goes_through_the_stores_one_door() {
+    let mut found = vec![];
+    for s in sources().iter().filter(|s| s.is("store")) {
+        let mut v = AwaitedSends(vec![]);
+        v.visit_file(&s.file);
+        found.extend(v.0.into_iter().map(|span| s.at(span)));
+    }
+    assert!(found.is_empty(), "SDK calls awaited outside Store::send_raw: {found:?}");
+    let mut probe = AwaitedSends(vec![]);
+    probe.visit_file(&syn::parse_quote! { async fn f() { client.get_item().send().await; } });
+    assert_eq!(probe.0.len(), 1, "the check finds an awaited send");
+}
+
+/// Reads and writes of time outside `clock.rs`: `Utc::now`, `parse_from_str`,
+/// `parse_from_rfc3339`, and `.format("…%…")`.
+struct TimeFormats(Vec<(String, proc_macro2::Span)>);
+
+impl<'ast> Visit<'ast> for TimeFormats {
+    fn visit_path(&mut self, p: &'ast syn::Path) {
+        let segs: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
+        let named = segs.windows(2).any(|w| w[0] == "Utc" && w[1] == "now") || segs.last().is_some_and(|l| l == "parse_from_str" || l == "parse_from_rfc3339");
+        if named {
+            self.0.push((segs.join("::"), p.span()));
+        }
+        syn::visit::visit_path(self, p);
+    }
+
+    fn visit_expr_method_call(&mut self, call: &'ast syn::ExprMethodCall) {
+        let strftime = |e: &syn::Expr| matches!(e, syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) if s.value().contains('%'));
+        if call.method == "format" && call.args.first().is_some_and(strftime) {
+            self.0.push((".format(…%…)".into(), call.method.span()));
+        }
+        syn::visit::visit_expr_method_call(self, call);
+    }
+
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        for stmt in macro_body(m) {
+            Visit::visit_stmt(self, &stmt);
+        }
+        syn::visit::visit_macro(self, m);
     }
 }
 
 #[test]
-fn no_import_circles() {
-    let edges = imports(&sources());
-    // Depth-first search for a path back to where it started.
-    fn reaches(edges: &BTreeMap<String, BTreeSet<String>>, from: &str, to: &str, seen: &mut BTreeSet<String>, path: &mut Vec<String>) -> bool {
-        for next in edges.get(from).into_iter().flatten() {
-            // A child naming its parent's items through `super::` is one module's inside.
-            if from.starts_with(&format!("{next}::")) || next.starts_with(&format!("{from}::")) {
-                continue;
-            }
-            path.push(next.clone());
-            if next == to || (seen.insert(next.clone()) && reaches(edges, next, to, seen, path)) {
-                return true;
-            }
-            path.pop();
-        }
-        false
+fn time_is_read_and_written_down_only_in_clock() {
+    let mut found = vec![];
+    for s in sources().iter().filter(|s| s.module != "clock") {
+        let mut v = TimeFormats(vec![]);
+        v.visit_file(&s.file);
+        found.extend(v.0.into_iter().map(|(what, span)| format!("{}: {what}", s.at(span))));
     }
-    for module in edges.keys() {
-        let mut path = vec![module.clone()];
-        let circle = reaches(&edges, module, module, &mut BTreeSet::new(), &mut path);
-        assert!(!circle, "import circle: {}", path.join(" → "));
+    assert!(found.is_empty(), "time read or formatted outside clock.rs: {found:#?}");
+    let mut probe = TimeFormats(vec![]);
+    probe.visit_file(&syn::parse_quote! { fn f() { let a = Utc::now(); let b = at.format("%H"); let c = NaiveDate::parse_from_str(s, "%Y"); } });
+    assert_eq!(probe.0.len(), 3, "the check finds each: {:?}", probe.0.iter().map(|(w, _)| w).collect::<Vec<_>>());
+}
+
+#[test]
+fn no_import_circles_between_files() {
+    // A child naming its parent's items through `super::` is one module's inside.
+    let related = |a: &str, b: &str| a.starts_with(&format!("{b}::")) || b.starts_with(&format!("{a}::"));
+    if let Some(path) = circle(&imports(&sources()), related) {
+        panic!("import circle: {}", path.join(" → "));
     }
 }
 
-/// The number of parameters of each `fn` in `text` (`self` included), by name.
-fn arities(text: &str) -> Vec<(String, usize)> {
-    let start = regex::Regex::new(r"\bfn\s+(\w+)").unwrap();
-    let mut out = vec![];
-    for m in start.captures_iter(text) {
-        let mut rest = text[m.get(0).unwrap().end()..].trim_start();
-        // Generic parameters first: `<` … the matching `>` (not an `->`).
-        if rest.starts_with('<') {
-            let mut angle = 0;
-            let mut prev = ' ';
-            for (i, c) in rest.char_indices() {
-                match c {
-                    '<' => angle += 1,
-                    '>' if prev != '-' => angle -= 1,
-                    _ => {}
-                }
-                prev = c;
-                if angle == 0 {
-                    rest = &rest[i + 1..];
-                    break;
-                }
-            }
-        }
-        let (mut depth, mut params, mut any, mut angle, mut prev) = (0i32, 0usize, false, 0i32, ' ');
-        for c in rest.chars() {
-            match c {
-                '(' | '[' => depth += 1,
-                ')' | ']' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        break;
-                    }
-                }
-                '<' => angle += 1,
-                '>' if prev != '-' && angle > 0 => angle -= 1,
-                ',' if depth == 1 && angle == 0 => {
-                    params += 1;
-                    any = false;
-                }
-                c if depth >= 1 && !c.is_whitespace() => any = true,
-                _ => {}
-            }
-            prev = c;
-        }
-        out.push((m[1].to_string(), params + usize::from(any)));
+/// The top-level modules (`config`, `llm`, `chat`, …) form no circle either: `config` reads
+/// the environment into the settings other modules define, and none of them imports it back.
+#[test]
+fn no_import_circles_between_top_level_modules() {
+    let top = |m: &str| m.split("::").next().unwrap_or("").to_string();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (from, to) in imports(&sources()) {
+        let entry = edges.entry(top(&from)).or_default();
+        entry.extend(to.iter().map(|t| top(t)).filter(|t| *t != top(&from)));
     }
-    out
+    if let Some(path) = circle(&edges, |_, _| false) {
+        panic!("import circle between top-level modules: {}", path.join(" → "));
+    }
+}
+
+/// A function with a body: its signature and its lines, from `fn` to the closing brace (its
+/// doc comment and attributes not counted).
+struct Function<'a> {
+    sig: &'a syn::Signature,
+    span: proc_macro2::Span,
+    lines: usize,
+}
+
+/// Every function with a body: free, in an impl or a trait.
+struct Functions<'a>(Vec<Function<'a>>);
+
+impl<'a> Functions<'a> {
+    fn add(&mut self, sig: &'a syn::Signature, block: &syn::Block) {
+        let lines = block.brace_token.span.close().end().line + 1 - sig.span().start().line;
+        self.0.push(Function { sig, span: sig.span(), lines });
+    }
+}
+
+impl<'ast> Visit<'ast> for Functions<'ast> {
+    fn visit_item_fn(&mut self, f: &'ast syn::ItemFn) {
+        self.add(&f.sig, &f.block);
+        syn::visit::visit_item_fn(self, f);
+    }
+
+    fn visit_impl_item_fn(&mut self, f: &'ast syn::ImplItemFn) {
+        self.add(&f.sig, &f.block);
+        syn::visit::visit_impl_item_fn(self, f);
+    }
+
+    fn visit_trait_item_fn(&mut self, f: &'ast syn::TraitItemFn) {
+        if let Some(block) = &f.default {
+            self.add(&f.sig, block);
+        }
+        syn::visit::visit_trait_item_fn(self, f);
+    }
 }
 
 #[test]
 fn no_function_takes_more_than_five_arguments() {
-    assert_eq!(arities("fn a(x: u8, y: Vec<(u8, u8)>,) {} fn b<T: Fn(u8, u8)>(&self, f: T) {}"), [("a".to_string(), 2), ("b".to_string(), 2)]);
     for s in sources() {
-        for (name, n) in arities(&s.lines.join("\n")) {
-            assert!(n <= 5, "{}: fn {name} takes {n} arguments", s.path.display());
+        let mut fns = Functions(vec![]);
+        fns.visit_file(&s.file);
+        for f in fns.0 {
+            assert!(f.sig.inputs.len() <= 5, "{}: fn {} takes {} arguments", s.at(f.span), f.sig.ident, f.sig.inputs.len());
         }
     }
 }
 
 #[test]
 fn the_flow_reads_in_small_pieces() {
-    let fn_start = regex::Regex::new(r"^\s*(pub(\([a-z]+\))?\s+)?(const\s+)?(async\s+)?fn\s+(\w+)").unwrap();
     for s in sources() {
-        if s.module.starts_with("chat") {
-            let total = std::fs::read_to_string(&s.path).unwrap().lines().count();
-            assert!(total <= 300, "{} has {total} lines", s.path.display());
+        if s.is("chat") {
+            assert!(s.lines <= 300, "{} has {} lines", s.path.display(), s.lines);
         }
-        let mut i = 0;
-        while i < s.lines.len() {
-            let Some(m) = fn_start.captures(&s.lines[i]) else {
-                i += 1;
-                continue;
-            };
-            if s.lines[i].trim_end().ends_with(';') {
-                i += 1;
-                continue;
-            }
-            let (mut depth, mut started, mut j) = (0, false, i);
-            while j < s.lines.len() {
-                depth += braces(&s.lines[j]);
-                started |= code(&s.lines[j]).contains('{');
-                if started && depth <= 0 {
-                    break;
-                }
-                j += 1;
-            }
-            let length = j - i + 1;
-            assert!(length <= 60, "{}: fn {} has {length} lines", s.path.display(), &m[5]);
-            i += 1;
+        let mut fns = Functions(vec![]);
+        fns.visit_file(&s.file);
+        for f in fns.0 {
+            assert!(f.lines <= 60, "{}: fn {} has {} lines", s.at(f.span), f.sig.ident, f.lines);
         }
+    }
+}
+
+/// Method calls and paths a module makes, by name.
+struct Names(BTreeSet<String>);
+
+impl<'ast> Visit<'ast> for Names {
+    fn visit_expr_method_call(&mut self, call: &'ast syn::ExprMethodCall) {
+        self.0.insert(format!(".{}()", call.method));
+        syn::visit::visit_expr_method_call(self, call);
+    }
+
+    fn visit_path(&mut self, p: &'ast syn::Path) {
+        for s in &p.segments {
+            self.0.insert(s.ident.to_string());
+        }
+        let segs: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
+        self.0.insert(segs.join("::"));
+        syn::visit::visit_path(self, p);
+    }
+
+    fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
+        let mut paths = Paths::default();
+        paths.use_tree(&[], &u.tree);
+        for (p, _) in paths.0 {
+            self.0.extend(p.iter().cloned());
+            self.0.insert(p.join("::"));
+        }
+    }
+
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        for stmt in macro_body(m) {
+            Visit::visit_stmt(self, &stmt);
+        }
+        syn::visit::visit_macro(self, m);
     }
 }
 
@@ -276,12 +474,14 @@ fn the_flow_reads_in_small_pieces() {
 /// neither spawns a reader nor takes async-openai's streaming call, which does.
 #[test]
 fn the_model_stream_is_read_in_the_requests_own_task() {
-    let llm: Vec<Source> = sources().into_iter().filter(|s| s.module.starts_with("llm")).collect();
-    assert!(llm.iter().any(|s| s.lines.iter().any(|l| code(l).contains(".eventsource()"))), "the SSE parser reads the byte stream");
-    for s in &llm {
-        for line in &s.lines {
-            let c = code(line);
-            assert!(!c.contains("tokio::spawn") && !c.contains("create_stream") && !c.contains("mpsc::"), "{}: {line}", s.path.display());
+    let mut all = BTreeSet::new();
+    for s in sources().iter().filter(|s| s.is("llm")) {
+        let mut names = Names(BTreeSet::new());
+        names.visit_file(&s.file);
+        for forbidden in ["tokio::spawn", "spawn", ".create_stream()", "mpsc"] {
+            assert!(!names.0.contains(forbidden), "{}: {forbidden}", s.path.display());
         }
+        all.extend(names.0);
     }
+    assert!(all.contains(".eventsource()"), "the SSE parser reads the byte stream");
 }

@@ -42,7 +42,7 @@ impl FromRequestParts<AppState> for Caller {
 fn deadline(config: &Config, parts: &Parts) -> Instant {
     let left = match lambda_deadline_ms(parts) {
         Some(deadline_ms) => {
-            let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+            let now_ms = u64::try_from(crate::clock::wall_clock_ms()).unwrap_or(0);
             Duration::from_millis(deadline_ms.saturating_sub(now_ms)).min(config.request_time_limit)
         }
         None => config.request_time_limit,

@@ -3,13 +3,13 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::error::ApiError;
 use super::observe::respond;
-use super::rate_limit_headers;
+use super::RateLimit;
 use crate::chat::{Caller, ChatInput};
 use crate::models::CoachingChatRequest;
 use crate::safety;
@@ -69,12 +69,11 @@ fn validated<T: serde::de::DeserializeOwned>(bytes: &[u8], validator: &jsonschem
 pub async fn post_chat(State(state): State<AppState>, caller: Caller, input: ChatInput) -> Response {
     match state.answer(&caller, &input).await {
         Ok(answered) => {
-            let mut headers = HeaderMap::new();
+            let quota = answered.response.quota.clone();
+            let response = (StatusCode::OK, Json(answered.response)).into_response();
             // A replay is not counted against the hour again: it carries no RateLimit headers.
-            if !answered.replay {
-                rate_limit_headers(&mut headers, &answered.response.quota);
-            }
-            respond(&caller, answered.outcome, (StatusCode::OK, headers, Json(answered.response)))
+            let response = if answered.replay { response } else { RateLimit::attach(&quota, response) };
+            respond(&caller, answered.outcome, response)
         }
         Err(e) => {
             let e = ApiError::from(e);

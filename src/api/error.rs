@@ -178,10 +178,11 @@ impl IntoResponse for ApiError {
                 headers.insert(header::RETRY_AFTER, v);
             }
         }
-        if let Some(q) = &body.quota {
-            super::rate_limit_headers(&mut headers, q);
-        }
+        let quota = body.quota.clone();
         let mut response = (status, headers, Json(body)).into_response();
+        if let Some(q) = &quota {
+            response = super::RateLimit::attach(q, response);
+        }
         response.extensions_mut().insert(self.outcome());
         response
     }

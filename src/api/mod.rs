@@ -130,11 +130,22 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], schemas::OPENAPI).into_response()
 }
 
-/// IETF draft RateLimit headers from the quota.
-pub fn rate_limit_headers(headers: &mut HeaderMap, q: &Quota) {
-    let reset = chrono::DateTime::parse_from_rfc3339(&q.hour_resets_at)
-        .map(|t| (t.timestamp() - chrono::Utc::now().timestamp()).max(0))
-        .unwrap_or(0);
+/// The golfer's quota, left in a response's extensions by whoever answers with one; the
+/// observation layer writes it as the RateLimit headers, counted on the service's clock.
+#[derive(Debug, Clone)]
+pub struct RateLimit(pub Quota);
+
+impl RateLimit {
+    /// `response` with the quota for the layer to write.
+    pub fn attach(quota: &Quota, mut response: Response) -> Response {
+        response.extensions_mut().insert(Self(quota.clone()));
+        response
+    }
+}
+
+/// IETF draft RateLimit headers from the quota, the reset in seconds from `now`.
+fn rate_limit_headers(headers: &mut HeaderMap, q: &Quota, now: chrono::DateTime<chrono::Utc>) {
+    let reset = crate::clock::seconds_until(&q.hour_resets_at, now);
     for (name, value) in [
         ("ratelimit-limit", q.requests_limit_hour.to_string()),
         ("ratelimit-remaining", q.requests_remaining_hour.to_string()),

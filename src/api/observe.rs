@@ -61,6 +61,9 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }
+    if let Some(super::RateLimit(quota)) = response.extensions_mut().remove::<super::RateLimit>() {
+        super::rate_limit_headers(response.headers_mut(), &quota, state.clock.now());
+    }
     if let Some(late) = response.extensions_mut().remove::<LateOutcome>() {
         tokio::spawn(async move {
             let (status, outcome, late_io) = late.wait().await;

@@ -2,14 +2,13 @@
 //! deletion of the caller's data. Identity and observation work as for the chat call.
 
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::NaiveDate;
 
 use super::error::ApiError;
 use super::observe::respond;
-use super::rate_limit_headers;
+use super::RateLimit;
 use crate::chat::Caller;
 use crate::metrics::{Outcome, OutcomeKind};
 use crate::models::{ConversationStatus, ConversationView, ConversationViewConversationStatus};
@@ -32,7 +31,7 @@ fn date_param(query: Option<&str>) -> Result<Option<NaiveDate>, ApiError> {
     if raw.len() != 10 {
         return Err(bad());
     }
-    NaiveDate::parse_from_str(raw, "%Y-%m-%d").map(Some).map_err(|_| bad())
+    crate::clock::parse_date(raw).map(Some).ok_or_else(bad)
 }
 
 pub async fn conversation(State(state): State<AppState>, caller: Caller, RawQuery(query): RawQuery) -> Response {
@@ -69,9 +68,8 @@ pub async fn themes(State(state): State<AppState>, caller: Caller) -> Response {
 
 pub async fn usage(State(state): State<AppState>, caller: Caller) -> Response {
     let result = state.usage_of(&caller).await.map_err(ApiError::from).map(|view| {
-        let mut headers = HeaderMap::new();
-        rate_limit_headers(&mut headers, &view.quota);
-        (StatusCode::OK, headers, Json(view)).into_response()
+        let quota = view.quota.clone();
+        RateLimit::attach(&quota, Json(view).into_response())
     });
     answered(&caller, result)
 }

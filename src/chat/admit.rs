@@ -7,11 +7,13 @@
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
+use super::reservation::Counters;
 use super::{Answered, Caller, ChatError, ChatInput, Reservation};
 use crate::clock;
 use crate::limits::{self, Counter, QuotaCheck, Refusal};
 use crate::metrics::{Outcome, OutcomeKind};
 use crate::models::{CoachingChatRequest, CoachingChatResponseStorage as Storage, GolferProfile, GolferProfilePlan};
+use crate::llm::table::ModelSpec;
 use crate::prompts::experiment::PromptSet;
 use crate::prompts::{PromptError, LIMIT};
 use crate::state::AppState;
@@ -31,6 +33,8 @@ pub struct Admitted {
     pub now: DateTime<Utc>,
     /// The templates (and model row) the message is answered with: the base, or a variant.
     pub set: PromptSet,
+    /// The model row that answers it, decided here (`AppState::model_row`).
+    pub row: ModelSpec,
 }
 
 /// What admission decided.
@@ -61,17 +65,24 @@ async fn admit_and_load_context(state: &AppState, caller: &Caller, request: &Coa
     // The worst case at the prices of the model it calls (the variant's row, or the model in
     // service: its replacement from its shutdown on).
     let set = state.prompt_set(&caller.user);
-    let check = limits::quota_check(&state.limits_at(now, &set), &caller.user, &caller.ip, now);
-    let wave = run_wave(state, &check, claim.as_ref(), request).await;
-    let reservation = Reservation {
-        keys: CounterKeys::of(&check.user, &check.ip, now),
-        reserved_micro: check.cost_micro,
-        global: wave.global.as_ref().ok().and_then(|ok| ok.then(|| (clock::day_key(now), check.cost_micro))),
-        claim_key: claim.map(|c| c.key),
-        unsure: None,
+    let row = state.model_row(&set, now);
+    let check = limits::quota_check(&state.limits_for(&row), &caller.user, &caller.ip, now);
+    let Wave { mut decision, context, global } = run_wave(state, &check, claim.as_ref(), request).await;
+    let mut reservation = Reservation::new(&state.store, &state.budget, CounterKeys::of(&check.user, &check.ip, now), check.cost_micro);
+    if matches!(global, Ok(true)) {
+        reservation = reservation.with_global(clock::day_key(now), check.cost_micro);
+    }
+    // What the admission took, or (no answer) may have taken: the reservation gives it back
+    // unless the message is answered.
+    let unsure = match &mut decision {
+        Err(AdmitError { unsure, .. }) => unsure.take(),
+        _ => None,
     };
-    let admitted = Admitted { reservation, context: wave.context, turn_key, request_hash, now, set };
-    decide(state, wave.decision, wave.global, admitted).await
+    if matches!(decision, Ok(AdmitDecision::Admitted)) || unsure.is_some() {
+        reservation = reservation.with_counters(Counters { claim_key: claim.map(|c| c.key), unsure });
+    }
+    let admitted = Admitted { reservation, context, turn_key, request_hash, now, set, row };
+    decide(state, decision, global, admitted).await
 }
 
 /// The admission transaction, the context reads and the global budget, at once.
@@ -89,41 +100,29 @@ async fn run_wave(state: &AppState, check: &QuotaCheck, claim: Option<&Claim>, r
 }
 
 /// Admitted, refused or a replay, from what the wave answered; whatever a message that is not
-/// admitted took is given back.
+/// admitted took is given back (an unsure admission is resolved first, so a 503 charges
+/// nothing).
 async fn decide(state: &AppState, decision: Result<AdmitDecision, AdmitError>, global: Result<bool, StoreError>, admitted: Admitted) -> Result<Admission, ChatError> {
-    let Admitted { reservation, context, request_hash, now, .. } = &admitted;
+    if matches!((&decision, &global), (Ok(AdmitDecision::Admitted), Ok(true))) {
+        return Ok(Admission::Admitted(Box::new(admitted)));
+    }
+    let Admitted { reservation, context, request_hash, now, .. } = admitted;
+    reservation.release().await;
     let profile = || context.as_ref().ok().and_then(|c| c.profile.clone());
-    match (decision, global) {
-        (Ok(AdmitDecision::Admitted), Ok(true)) => Ok(Admission::Admitted(Box::new(admitted))),
-        (Ok(AdmitDecision::Admitted), global) => {
-            let refusal = match global {
-                Err(e) => Err(ChatError::Store(e)),
-                Ok(_) => refused(state, Counter::GlobalDay, 0, *now, profile()),
-            };
-            admitted.reservation.release(&state.store, &state.budget).await;
-            Err(refusal.unwrap_or_else(|e| e))
+    let refusal = |counter, current| refused(state, counter, current, now, profile()).unwrap_or_else(|e| e);
+    match decision {
+        Ok(AdmitDecision::Admitted) => Err(match global {
+            Err(e) => ChatError::Store(e),
+            Ok(_) => refusal(Counter::GlobalDay, 0),
+        }),
+        Ok(AdmitDecision::Duplicate(Previous::Completed(turn))) if turn.request_hash == request_hash => {
+            let response = Box::new(super::record::response(&turn, Storage::Stored));
+            Ok(Admission::Replay(Box::new(Answered { response, replay: true, outcome: Outcome::of(OutcomeKind::Replay) })))
         }
-        (decision, _) => {
-            reservation.refund_global(&state.budget).await;
-            match decision {
-                Ok(AdmitDecision::Duplicate(Previous::Completed(turn))) if &turn.request_hash == request_hash => {
-                    let response = Box::new(super::record::response(&turn, Storage::Stored));
-                    Ok(Admission::Replay(Box::new(Answered { response, replay: true, outcome: Outcome::of(OutcomeKind::Replay) })))
-                }
-                Ok(AdmitDecision::Duplicate(Previous::InProgress(h))) if h.as_ref().is_none_or(|h| h == request_hash) => Err(ChatError::InProgress),
-                Ok(AdmitDecision::Duplicate(_)) => Err(ChatError::IdReused),
-                Ok(AdmitDecision::Refused { counter, current }) => Err(refused(state, counter, current, *now, profile()).unwrap_or_else(|e| e)),
-                Ok(AdmitDecision::Admitted) => Err(ChatError::Internal("admitted twice")),
-                Err(AdmitError { error, unsure }) => {
-                    // No answer is not a refusal: the admission may stand. Resolve it and give
-                    // back whatever it took, so a 503 charges nothing.
-                    if unsure.is_some() {
-                        Reservation { global: None, unsure, ..admitted.reservation }.release(&state.store, &state.budget).await;
-                    }
-                    Err(error.into())
-                }
-            }
-        }
+        Ok(AdmitDecision::Duplicate(Previous::InProgress(h))) if h.as_ref().is_none_or(|h| *h == request_hash) => Err(ChatError::InProgress),
+        Ok(AdmitDecision::Duplicate(_)) => Err(ChatError::IdReused),
+        Ok(AdmitDecision::Refused { counter, current }) => Err(refusal(counter, current)),
+        Err(AdmitError { error, .. }) => Err(error.into()),
     }
 }
 

@@ -46,59 +46,61 @@ impl Asking {
             vars: &composed.vars,
             shorter: &self.shorter,
             safety_identifier: &self.safety_identifier,
-            reserved_micro: composed.reservation.reserved_micro,
+            reserved_micro: composed.reservation.reserved_micro(),
             prompts: &composed.set.prompts,
-            model: composed.set.model.as_deref(),
+            model: &composed.row,
         }
     }
 }
 
 /// Step 3, the answer whole.
-pub async fn ask_whole(state: &AppState, caller: &Caller, composed: Composed) -> Result<Replied, ChatError> {
+pub async fn ask_whole(state: &AppState, caller: &Caller, mut composed: Composed) -> Result<Replied, ChatError> {
     let asking = match Asking::new(state, caller, &composed) {
         Ok(a) => a,
-        Err(e) => return Err(give_back(state, composed, e).await),
+        Err(e) => return Err(give_back(composed, e).await),
     };
+    composed.reservation.billable();
     let started = Instant::now();
     let request = asking.request(state, caller, &composed);
-    let (attempts, usage) = deadline::scope(caller.deadline, async { tokio::join!(state.coach.reply(request), state.store.usage(&composed.reservation.keys)) }).await;
+    let (attempts, usage) = deadline::scope(caller.deadline, async { tokio::join!(state.coach.reply(request), state.store.usage(composed.reservation.keys())) }).await;
     crate::stats::model_wait(started.elapsed());
-    replied(state, composed, attempts, usage, Shown::default()).await
+    replied(composed, attempts, usage, Shown::default())
 }
 
 /// Step 3, the answer as the coach writes it: `delta` and `replace` events on `events`, and
 /// at the end the text shown made equal to the reply as it will be stored.
-pub async fn ask_streamed(state: &AppState, caller: &Caller, composed: Composed, events: &UnboundedSender<ChatEvent>) -> Result<Replied, ChatError> {
+pub async fn ask_streamed(state: &AppState, caller: &Caller, mut composed: Composed, events: &UnboundedSender<ChatEvent>) -> Result<Replied, ChatError> {
     let asking = match Asking::new(state, caller, &composed) {
         Ok(a) => a,
-        Err(e) => return Err(give_back(state, composed, e).await),
+        Err(e) => return Err(give_back(composed, e).await),
     };
+    composed.reservation.billable();
     let started = Instant::now();
     let request = asking.request(state, caller, &composed);
     let presented = stream::present(state.coach.reply_stream(request), events, &composed.set.prompts, &composed.vars);
-    let ((attempts, shown), usage) = deadline::scope(caller.deadline, async { tokio::join!(presented, state.store.usage(&composed.reservation.keys)) }).await;
+    let ((attempts, shown), usage) = deadline::scope(caller.deadline, async { tokio::join!(presented, state.store.usage(composed.reservation.keys())) }).await;
     crate::stats::model_wait(started.elapsed());
-    let replied = replied(state, composed, attempts, usage, shown.clone()).await?;
+    let replied = replied(composed, attempts, usage, shown.clone())?;
     // What is stored is what the golfer is finally shown.
     stream::finish(&shown.text, &replied.reply.text, events);
     Ok(replied)
 }
 
-/// The reply after output safety, or (a reply template that does not render) the error with
-/// the reservation given back.
-async fn replied(state: &AppState, composed: Composed, attempts: Attempts, usage: Result<UsageSnapshot, crate::store::StoreError>, shown: Shown) -> Result<Replied, ChatError> {
+/// The reply after output safety, or (a reply template that does not render) the error; the
+/// model was asked, so the reservation, dropped, keeps the worst case charged.
+fn replied(composed: Composed, attempts: Attempts, usage: Result<UsageSnapshot, crate::store::StoreError>, shown: Shown) -> Result<Replied, ChatError> {
     let usage = usage.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "usage read failed; quota shown as before this request");
         UsageSnapshot::default()
     });
-    let model = state.models.row(composed.set.model.as_deref(), composed.now.date_naive()).map_or_else(|| state.config.model.model.clone(), |m| m.name);
-    match Reply::from_coach(&composed.set.prompts, attempts, &composed.vars, &model) {
+    match Reply::from_coach(&composed.set.prompts, attempts, &composed.vars, &composed.row.name) {
         Ok(reply) => Ok(Replied { composed, reply, usage, first_delta_at: shown.first_at }),
-        Err(e) => Err(give_back(state, composed, e.into()).await),
+        Err(e) => Err(e.into()),
     }
 }
 
-async fn give_back(state: &AppState, composed: Composed, error: ChatError) -> ChatError {
-    composed.reservation.release(&state.store, &state.budget).await;
+/// The model was not asked: everything the message reserved is given back.
+async fn give_back(composed: Composed, error: ChatError) -> ChatError {
+    composed.reservation.release().await;
     error
 }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use super::{Admitted, Caller, ChatError, ChatInput, Reservation};
 use crate::conversation;
 use crate::limits;
+use crate::llm::table::ModelSpec;
 use crate::conversation::RecentTurn;
 use crate::models::{AppContext, ChatMessage, ConversationId, GolferMemory, Role, SwingId};
 use crate::prompts::experiment::PromptSet;
@@ -31,6 +32,8 @@ pub struct Composed {
     pub now: DateTime<Utc>,
     /// The templates (and model row) the message is answered with.
     pub set: PromptSet,
+    /// The model row that answers it, decided at admission.
+    pub row: ModelSpec,
     /// What the coach remembered when the message was admitted (the reply's memory
     /// operations apply to it; its version guards the write).
     pub memory: Option<GolferMemory>,
@@ -38,7 +41,7 @@ pub struct Composed {
 
 /// Step 2. On an error the reservation is given back.
 pub async fn compose(state: &AppState, caller: &Caller, input: &ChatInput, admitted: Admitted) -> Result<Composed, ChatError> {
-    let Admitted { reservation, context, turn_key, request_hash, now, set } = admitted;
+    let Admitted { reservation, context, turn_key, request_hash, now, set, row } = admitted;
     let parts = (|| {
         let context = context?;
         if input.request.swing_id.is_some() && context.swing_on_screen.is_none() {
@@ -46,12 +49,12 @@ pub async fn compose(state: &AppState, caller: &Caller, input: &ChatInput, admit
         }
         let conversation = ConversationId::try_from(keys::conversation(&caller.user, now)).map_err(|_| ChatError::Internal("a conversation id out of its pattern"))?;
         let vars = prompt_vars(state, input, &context, now);
-        let packed = compose_prompt(state, &set, &vars, now)?;
+        let packed = compose_prompt(state, &set, &row, &vars)?;
         Ok((context, conversation, vars, packed))
     })();
     match parts {
         Err(e) => {
-            reservation.release(&state.store, &state.budget).await;
+            reservation.release().await;
             Err(e)
         }
         Ok((context, conversation, vars, packed)) => Ok(Composed {
@@ -66,6 +69,7 @@ pub async fn compose(state: &AppState, caller: &Caller, input: &ChatInput, admit
             request_hash,
             now,
             set,
+            row,
         }),
     }
 }
@@ -94,12 +98,8 @@ fn prompt_vars(state: &AppState, input: &ChatInput, context: &CoachingContext, n
 
 /// The prompt within the token limit left by the reply and the structured-output schema, as
 /// the model that will be called counts tokens (its row says how its tokenizer compares).
-fn compose_prompt(state: &AppState, set: &PromptSet, vars: &PromptVars, now: DateTime<Utc>) -> Result<Packed, ChatError> {
-    let prompt_tokens = limits::prompt_token_limit(&state.config.limits);
-    let token_limit = match state.models.row(set.model.as_deref(), now.date_naive()) {
-        Some(spec) => spec.prompt_token_limit(prompt_tokens),
-        None => prompt_tokens.saturating_sub(crate::llm::response_format_tokens()),
-    };
+fn compose_prompt(state: &AppState, set: &PromptSet, row: &ModelSpec, vars: &PromptVars) -> Result<Packed, ChatError> {
+    let token_limit = row.prompt_token_limit(limits::prompt_token_limit(&state.config.limits));
     pack(&set.prompts, vars, token_limit).map_err(|e| match e {
         PackError::Prompt(p) => ChatError::Prompt(p),
         too_long => ChatError::TooLong(too_long),

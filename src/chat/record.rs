@@ -38,7 +38,8 @@ pub async fn record(state: &AppState, caller: &Caller, input: &ChatInput, replie
     let key = if reply.degraded { keys::turn(&caller.user, &keys::server_message_id()) } else { composed.turn_key.clone() };
     let settlement = Settlement { cost_micro: reply.cost_micro(), release_slots: reply.gives_slot_back() };
     let remembered = remembered(state, caller, &composed, &reply, &key);
-    let mut write = composed.reservation.settle(&key, &item, settlement, &state.budget).await;
+    let settled = composed.reservation.settle(settlement).await;
+    let mut write = settled.turn_write(&key, &item);
     write.memory = remembered.as_ref().map(|memory| MemoryWrite { memory, read_version: composed.memory.as_ref().map(|m| m.version) });
     let storage = match state.store.prepare_turn(write) {
         Ok(prepared) => write_turn(&state.store, prepared, caller.deadline + state.config.deadline_margin).await,
@@ -90,7 +91,7 @@ fn stored_response(state: &AppState, caller: &Caller, replied: &Replied) -> Stor
     let Replied { composed, reply, usage, .. } = replied;
     let l = &state.config.limits;
     let mut used = *usage;
-    used.user_day_spend_micro = used.user_day_spend_micro - composed.reservation.reserved_micro + reply.cost_micro();
+    used.user_day_spend_micro = used.user_day_spend_micro - composed.reservation.reserved_micro() + reply.cost_micro();
     if reply.gives_slot_back() {
         used.user_hour_count -= 1;
     }
@@ -114,8 +115,8 @@ fn stored_response(state: &AppState, caller: &Caller, replied: &Replied) -> Stor
 /// The version of the prompt set that wrote the reply: its templates and the model row that
 /// answered (the one in service, or the variant's, when the offline coach or the fallback did).
 fn prompt_version(state: &AppState, composed: &Composed, reply: &Reply) -> String {
-    let row = state.models.named(&reply.source).or_else(|| state.models.row(composed.set.model.as_deref(), composed.now.date_naive()));
-    row.map_or_else(|| "unknown".to_string(), |r| crate::prompts::prompt_version(composed.set.prompts.hash(), &r))
+    let asked = state.models.named(&reply.source).map_or_else(|| composed.row.asked(), |r| r.asked());
+    crate::prompts::prompt_version(composed.set.prompts.hash(), &asked)
 }
 
 /// Writes the turn (its settlement and the stored answer ride along) by `by`. When it could

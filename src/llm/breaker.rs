@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use tokio::time::Instant;
 
-pub use crate::config::BreakerConfig;
+pub use super::settings::BreakerConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {

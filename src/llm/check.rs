@@ -11,7 +11,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::table::{ModelSpec, Models, WARN_DAYS};
-use crate::config::ModelConfig;
+use super::settings::ModelConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -53,7 +53,7 @@ pub async fn run(cfg: &ModelConfig, today: NaiveDate) -> Result<Report, CheckErr
     }
     let list: ModelList = response.json().await.map_err(|e| CheckError::Unreachable(e.without_url().to_string()))?;
     let listed: BTreeMap<String, Option<NaiveDate>> =
-        list.data.into_iter().map(|m| (m.id, m.shutdown_date.and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()))).collect();
+        list.data.into_iter().map(|m| (m.id, m.shutdown_date.and_then(|d| crate::clock::parse_date(&d)))).collect();
     Ok(compare(&Models::builtin()?, &cfg.model, &listed, today))
 }
 

@@ -7,6 +7,7 @@ pub mod table;
 pub mod watch;
 pub mod offline;
 pub mod openai;
+pub mod settings;
 mod stream;
 
 use futures::future::BoxFuture;
@@ -38,8 +39,9 @@ pub struct CoachRequest<'a> {
     pub reserved_micro: i64,
     /// The templates the message is answered with (the offline coach renders from them).
     pub prompts: &'a Prompts,
-    /// A prompt variant's own model row, called instead of the model in service.
-    pub model: Option<&'a str>,
+    /// The model row the message is answered by, decided at admission (the variant's own, or
+    /// the one in service then); its replacement is called if the provider says it is gone.
+    pub model: &'a table::ModelSpec,
 }
 
 /// What a streamed answer yields: the reply's text as the model writes it (the `reply` field,

@@ -39,7 +39,7 @@ use crate::models::Effort;
 use super::{parse_reply, Attempts, Coach, CoachEvent, CoachRequest, Draft, LlmError};
 use crate::limits::Billed;
 use crate::backoff::Backoff;
-use crate::config::{BreakerConfig, ModelConfig};
+use super::settings::{BreakerConfig, ModelConfig};
 use crate::limits;
 use crate::prompts::{PromptMessage, PromptRole};
 use crate::secrets::SecretSource;
@@ -364,6 +364,8 @@ struct Tries<'a> {
     rekeyed: bool,
     /// The provider said the model is gone and its replacement was called.
     replaced: bool,
+    /// The row called: the request's, or its replacement once the provider said it is gone.
+    row: ModelSpec,
     last: LlmError,
 }
 
@@ -382,6 +384,7 @@ impl<'a> Tries<'a> {
             malformed: false,
             rekeyed: false,
             replaced: false,
+            row: req.model.clone(),
             last: LlmError::Timeout,
         }
     }
@@ -444,8 +447,8 @@ impl OpenAiCoach {
     fn run<'a>(&'a self, req: CoachRequest<'a>, streamed: bool) -> BoxStream<'a, CoachEvent> {
         Box::pin(async_stream::stream! {
             let mut tries = Tries::new(req);
-            // The row in service now: from its shutdown date on, the replacement.
-            while let Some(spec) = self.service.row(req.model, self.clock.now().date_naive()) {
+            loop {
+                let spec = tries.row.clone();
                 // The worst case in the model's own tokens, at its prices.
                 tries.worst.prices = spec.prices;
                 tries.worst.prompt_tokens = spec.model_tokens(req.prompt_tokens as u64);
@@ -503,6 +506,7 @@ impl OpenAiCoach {
                 };
                 tracing::error!(gone = %spec.name, replacement = %next.name, "the provider says the model is gone: its replacement is called from now on");
                 tries.replaced = true;
+                tries.row = next;
                 tries.attempts -= 1;
                 (LlmError::Refused(404), Duration::ZERO)
             }

@@ -53,6 +53,12 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
+    /// What the model is asked as a string: its name and every parameter that changes the
+    /// request (a part of the prompt version).
+    pub fn asked(&self) -> String {
+        format!("{}|{:?}|{:?}|{}", self.name, self.output_limit, self.reasoning_effort, self.temperature)
+    }
+
     /// `ours` tokens as counted here (o200k), in the model's own tokens at most.
     pub fn model_tokens(&self, ours: u64) -> u64 {
         (ours * u64::from(self.tokens_per_o200k_milli)).div_ceil(1000)
@@ -142,7 +148,7 @@ fn parse(name: &str, row: &ModelRow) -> Result<ModelSpec, ModelTableError> {
     if let Some(e) = row.reasoning_effort.filter(|e| !row.efforts.contains(e)) {
         return Err(invalid(format!("reasoning_effort {e} is not one of the efforts it accepts")));
     }
-    let shutdown = row.shutdown.as_ref().map(|d| NaiveDate::parse_from_str(d.as_str(), "%Y-%m-%d")).transpose().map_err(|e| invalid(format!("shutdown: {e}")))?;
+    let shutdown = row.shutdown.as_ref().map(|d| crate::clock::parse_date(d.as_str()).ok_or_else(|| invalid(format!("shutdown: {} is not a date as YYYY-MM-DD", d.as_str())))).transpose()?;
     Ok(ModelSpec {
         name: name.to_string(),
         prices: Prices {

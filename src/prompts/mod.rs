@@ -101,11 +101,11 @@ pub struct Prompts {
     hash: String,
 }
 
-/// The prompt version: the templates' hash with the model row that answers (its name and
-/// every parameter that changes what the model is asked), 12 hex digits.
-pub fn prompt_version(templates: &str, model: &crate::llm::table::ModelSpec) -> String {
+/// The prompt version: the templates' hash with the model row that answers (`ModelSpec::asked`:
+/// its name and every parameter that changes what the model is asked), 12 hex digits.
+pub fn prompt_version(templates: &str, model_asked: &str) -> String {
     use sha2::{Digest, Sha256};
-    let row = format!("{templates}|{}|{:?}|{:?}|{}", model.name, model.output_limit, model.reasoning_effort, model.temperature);
+    let row = format!("{templates}|{model_asked}");
     hex::encode(&Sha256::digest(row.as_bytes())[..6])
 }
 
@@ -224,9 +224,9 @@ mod tests {
         assert_ne!(changed.hash(), built.hash(), "a changed template: a new version");
         let row = crate::llm::table::spec("gpt-6-luna").map_err(|e| PromptError::Load(e.to_string()))?;
         let other = crate::llm::table::spec("gpt-6.1-terra").map_err(|e| PromptError::Load(e.to_string()))?;
-        assert_ne!(prompt_version(built.hash(), &row), prompt_version(changed.hash(), &row));
-        assert_ne!(prompt_version(built.hash(), &row), prompt_version(built.hash(), &other), "another model row: another version");
-        assert_eq!(prompt_version(built.hash(), &row), prompt_version(Prompts::embedded()?.hash(), &row), "and otherwise the same");
+        assert_ne!(prompt_version(built.hash(), &row.asked()), prompt_version(changed.hash(), &row.asked()));
+        assert_ne!(prompt_version(built.hash(), &row.asked()), prompt_version(built.hash(), &other.asked()), "another model row: another version");
+        assert_eq!(prompt_version(built.hash(), &row.asked()), prompt_version(Prompts::embedded()?.hash(), &row.asked()), "and otherwise the same");
         Ok(())
     }
 

@@ -84,9 +84,8 @@ pub fn golfers(json: &str) -> Result<Vec<Golfer>, StoreError> {
 
 /// Writes the demo golfers, `golfers` besides them, and `extra` more built on the demos
 /// (`golfer-0001`, …: distinct golfers with the demos' profiles and swings, for load tests);
-/// returns how many golfers were loaded.
-pub async fn seed(store: &Store, extra: usize, golfers: &[Golfer]) -> Result<usize, StoreError> {
-    let now = Utc::now();
+/// returns how many golfers were loaded. Their swings and turns are dated back from `now`.
+pub async fn seed(store: &Store, extra: usize, golfers: &[Golfer], now: DateTime<Utc>) -> Result<usize, StoreError> {
     let demos = demos()?;
     let more: Vec<Golfer> = (1..=extra)
         .map(|i| Golfer { user: format!("golfer-{i:04}"), name: format!("Golfer {i}"), ..demos[i % demos.len()].clone() })

@@ -299,7 +299,7 @@ impl Store {
         items.extend(settlement.iter().cloned());
         // Not written if the golfer deleted their data since asking (a message in flight
         // during DELETE /me must not write it back).
-        let asked_ms = chrono::DateTime::parse_from_rfc3339(&w.turn.last_updated).map_err(|_| StoreError::Invalid("a turn's time out of its format".into()))?.timestamp_millis();
+        let asked_ms = crate::clock::parse_timestamp(&w.turn.last_updated).ok_or_else(|| StoreError::Invalid("a turn's time out of its format".into()))?.timestamp_millis();
         let erase_check = items.len();
         items.push(self.not_erased_since(&w.turn.user_id, asked_ms)?);
         let mut discard: Vec<TransactWriteItem> = w.claim.map(|c| self.claim_release_item(c)).transpose()?.into_iter().collect();

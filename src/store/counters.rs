@@ -63,7 +63,7 @@ impl GiveBack {
 
 /// The attribute holding the request count of `at`'s hour on a golfer quota item.
 pub fn hour_attr(at: chrono::DateTime<chrono::Utc>) -> String {
-    format!("hour_{}", at.format("%H"))
+    format!("hour_{}", crate::clock::hour_of_day(at))
 }
 
 impl CounterKeys {

@@ -7,16 +7,18 @@ use super::transact::{built, update, Written};
 use crate::models::FeedbackReceipt;
 
 use super::{keys, s, Store, StoreError};
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, Tried};
 use crate::models::{TurnItem, UserId};
 
 /// Deletions a batch write left unprocessed (throttling) are sent again after this.
 const UNPROCESSED_BACKOFF: Backoff = Backoff::new(std::time::Duration::from_millis(50), std::time::Duration::from_millis(800)).with_floor(std::time::Duration::from_millis(25));
 
 pub const ERASED_AT: &str = "erased_at_ms";
-/// How long after its deletion a golfer's turns are looked for again: the list comes from
-/// user-index, which may not yet show a turn written a moment before.
-const SECOND_SWEEP_AFTER: std::time::Duration = std::time::Duration::from_millis(1500);
+/// How long after its deletion a golfer's turns are looked for again (in the background, not
+/// in the request): the list comes from user-index, which may not yet show a turn written a
+/// moment before. Retried until it succeeds, for at most `SECOND_SWEEP_WITHIN`.
+const SECOND_SWEEP: Backoff = Backoff::new(std::time::Duration::from_millis(1500), std::time::Duration::from_secs(10)).with_floor(std::time::Duration::from_millis(1500));
+const SECOND_SWEEP_WITHIN: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// How a rating's write ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +30,7 @@ pub enum Rated {
 
 /// The attribute counting a golfer's ratings of `at`'s hour on their quota item.
 fn ratings_attr(at: chrono::DateTime<chrono::Utc>) -> String {
-    format!("ratings_{}", at.format("%H"))
+    format!("ratings_{}", crate::clock::hour_of_day(at))
 }
 
 /// What a deletion removed.
@@ -108,7 +110,8 @@ impl Store {
     /// Deletes the golfer's turns (their conversations and stored answers), profile and memory, for
     /// good: first an erase marker, so no message in flight writes a turn back (each turn's
     /// transaction checks it); then every turn asked before the marker that user-index
-    /// lists; then, after user-index has caught up, whatever it shows again. A turn asked
+    /// lists (what the report counts); then, in the background after user-index has caught
+    /// up, whatever it shows again. A turn asked
     /// after the marker belongs to the golfer's new history and is never swept. Idempotent:
     /// running it again deletes what is left. Counters expire on their own (they hold counts,
     /// not content); a message in flight deletes its own claim when its turn is refused.
@@ -127,11 +130,18 @@ impl Store {
         let profile_key = keys::profile(user);
         let profile = self.send("DeleteItem profile", || self.client.delete_item().table_name(&self.table).key(keys::PK, s(&profile_key)).return_values(ReturnValue::AllOld).send());
         let (first, profile, facts) = tokio::join!(self.delete_turns(user, &until), profile, self.delete_memory(user));
-        let mut deleted = first?;
+        let deleted = first?;
         let (profile, facts) = (profile?, facts?);
-        tokio::time::sleep(SECOND_SWEEP_AFTER).await;
-        let second = self.delete_turns(user, &until).await?;
-        deleted.extend(second);
+        let (store, user) = (self.clone(), user.clone());
+        SECOND_SWEEP.in_background("second erase sweep", SECOND_SWEEP_WITHIN, move || {
+            let (store, user, until) = (store.clone(), user.clone(), until.clone());
+            async move {
+                match store.delete_turns(&user, &until).await {
+                    Ok(_) => Tried::Done,
+                    Err(_) => Tried::Again,
+                }
+            }
+        });
         let conversations: std::collections::HashSet<&str> = deleted.iter().map(|(_, c)| c.as_str()).collect();
         Ok(Deleted {
             conversations: conversations.len() as u64,

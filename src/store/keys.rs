@@ -67,7 +67,7 @@ pub fn conversation(user: &UserId, at: DateTime<Utc>) -> String {
 pub fn conversation_parts(id: &ConversationId) -> Option<(&str, DateTime<Utc>)> {
     let user = conversation_owner(id)?;
     let day = id.as_str().rsplit_once('_')?.1;
-    let date = chrono::NaiveDate::parse_from_str(day, "%Y%m%d").ok()?;
+    let date = crate::clock::parse_day_key(day)?;
     Some((user, date.and_hms_opt(12, 0, 0)?.and_utc()))
 }
 

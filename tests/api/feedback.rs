@@ -24,7 +24,7 @@ async fn every_answer_names_its_prompt_version_and_variant_in_the_response_the_t
     assert_eq!(version.len(), 12, "{body}");
     assert_eq!(body["variant"], "base", "no experiment: everyone gets the base");
     let spec = coach_api::llm::table::spec("gpt-6-luna").unwrap();
-    assert_eq!(version, coach_api::prompts::prompt_version(app.state.prompts.hash(), &spec), "the templates' hash with the model row that answered");
+    assert_eq!(version, coach_api::prompts::prompt_version(app.state.prompts.hash(), &spec.asked()), "the templates' hash with the model row that answered");
     let turn = app.store.completed_turn(&keys::turn(&crate::helpers::uid("golfer-trace-1"), "trace-0001-abcd")).await.unwrap().unwrap();
     assert_eq!((turn.response.prompt_version.as_deref(), turn.response.variant.as_deref()), (Some(version.as_str()), Some("base")));
     let line: Value = app.emf_lines().iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|l| l["Outcome"] == "model").unwrap();
@@ -99,7 +99,7 @@ async fn a_variant_reaches_its_share_of_golfers_and_the_model_gets_its_templates
     assert_eq!(body["variant"], "warmer");
     let system = app.model_requests().await[0]["messages"][0]["content"].as_str().unwrap().to_string();
     assert!(system.contains("notices something the golfer did well"), "the variant's system template: {system}");
-    assert_ne!(body["prompt_version"].as_str().unwrap(), coach_api::prompts::prompt_version(app.state.prompts.hash(), &coach_api::llm::table::spec("gpt-6-luna").unwrap()));
+    assert_ne!(body["prompt_version"].as_str().unwrap(), coach_api::prompts::prompt_version(app.state.prompts.hash(), &coach_api::llm::table::spec("gpt-6-luna").unwrap().asked()));
 
     // A share of 0 is the kill switch: the base for everyone; the base's prompt says nothing of it.
     let off = spawn_with(|c| c.experiment = None).await;

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Once};
 
 use coach_api::api;
-use coach_api::config::{AuthMode, BreakerConfig, Config};
+use coach_api::config::{AuthMode, Config};
+use coach_api::llm::settings::BreakerConfig;
 use coach_api::state::{AppState, Overrides, Warm};
 use coach_api::store::Store;
 use serde_json::Value;
@@ -117,7 +118,7 @@ pub async fn spawn_full(adjust: impl FnOnce(&mut Config), breaker: BreakerConfig
 
 impl TestApp {
     pub async fn seed(&self) {
-        if let Err(e) = coach_api::seed::seed(&self.store, 0, &[]).await {
+        if let Err(e) = coach_api::seed::seed(&self.store, 0, &[], self.state.clock.now()).await {
             panic!("seeding: {e}");
         }
     }

@@ -90,6 +90,22 @@ async fn successful_answers_carry_usage_quota_and_ratelimit_headers() {
     assert_eq!(body["quota"]["requests_remaining_hour"], 14);
 }
 
+/// RateLimit-Reset counts to the next hour on the service's clock (a dev run ahead of the
+/// machine's clock, a test's moved clock), as `hour_resets_at` does.
+#[tokio::test]
+async fn the_ratelimit_reset_counts_on_the_services_clock() {
+    let app = spawn_with(|_| {}).await;
+    let now = app.state.clock.now();
+    let next_hour = coach_api::clock::next_hour(now + chrono::Duration::days(2));
+    app.state.clock.advance(next_hour - chrono::Duration::seconds(90) - now);
+    let r = app.chat("golfer-quota-reset", &json!({ "message": "When does my hour start again?" })).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let reset: i64 = r.headers().get("ratelimit-reset").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap();
+    assert!((1..=90).contains(&reset), "RateLimit-Reset {reset} s, but the service's hour ends within 90 s");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["quota"]["hour_resets_at"], coach_api::clock::timestamp(next_hour));
+}
+
 #[tokio::test]
 async fn after_a_long_day_the_model_receives_the_newest_history_within_the_budget() {
     let app = spawn_with(|c| c.max_recent_messages = 40).await;

@@ -11,7 +11,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 use crate::helpers::{completion, on_day, payload, prompt_text, spawn_full, spawn_model, spawn_with, MODEL_PATH};
-use coach_api::config::BreakerConfig;
+use coach_api::llm::settings::BreakerConfig;
 use coach_api::limits::Limits;
 
 /// A provider that answers by a fixed rotation, and keeps what it billed each golfer (the
@@ -213,4 +213,39 @@ async fn a_reasoning_model_gets_max_completion_tokens_and_no_temperature_and_is_
     // 400 uncached at $2.50 (cache writes are billed, and usage does not say which tokens were
     // written: each may have been), 300 cached at $0.10, 220 output (100 of them reasoning) at $10.
     assert_eq!(app.day_spend("golfer-money-5").await, 1000 + 30 + 2200);
+}
+
+/// The reservation is a guard: dropped unsettled before the model was asked (an exit nobody
+/// wrote a release for), it gives back what admission took, in the background; dropped after
+/// the model was asked, the worst case stays charged (the provider may bill the call).
+#[tokio::test]
+async fn a_reservation_dropped_unsettled_gives_itself_back_unless_the_model_was_asked() {
+    use coach_api::chat::reservation::{Counters, Reservation};
+    use coach_api::store::counters::{AdmitDecision, CounterKeys};
+    let app = crate::helpers::spawn_app().await;
+    let ip = coach_api::limits::IpHash::keyed("test-key", "127.0.0.1");
+    for (user, asked) in [("golfer-guard-free", false), ("golfer-guard-billed", true)] {
+        let now = app.state.clock.now();
+        let golfer = crate::helpers::uid(user);
+        let check = coach_api::limits::quota_check(&app.config.limits, &golfer, &ip, now);
+        assert!(matches!(app.store.admit(&check, None).await, Ok(AdmitDecision::Admitted)));
+        assert_eq!((app.hour_count(user).await, app.day_spend(user).await), (1, check.cost_micro), "{user}: admitted");
+        let mut reservation = Reservation::new(&app.store, &app.state.budget, CounterKeys::of(&golfer, &ip, now), check.cost_micro)
+            .with_counters(Counters { claim_key: None, unsure: None });
+        if asked {
+            reservation.billable();
+        }
+        drop(reservation);
+        // A release runs after its backoff's floor (250 ms): waited for up to 5 s, or 1.5 s for one that must not come.
+        let deadline = std::time::Instant::now() + if asked { Duration::from_millis(1500) } else { Duration::from_secs(5) };
+        while app.hour_count(user).await != 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let left = (app.hour_count(user).await, app.day_spend(user).await);
+        if asked {
+            assert_eq!(left, (1, check.cost_micro), "{user}: the model was asked, so the worst case stays");
+        } else {
+            assert_eq!(left, (0, 0), "{user}: nothing was asked, everything came back");
+        }
+    }
 }

@@ -226,3 +226,34 @@ async fn a_message_sent_while_delete_me_sweeps_is_kept_as_new_history() {
     assert_eq!(turns.len(), 1, "the new turn stays: {turns:?}");
     assert_eq!(turns[0].user_message.content, "A fresh start");
 }
+
+/// The read and account routes wait for DynamoDB no longer than the request's deadline, as the
+/// chat does (a test of the deadline itself: a short request time limit against a store that
+/// answers every call four seconds late).
+#[tokio::test]
+async fn the_account_routes_answer_by_the_requests_deadline_when_dynamodb_is_slow() {
+    use crate::dynamo_proxy::{DynamoProxy, Faults};
+    let proxy = DynamoProxy::start(&crate::helpers::dynamodb_endpoint(), 11).await;
+    let endpoint = proxy.endpoint.clone();
+    let app = spawn_with(move |c| {
+        c.dynamodb_endpoint = Some(endpoint);
+        c.request_time_limit = Duration::from_millis(1500);
+        c.deadline_margin = Duration::from_millis(500);
+    })
+    .await;
+    proxy.set_faults(Faults { latency: Duration::from_secs(4), ..Faults::default() });
+    let routes = [
+        (Method::GET, "/api/chat/coaching/themes"),
+        (Method::GET, "/api/chat/coaching/usage"),
+        (Method::GET, "/api/chat/coaching/conversation"),
+        (Method::GET, "/api/chat/coaching/memory"),
+        (Method::DELETE, "/api/chat/coaching/me"),
+    ];
+    for (verb, route) in routes {
+        let started = std::time::Instant::now();
+        let (status, body) = app.read(verb.clone(), "golfer-slow-store", route).await;
+        let took = started.elapsed();
+        assert_eq!(status, 503, "{verb} {route}: {body}");
+        assert!(took < Duration::from_millis(2500), "{verb} {route} took {took:?}, past its deadline of about 1 s");
+    }
+}

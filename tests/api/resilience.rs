@@ -106,7 +106,7 @@ async fn persistent_500s_use_every_attempt_with_backoff_then_fall_back() {
 #[test]
 fn backoff_ceilings_grow_exponentially_up_to_the_cap() {
     // The largest of many jittered waits approaches each attempt's ceiling: 40, 80, 160, 320, 400 (cap).
-    let cfg = coach_api::config::ModelConfig { backoff_base: Duration::from_millis(40), backoff_cap: Duration::from_millis(400), ..Default::default() };
+    let cfg = coach_api::llm::settings::ModelConfig { backoff_base: Duration::from_millis(40), backoff_cap: Duration::from_millis(400), ..Default::default() };
     let ceilings: Vec<u128> = (0..5).map(|a| cfg.backoff_base.saturating_mul(1 << a).min(cfg.backoff_cap).as_millis()).collect();
     assert_eq!(ceilings, [40, 80, 160, 320, 400]);
 }
