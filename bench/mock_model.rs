@@ -64,7 +64,8 @@ fn eval_answer(request: &Value) -> Value {
         answer["choices"][0]["message"]["content"] = Value::String(grade);
         return answer;
     }
-    let messages: Vec<(String, String)> = request["messages"].as_array().into_iter().flatten().map(|m| (m["role"].as_str().unwrap_or("user").to_string(), m["content"].as_str().unwrap_or("").to_string())).collect();
+    let messages: Vec<(String, String)> =
+        request["messages"].as_array().into_iter().flatten().map(|m| (m["role"].as_str().unwrap_or("user").to_string(), m["content"].as_str().unwrap_or("").to_string())).collect();
     let prompt = coach_api::tokens::count_chat(messages.iter().map(|(r, c)| (r.as_str(), c.as_str()))) + coach_api::llm::response_format_tokens();
     let last = messages.last().map(|(_, c)| c.to_lowercase()).unwrap_or_default();
     let reply = if last.contains("ignore") && last.contains("instructions") {
@@ -180,10 +181,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let gap = Duration::from_millis(args.next().unwrap_or_else(|| "0".into()).parse()?);
     let times = args.next().map(std::path::PathBuf::from);
     let recorded = (std::env::var("MOCK_EVALS").as_deref() == Ok("1")).then(Default::default);
-    let app = Router::new()
-        .route("/v1/chat/completions", post(complete))
-        .route("/v1/recorded", axum::routing::get(recorded_requests))
-        .with_state(Mock { delay, gap, times, recorded });
+    let app =
+        Router::new().route("/v1/chat/completions", post(complete)).route("/v1/recorded", axum::routing::get(recorded_requests)).with_state(Mock { delay, gap, times, recorded });
     let listener = axum::serve::ListenerExt::tap_io(tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?, |tcp| {
         let _ = tcp.set_nodelay(true);
     });

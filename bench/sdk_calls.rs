@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::config::endpoint::{Endpoint, EndpointFuture, Params, ResolveEndpoint};
 use aws_sdk_dynamodb::types::AttributeValue;
-use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::post;
+use axum::Router;
 
 // As `coach-api` ships: the allocator is part of what a call costs.
 #[global_allocator]
@@ -84,10 +84,7 @@ fn stand_in() -> std::io::Result<std::net::SocketAddr> {
 
 /// This thread's CPU time so far.
 fn thread_cpu() -> Duration {
-    let ns = std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
-        .unwrap_or(0);
+    let ns = std::fs::read_to_string("/proc/thread-self/schedstat").ok().and_then(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok())).unwrap_or(0);
     Duration::from_nanos(ns)
 }
 
@@ -135,23 +132,15 @@ async fn sdk_call(client: &aws_sdk_dynamodb::Client, call: &Call) -> bool {
 
 async fn http_call(http: &reqwest::Client, url: &str, call: &Call) -> bool {
     let (target, body) = match call {
-        Call::Get => (
-            "DynamoDB_20120810.GetItem",
-            r#"{"TableName":"coaching-conversations","Key":{"pk":{"S":"USER#golfer-0001"},"sk":{"S":"USAGE#2026-12-03"}},"ConsistentRead":true}"#,
-        ),
+        Call::Get => {
+            ("DynamoDB_20120810.GetItem", r#"{"TableName":"coaching-conversations","Key":{"pk":{"S":"USER#golfer-0001"},"sk":{"S":"USAGE#2026-12-03"}},"ConsistentRead":true}"#)
+        }
         Call::Query => (
             "DynamoDB_20120810.Query",
             r#"{"TableName":"coaching-conversations","KeyConditionExpression":"pk = :pk AND begins_with(sk, :sk)","ExpressionAttributeValues":{":pk":{"S":"USER#golfer-0001"},":sk":{"S":"CONV#c1#MSG#"}},"ScanIndexForward":false,"Limit":20}"#,
         ),
     };
-    let Ok(response) = http
-        .post(url)
-        .header("content-type", "application/x-amz-json-1.0")
-        .header("x-amz-target", target)
-        .body(body)
-        .send()
-        .await
-    else {
+    let Ok(response) = http.post(url).header("content-type", "application/x-amz-json-1.0").header("x-amz-target", target).body(body).send().await else {
         return false;
     };
     let Ok(bytes) = response.bytes().await else { return false };
@@ -193,12 +182,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let conf = shipped.client().config().clone();
         let variants: Vec<(&str, aws_sdk_dynamodb::Client)> = vec![
             ("sdk as shipped", shipped.client().clone()),
-            (
-                "sdk, no retries",
-                aws_sdk_dynamodb::Client::from_conf(
-                    conf.to_builder().retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled()).build(),
-                ),
-            ),
+            ("sdk, no retries", aws_sdk_dynamodb::Client::from_conf(conf.to_builder().retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled()).build())),
             ("sdk, fixed endpoint", aws_sdk_dynamodb::Client::from_conf(conf.to_builder().endpoint_resolver(Fixed(url.clone())).build())),
         ];
         let http = reqwest::Client::new();

@@ -41,11 +41,7 @@ fn pairs(paths: &[PathBuf]) -> String {
 }
 
 fn tera_paths(dir: &Path) -> Vec<PathBuf> {
-    let mut paths: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("tera"))
-        .collect();
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().and_then(|e| e.to_str()) == Some("tera")).collect();
     paths.sort();
     paths
 }

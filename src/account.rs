@@ -7,10 +7,12 @@ use crate::chat::Caller;
 use crate::conversation::default_themes;
 use crate::limits;
 use crate::memory;
-use crate::models::{ConversationItem, DeletionReport, GolferMemory, MemoryView, FeedbackReceipt, FeedbackReceiptRating, FeedbackRequest, FeedbackRequestRating, ThemesView, UsageView};
-use crate::store::golfer::Rated;
+use crate::models::{
+    ConversationItem, DeletionReport, FeedbackReceipt, FeedbackReceiptRating, FeedbackRequest, FeedbackRequestRating, GolferMemory, MemoryView, ThemesView, UsageView,
+};
 use crate::state::AppState;
 use crate::store::counters::CounterKeys;
+use crate::store::golfer::Rated;
 use crate::store::memory::MemoryWrite;
 use crate::store::{deadline, keys, StoreError};
 
@@ -42,12 +44,9 @@ impl AppState {
     /// The golfer's current coaching themes: the newest turn's, or the defaults.
     pub async fn themes_of(&self, caller: &Caller) -> Result<ThemesView, AccountError> {
         let view = match by_deadline(caller, self.store.latest_turn(&caller.user)).await? {
-            Some(t) => ThemesView {
-                request_id: caller.request_id.clone(),
-                coaching_themes: t.coaching_themes,
-                referenced_swings: t.referenced_swings,
-                last_updated: Some(t.last_updated),
-            },
+            Some(t) => {
+                ThemesView { request_id: caller.request_id.clone(), coaching_themes: t.coaching_themes, referenced_swings: t.referenced_swings, last_updated: Some(t.last_updated) }
+            }
             None => ThemesView { request_id: caller.request_id.clone(), coaching_themes: default_themes(), referenced_swings: vec![], last_updated: None },
         };
         Ok(view)
@@ -120,10 +119,21 @@ impl AppState {
     /// Erases the golfer's conversations, profile, stored answers and memory.
     pub async fn erase(&self, caller: &Caller) -> Result<DeletionReport, AccountError> {
         let d = by_deadline(caller, self.store.erase_golfer(&caller.user, self.clock.now().timestamp_millis())).await?;
-        Ok(DeletionReport { request_id: caller.request_id.clone(), conversations_deleted: d.conversations, profile_deleted: d.profile, turns_deleted: d.turns, facts_deleted: d.facts })
+        Ok(DeletionReport {
+            request_id: caller.request_id.clone(),
+            conversations_deleted: d.conversations,
+            profile_deleted: d.profile,
+            turns_deleted: d.turns,
+            facts_deleted: d.facts,
+        })
     }
 }
 
 fn memory_view(caller: &Caller, m: &GolferMemory) -> MemoryView {
-    MemoryView { request_id: caller.request_id.clone(), enabled: m.enabled, limit: std::num::NonZeroU64::new(memory::MAX_FACTS as u64).unwrap_or(std::num::NonZeroU64::MIN), facts: memory::ordered(&m.facts) }
+    MemoryView {
+        request_id: caller.request_id.clone(),
+        enabled: m.enabled,
+        limit: std::num::NonZeroU64::new(memory::MAX_FACTS as u64).unwrap_or(std::num::NonZeroU64::MIN),
+        facts: memory::ordered(&m.facts),
+    }
 }

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-
 /// What the AWS SDK would otherwise find by probing its provider chains.
 #[derive(Debug, Clone, Default)]
 pub struct AwsEnv {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::limits::Limits;
 use crate::aws::AwsEnv;
+use crate::limits::Limits;
 use crate::llm::settings::{BreakerConfig, ModelConfig};
 use crate::llm::table::ModelTableError;
 
@@ -290,10 +290,7 @@ impl Config {
             return Err(ConfigError::ClockOffsetInLambda);
         }
         if self.limits.max_reply_tokens >= self.limits.token_limit_per_request {
-            return Err(ConfigError::Invalid {
-                name: "MAX_REPLY_TOKENS",
-                problem: "must be below TOKEN_LIMIT_PER_REQUEST, or no prompt fits".into(),
-            });
+            return Err(ConfigError::Invalid { name: "MAX_REPLY_TOKENS", problem: "must be below TOKEN_LIMIT_PER_REQUEST, or no prompt fits".into() });
         }
         Ok(())
     }
@@ -332,8 +329,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let m: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| m.get(k).cloned())
     }
 
@@ -362,10 +358,7 @@ mod tests {
     #[test]
     fn local_auth_is_refused_inside_lambda_unless_allowed() {
         let lambda = ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001");
-        assert!(matches!(
-            cfg(&[lambda, ("AUTH_MODE", "local")]),
-            Err(ConfigError::LocalAuthInLambda)
-        ));
+        assert!(matches!(cfg(&[lambda, ("AUTH_MODE", "local")]), Err(ConfigError::LocalAuthInLambda)));
         assert!(cfg(&[lambda, ("AUTH_MODE", "local"), ("ALLOW_LOCAL_AUTH_IN_LAMBDA", "true")]).is_ok());
         assert!(cfg(&[("AUTH_MODE", "local")]).is_ok());
     }

@@ -10,8 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::timestamp;
 use crate::models::{
-    ChatMessage, CoachReplyPayload, CoachingThemes, ConversationId, ConversationItem, ConversationStatus, Role, StoredResponse, SwingId,
-    TurnItem, TurnItemStatus, UserId,
+    ChatMessage, CoachReplyPayload, CoachingThemes, ConversationId, ConversationItem, ConversationStatus, Role, StoredResponse, SwingId, TurnItem, TurnItemStatus, UserId,
 };
 
 pub const MAX_IMPROVEMENTS: usize = 5;

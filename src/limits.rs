@@ -234,12 +234,7 @@ impl Refusal {
             // Today's budget is spent, the golfer's or everyone's.
             Counter::UserDay | Counter::GlobalDay => UsageSnapshot { user_hour_count: 0, user_day_spend_micro: day_used },
         };
-        Self {
-            counter,
-            retry_after_secs: u64::try_from((resets_at - now).num_seconds().max(1)).unwrap_or(1),
-            resets_at,
-            quota: quota(l, snapshot, now),
-        }
+        Self { counter, retry_after_secs: u64::try_from((resets_at - now).num_seconds().max(1)).unwrap_or(1), resets_at, quota: quota(l, snapshot, now) }
     }
 }
 

@@ -232,7 +232,9 @@ mod tests {
         let (Some(m), a) = apply(None, &[remember_op(MemoryOpKind::Injury, "Left wrist hurts after range sessions")], source(1)) else { panic!("nothing remembered") };
         assert_eq!((a.remembered, m.version, m.facts.len()), (1, 1, 1));
         let id = m.facts[0].id.to_string();
-        let (Some(m), _) = apply(Some(&m), &[op(MemoryOpOp::Replace, Some(&id), MemoryOpKind::Injury, Some("Left wrist is fine again"))], source(2)) else { panic!("not replaced") };
+        let (Some(m), _) = apply(Some(&m), &[op(MemoryOpOp::Replace, Some(&id), MemoryOpKind::Injury, Some("Left wrist is fine again"))], source(2)) else {
+            panic!("not replaced")
+        };
         assert_eq!(m.facts[0].text.as_str(), "Left wrist is fine again");
         assert_eq!((m.facts[0].created_at.clone(), m.facts[0].updated_at.clone()), (crate::clock::timestamp(at(1)), crate::clock::timestamp(at(2))));
         let (Some(m), _) = apply(Some(&m), &[op(MemoryOpOp::Forget, Some(&id), MemoryOpKind::Injury, None)], source(3)) else { panic!("not forgotten") };

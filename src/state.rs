@@ -130,7 +130,8 @@ impl AppState {
         let parts = CoachParts { secret, models: models.clone(), clock: overrides.clock.clone() };
         let coach = coach(&config, parts)?;
         let budget = Arc::new(GlobalBudget::new(config.limits.spend_total_day_micro));
-        let state = Self { config: Arc::new(config), store, prompts, coach, budget, metrics: overrides.metrics, clock: overrides.clock, models, watch: Default::default(), experiment };
+        let state =
+            Self { config: Arc::new(config), store, prompts, coach, budget, metrics: overrides.metrics, clock: overrides.clock, models, watch: Default::default(), experiment };
         state.watch_model();
         Ok(state)
     }

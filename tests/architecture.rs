@@ -191,7 +191,14 @@ fn imports(sources: &[Source]) -> BTreeMap<String, BTreeSet<String>> {
 
 /// A circle in `edges`, as the modules on it, if there is one.
 fn circle(edges: &BTreeMap<String, BTreeSet<String>>, related: impl Fn(&str, &str) -> bool) -> Option<Vec<String>> {
-    fn reaches(edges: &BTreeMap<String, BTreeSet<String>>, related: &dyn Fn(&str, &str) -> bool, from: &str, to: &str, seen: &mut BTreeSet<String>, path: &mut Vec<String>) -> bool {
+    fn reaches(
+        edges: &BTreeMap<String, BTreeSet<String>>,
+        related: &dyn Fn(&str, &str) -> bool,
+        from: &str,
+        to: &str,
+        seen: &mut BTreeSet<String>,
+        path: &mut Vec<String>,
+    ) -> bool {
         for next in edges.get(from).into_iter().flatten() {
             if related(from, next) {
                 continue;

@@ -31,10 +31,16 @@ fn doc(title: &str, body: Value) -> Value {
 #[test]
 fn a_cross_file_reference_is_copied_into_the_document() {
     let dir = folder(&[
-        ("common.json", doc("Common", json!({ "definitions": {
-            "UserId": { "type": "string", "pattern": "^[a-z]+$" },
-            "Pair": { "type": "array", "items": { "$ref": "#/definitions/UserId" } }
-        }}))),
+        (
+            "common.json",
+            doc(
+                "Common",
+                json!({ "definitions": {
+                    "UserId": { "type": "string", "pattern": "^[a-z]+$" },
+                    "Pair": { "type": "array", "items": { "$ref": "#/definitions/UserId" } }
+                }}),
+            ),
+        ),
         ("req.json", doc("Req", json!({ "type": "object", "properties": { "p": { "$ref": "common.json#/definitions/Pair" } } }))),
     ]);
     let bundled = schemas::load(&dir);
@@ -57,8 +63,11 @@ fn a_keyword_outside_draft_04_fails_the_build() {
 fn a_ref_to_a_whole_file_bundles_that_file_under_its_title() {
     let dir = folder(&[
         ("a.json", json!({ "$schema": schemas::DRAFT4, "title": "A", "type": "object", "properties": { "b": { "$ref": "b.json#" } } })),
-        ("b.json", json!({ "$schema": schemas::DRAFT4, "title": "B", "type": "object", "properties": { "c": { "$ref": "#/definitions/C" } },
-                           "definitions": { "C": { "type": "string" } } })),
+        (
+            "b.json",
+            json!({ "$schema": schemas::DRAFT4, "title": "B", "type": "object", "properties": { "c": { "$ref": "#/definitions/C" } },
+                           "definitions": { "C": { "type": "string" } } }),
+        ),
     ]);
     let bundled = schemas::load(&dir);
     let a = &bundled["a.json"];

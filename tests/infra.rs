@@ -105,15 +105,27 @@ fn the_function_is_configured_as_the_seed_asks_with_known_env_vars_only() {
 fn alarms_and_dashboard_use_the_metrics_the_service_emits() {
     let t = template();
     let emitted = [
-        metrics::CONVERSATION_REQUESTS, metrics::TOKENS_USED, metrics::RESPONSE_TIME, metrics::ERROR_RATE,
-        metrics::COST_PER_DAY, metrics::USER_ACTIVE_CONVERSATIONS, metrics::DEGRADED_REPLIES, metrics::CONTENT_FILTERED,
-        metrics::BILLED_UNUSABLE, metrics::MODEL_REFUSALS, metrics::BREAKER_OPEN, metrics::FIRST_DELTA_TIME, metrics::MODEL_REPLACED,
+        metrics::CONVERSATION_REQUESTS,
+        metrics::TOKENS_USED,
+        metrics::RESPONSE_TIME,
+        metrics::ERROR_RATE,
+        metrics::COST_PER_DAY,
+        metrics::USER_ACTIVE_CONVERSATIONS,
+        metrics::DEGRADED_REPLIES,
+        metrics::CONTENT_FILTERED,
+        metrics::BILLED_UNUSABLE,
+        metrics::MODEL_REFUSALS,
+        metrics::BREAKER_OPEN,
+        metrics::FIRST_DELTA_TIME,
+        metrics::MODEL_REPLACED,
     ];
-    let alarms: Vec<(&str, &Value)> = ["HighTokenUsageAlarm", "HighErrorRateAlarm", "SlowResponsesAlarm", "DailyCostLimitAlarm"]
-        .iter()
-        .map(|a| (*a, resource(&t, a)))
-        .collect();
-    let expected = [("HighTokenUsageAlarm", "TokensUsed", 10000.0), ("HighErrorRateAlarm", "ErrorRate", 5.0), ("SlowResponsesAlarm", "ResponseTime", 5000.0), ("DailyCostLimitAlarm", "CostPerDay", 100.0)];
+    let alarms: Vec<(&str, &Value)> = ["HighTokenUsageAlarm", "HighErrorRateAlarm", "SlowResponsesAlarm", "DailyCostLimitAlarm"].iter().map(|a| (*a, resource(&t, a))).collect();
+    let expected = [
+        ("HighTokenUsageAlarm", "TokensUsed", 10000.0),
+        ("HighErrorRateAlarm", "ErrorRate", 5.0),
+        ("SlowResponsesAlarm", "ResponseTime", 5000.0),
+        ("DailyCostLimitAlarm", "CostPerDay", 100.0),
+    ];
     for ((name, alarm), (ename, metric, threshold)) in alarms.iter().zip(expected) {
         assert_eq!(*name, ename);
         assert_eq!(alarm["Namespace"], metrics::NAMESPACE);
@@ -209,18 +221,10 @@ fn the_api_imports_the_generated_request_model() {
 fn routes_agree_between_template_gateway_config_and_openapi() {
     let t = template();
     let openapi: Value = serde_json::from_str(coach_api::schemas::OPENAPI).unwrap();
-    let documented: BTreeSet<(String, String)> = openapi["paths"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .flat_map(|(p, ops)| ops.as_object().unwrap().keys().map(move |m| (p.clone(), m.to_uppercase())))
-        .collect();
-    let events: Vec<(&str, &Value)> = FUNCTIONS
-        .iter()
-        .flat_map(|f| resource(&t, f)["Events"].as_object().unwrap().values().map(move |e| (*f, &e["Properties"])))
-        .collect();
-    let deployed: BTreeSet<(String, String)> =
-        events.iter().map(|(_, e)| (e["Path"].as_str().unwrap().to_string(), e["Method"].as_str().unwrap().to_uppercase())).collect();
+    let documented: BTreeSet<(String, String)> =
+        openapi["paths"].as_object().unwrap().iter().flat_map(|(p, ops)| ops.as_object().unwrap().keys().map(move |m| (p.clone(), m.to_uppercase()))).collect();
+    let events: Vec<(&str, &Value)> = FUNCTIONS.iter().flat_map(|f| resource(&t, f)["Events"].as_object().unwrap().values().map(move |e| (*f, &e["Properties"]))).collect();
+    let deployed: BTreeSet<(String, String)> = events.iter().map(|(_, e)| (e["Path"].as_str().unwrap().to_string(), e["Method"].as_str().unwrap().to_uppercase())).collect();
     // Only the streamed route streams, from the streaming function, on a regional endpoint
     // (edge-optimized endpoints give a stream 30 s of idle time, regional ones 5 minutes).
     for (f, e) in &events {

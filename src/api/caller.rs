@@ -14,8 +14,8 @@ use super::identity::{caller_identity, client_ip, lambda_deadline_ms};
 use super::observe::current_request_id;
 use crate::chat::Caller;
 use crate::config::Config;
-use crate::state::AppState;
 use crate::limits::IpHash;
+use crate::state::AppState;
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -26,12 +26,8 @@ impl FromRequestParts<AppState> for Caller {
         }
         let user = caller_identity(state.config.auth_mode, parts).ok_or(ApiError::Unauthorized)?;
         let ip = client_ip(parts).or_else(|| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()));
-        let caller = Caller {
-            user,
-            ip: IpHash::keyed(state.log_key(), ip.as_deref().unwrap_or("unknown")),
-            deadline: deadline(&state.config, parts),
-            request_id: current_request_id(),
-        };
+        let caller =
+            Caller { user, ip: IpHash::keyed(state.log_key(), ip.as_deref().unwrap_or("unknown")), deadline: deadline(&state.config, parts), request_id: current_request_id() };
         parts.extensions.insert(caller.clone());
         Ok(caller)
     }

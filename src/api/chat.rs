@@ -18,7 +18,11 @@ use crate::state::AppState;
 
 /// A JSON body the way a gateway checks it: the caller first, then size, media type, JSON
 /// and the schema `schema` picks (the same one API Gateway validates with), as `T`.
-pub async fn checked_body<T: serde::de::DeserializeOwned>(request: Request, state: &AppState, schema: fn(&schemas::Schemas) -> &jsonschema::Validator) -> Result<(Caller, T), ApiError> {
+pub async fn checked_body<T: serde::de::DeserializeOwned>(
+    request: Request,
+    state: &AppState,
+    schema: fn(&schemas::Schemas) -> &jsonschema::Validator,
+) -> Result<(Caller, T), ApiError> {
     let validator = schema(schemas::get()?);
     let (mut parts, body) = request.into_parts();
     let caller = Caller::from_request_parts(&mut parts, state).await?;
@@ -27,12 +31,8 @@ pub async fn checked_body<T: serde::de::DeserializeOwned>(request: Request, stat
     if declared.is_some_and(|n| n > max) {
         return Err(ApiError::PayloadTooLarge);
     }
-    let is_json = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    let is_json =
+        parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(|v| v.split(';').next()).is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
     if !is_json {
         return Err(ApiError::UnsupportedMediaType);
     }
@@ -48,8 +48,7 @@ impl FromRequest<AppState> for ChatInput {
         if request.user_id.as_ref().is_some_and(|u| u != &caller.user) {
             return Err(ApiError::Forbidden);
         }
-        let message = safety::clean_input(&request.message)
-            .map_err(|e| ApiError::Invalid(vec![Violation { field: "/message".into(), problem: e.to_string() }]))?;
+        let message = safety::clean_input(&request.message).map_err(|e| ApiError::Invalid(vec![Violation { field: "/message".into(), problem: e.to_string() }]))?;
         Ok(ChatInput { request, message })
     }
 }

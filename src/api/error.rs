@@ -143,14 +143,7 @@ impl ApiError {
                 _ => None,
             },
         };
-        ErrorBody {
-            code: self.code(),
-            message: self.message(),
-            request_id: request_id.to_string(),
-            retry_after_seconds,
-            fields,
-            quota: self.refusal().map(|r| r.quota.clone()),
-        }
+        ErrorBody { code: self.code(), message: self.message(), request_id: request_id.to_string(), retry_after_seconds, fields, quota: self.refusal().map(|r| r.quota.clone()) }
     }
 }
 

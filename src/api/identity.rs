@@ -23,11 +23,9 @@ fn gateway_context(parts: &Parts) -> Option<&lambda_http::aws_lambda_events::api
 /// The caller's user id, when the request carries a valid one.
 pub fn caller_identity(mode: AuthMode, parts: &Parts) -> Option<UserId> {
     let raw = match mode {
-        AuthMode::Cognito => gateway_context(parts)
-            .and_then(|c| c.authorizer.fields.get("claims"))
-            .and_then(|claims| claims.get("sub"))
-            .and_then(|sub| sub.as_str())
-            .map(str::to_string),
+        AuthMode::Cognito => {
+            gateway_context(parts).and_then(|c| c.authorizer.fields.get("claims")).and_then(|claims| claims.get("sub")).and_then(|sub| sub.as_str()).map(str::to_string)
+        }
         AuthMode::Local => parts.headers.get("x-user-id").and_then(|v| v.to_str().ok()).map(str::to_string),
     };
     UserId::try_from(raw?).ok()

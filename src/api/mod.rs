@@ -146,11 +146,9 @@ impl RateLimit {
 /// IETF draft RateLimit headers from the quota, the reset in seconds from `now`.
 fn rate_limit_headers(headers: &mut HeaderMap, q: &Quota, now: chrono::DateTime<chrono::Utc>) {
     let reset = crate::clock::seconds_until(&q.hour_resets_at, now);
-    for (name, value) in [
-        ("ratelimit-limit", q.requests_limit_hour.to_string()),
-        ("ratelimit-remaining", q.requests_remaining_hour.to_string()),
-        ("ratelimit-reset", reset.to_string()),
-    ] {
+    for (name, value) in
+        [("ratelimit-limit", q.requests_limit_hour.to_string()), ("ratelimit-remaining", q.requests_remaining_hour.to_string()), ("ratelimit-reset", reset.to_string())]
+    {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(name, v);
         }
@@ -180,8 +178,7 @@ mod tests {
             }
         }
         documented.sort();
-        let mut served: Vec<(String, String, String)> =
-            ROUTES.iter().map(|r| (r.path.to_string(), r.method.to_string(), r.operation_id.to_string())).collect();
+        let mut served: Vec<(String, String, String)> = ROUTES.iter().map(|r| (r.path.to_string(), r.method.to_string(), r.operation_id.to_string())).collect();
         served.sort();
         assert_eq!(documented, served);
     }

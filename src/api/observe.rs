@@ -110,25 +110,25 @@ fn kind_of(status: StatusCode) -> OutcomeKind {
 impl Observed {
     /// One line per request with hashed ids and no message text.
     fn security_log(&self, state: &AppState, elapsed_ms: f64) {
-    let key = state.log_key();
-    let (who, status, outcome) = (self.caller.as_ref(), self.status, &self.outcome);
-    let user = who.map(|c| safety::log_hash(key, c.user.as_str())).unwrap_or_default();
-    let ip = who.map(|c| safety::log_hash(key, c.ip.as_str())).unwrap_or_default();
-    tracing::info!(
-        target: "security",
-        request_id = self.id,
-        user_hash = %user,
-        ip_hash = %ip,
-        status = status.as_u16(),
-        outcome = outcome.kind.as_str(),
-        limit = outcome.limit.map(|c| c.label()).unwrap_or(""),
-        model_error = outcome.model_error.unwrap_or(""),
-        filtered = outcome.filtered,
-        prompt_version = outcome.prompt_version.as_deref().unwrap_or(""),
-        variant = outcome.variant.as_deref().unwrap_or(""),
-        auth = state.config.auth_mode.as_str(),
-        latency_ms = elapsed_ms,
-        "request"
-    );
+        let key = state.log_key();
+        let (who, status, outcome) = (self.caller.as_ref(), self.status, &self.outcome);
+        let user = who.map(|c| safety::log_hash(key, c.user.as_str())).unwrap_or_default();
+        let ip = who.map(|c| safety::log_hash(key, c.ip.as_str())).unwrap_or_default();
+        tracing::info!(
+            target: "security",
+            request_id = self.id,
+            user_hash = %user,
+            ip_hash = %ip,
+            status = status.as_u16(),
+            outcome = outcome.kind.as_str(),
+            limit = outcome.limit.map(|c| c.label()).unwrap_or(""),
+            model_error = outcome.model_error.unwrap_or(""),
+            filtered = outcome.filtered,
+            prompt_version = outcome.prompt_version.as_deref().unwrap_or(""),
+            variant = outcome.variant.as_deref().unwrap_or(""),
+            auth = state.config.auth_mode.as_str(),
+            latency_ms = elapsed_ms,
+            "request"
+        );
     }
 }

@@ -6,9 +6,9 @@ use chrono::{DateTime, Utc};
 
 use super::{Admitted, Caller, ChatError, ChatInput, Reservation};
 use crate::conversation;
+use crate::conversation::RecentTurn;
 use crate::limits;
 use crate::llm::table::ModelSpec;
-use crate::conversation::RecentTurn;
 use crate::models::{AppContext, ChatMessage, ConversationId, GolferMemory, Role, SwingId};
 use crate::prompts::experiment::PromptSet;
 use crate::prompts::{pack, HistoryTurn, PackError, Packed, PromptRole, PromptVars};

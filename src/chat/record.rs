@@ -17,7 +17,7 @@ use crate::conversation::{self, Turn};
 use crate::limits;
 use crate::memory;
 use crate::metrics::Outcome;
-use crate::models::{ChatMessage, GolferMemory, CoachingChatResponse, CoachingChatResponseStorage as Storage, Role, StoredResponse, SwingId, TurnItem, Usage};
+use crate::models::{ChatMessage, CoachingChatResponse, CoachingChatResponseStorage as Storage, GolferMemory, Role, StoredResponse, SwingId, TurnItem, Usage};
 use crate::state::AppState;
 use crate::store::conversations::{PreparedTurn, TurnWriteError};
 use crate::store::memory::MemoryWrite;
@@ -64,11 +64,7 @@ pub async fn record(state: &AppState, caller: &Caller, input: &ChatInput, replie
 /// is off, or no operation was acceptable).
 fn remembered(state: &AppState, caller: &Caller, composed: &Composed, reply: &Reply, key: &str) -> Option<GolferMemory> {
     let ops = &reply.payload.as_ref()?.memory;
-    let source = memory::Source {
-        message_id: keys::message_id(&caller.user, key)?,
-        at: state.clock.now(),
-        hash_key: state.log_key(),
-    };
+    let source = memory::Source { message_id: keys::message_id(&caller.user, key)?, at: state.clock.now(), hash_key: state.log_key() };
     let (changed, applied) = memory::apply(composed.memory.as_ref(), ops, source);
     if applied.refused > 0 {
         tracing::info!(refused = applied.refused, "memory operations refused");

@@ -85,15 +85,7 @@ pub struct Settled {
 impl Settled {
     /// The turn's write under `key`, with this settlement and the claim it replaces.
     pub fn turn_write<'a>(&'a self, key: &'a str, turn: &'a crate::models::TurnItem) -> TurnWrite<'a> {
-        TurnWrite {
-            key,
-            turn,
-            claim: self.claim_key.as_deref(),
-            keys: &self.keys,
-            spend_delta_micro: self.spend_delta_micro,
-            release_slots: self.release_slots,
-            memory: None,
-        }
+        TurnWrite { key, turn, claim: self.claim_key.as_deref(), keys: &self.keys, spend_delta_micro: self.spend_delta_micro, release_slots: self.release_slots, memory: None }
     }
 }
 
@@ -185,7 +177,8 @@ impl Drop for Reservation {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         tracing::warn!("a reservation was dropped unsettled: giving it back in the background");
         let held = std::mem::take(&mut self.held);
-        let reservation = Self { keys: self.keys.clone(), reserved_micro: self.reserved_micro, held: Held::default(), billable: false, store: self.store.clone(), budget: self.budget.clone() };
+        let reservation =
+            Self { keys: self.keys.clone(), reserved_micro: self.reserved_micro, held: Held::default(), billable: false, store: self.store.clone(), budget: self.budget.clone() };
         runtime.spawn(async move {
             if let Some(release) = reservation.give_back(held).await {
                 release.in_background(&reservation.store);

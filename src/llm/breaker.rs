@@ -46,16 +46,7 @@ pub enum Admit {
 
 impl Breaker {
     pub fn new(cfg: BreakerConfig) -> Self {
-        Self {
-            cfg,
-            inner: Mutex::new(Inner {
-                state: BreakerState::Closed,
-                opened_at: Instant::now(),
-                probe_in_flight: false,
-                consecutive_failures: 0,
-                recent: VecDeque::new(),
-            }),
-        }
+        Self { cfg, inner: Mutex::new(Inner { state: BreakerState::Closed, opened_at: Instant::now(), probe_in_flight: false, consecutive_failures: 0, recent: VecDeque::new() }) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -115,8 +106,7 @@ impl Breaker {
         }
         g.consecutive_failures += 1;
         let failures = g.recent.iter().filter(|(_, ok)| !ok).count();
-        let ratio_trips = g.recent.len() >= self.cfg.min_calls
-            && failures as f64 / g.recent.len() as f64 >= self.cfg.ratio;
+        let ratio_trips = g.recent.len() >= self.cfg.min_calls && failures as f64 / g.recent.len() as f64 >= self.cfg.ratio;
         if g.state == BreakerState::HalfOpen || g.consecutive_failures >= self.cfg.consecutive || ratio_trips {
             g.state = BreakerState::Open;
             g.opened_at = now;
@@ -161,13 +151,7 @@ mod tests {
     use std::time::Duration;
 
     fn breaker() -> Breaker {
-        Breaker::new(BreakerConfig {
-            consecutive: 3,
-            ratio: 0.5,
-            min_calls: 6,
-            window: Duration::from_secs(10),
-            open_for: Duration::from_secs(5),
-        })
+        Breaker::new(BreakerConfig { consecutive: 3, ratio: 0.5, min_calls: 6, window: Duration::from_secs(10), open_for: Duration::from_secs(5) })
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,8 +10,8 @@ use chrono::NaiveDate;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
-use super::table::{ModelSpec, Models, WARN_DAYS};
 use super::settings::ModelConfig;
+use super::table::{ModelSpec, Models, WARN_DAYS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -52,8 +52,7 @@ pub async fn run(cfg: &ModelConfig, today: NaiveDate) -> Result<Report, CheckErr
         return Err(CheckError::Unreachable(format!("status {}", response.status())));
     }
     let list: ModelList = response.json().await.map_err(|e| CheckError::Unreachable(e.without_url().to_string()))?;
-    let listed: BTreeMap<String, Option<NaiveDate>> =
-        list.data.into_iter().map(|m| (m.id, m.shutdown_date.and_then(|d| crate::clock::parse_date(&d)))).collect();
+    let listed: BTreeMap<String, Option<NaiveDate>> = list.data.into_iter().map(|m| (m.id, m.shutdown_date.and_then(|d| crate::clock::parse_date(&d)))).collect();
     Ok(compare(&Models::builtin()?, &cfg.model, &listed, today))
 }
 

@@ -3,20 +3,20 @@
 
 pub mod breaker;
 pub mod check;
-pub mod table;
-pub mod watch;
 pub mod offline;
 pub mod openai;
 pub mod settings;
 mod stream;
+pub mod table;
+pub mod watch;
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use tokio::time::Instant;
 
 use crate::limits::Billed;
-use crate::prompts::{PromptMessage, PromptVars, Prompts};
 use crate::models::CoachReplyPayload;
+use crate::prompts::{PromptMessage, PromptVars, Prompts};
 
 /// One message for the coach.
 #[derive(Debug, Clone, Copy)]
@@ -144,10 +144,6 @@ pub fn parse_reply(content: &str) -> Result<CoachReplyPayload, LlmError> {
 /// Tokens the structured-output schema adds to every model request (it is billed as input),
 /// kept out of the prompt's budget so prompt + schema + reply stays within the limit.
 pub fn response_format_tokens() -> usize {
-    static TOKENS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
-        crate::schemas::get()
-            .map(|s| crate::tokens::count(&s.coach_reply_for_model.to_string()))
-            .unwrap_or(0)
-    });
+    static TOKENS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| crate::schemas::get().map(|s| crate::tokens::count(&s.coach_reply_for_model.to_string())).unwrap_or(0));
     *TOKENS
 }

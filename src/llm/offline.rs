@@ -43,16 +43,11 @@ impl Coach for OfflineCoach {
 pub fn offline_payload(vars: &crate::prompts::PromptVars, reply: String) -> CoachReplyPayload {
     let latest = vars.latest_swing();
     let primary_focus = match (vars.swings.first(), vars.swings.get(1)) {
-        (Some(new), Some(old)) if new.primary_fault.is_some() && new.primary_fault == old.primary_fault => {
-            new.primary_fault.clone().filter(|f| *f != vars.themes.primary_focus)
-        }
+        (Some(new), Some(old)) if new.primary_fault.is_some() && new.primary_fault == old.primary_fault => new.primary_fault.clone().filter(|f| *f != vars.themes.primary_focus),
         _ => None,
     };
     let improvement = match (vars.swings.first(), vars.swings.get(1)) {
-        (Some(new), Some(old)) if new.overall_score > old.overall_score => Some(format!(
-            "{} score up from {} to {}",
-            new.club, old.overall_score, new.overall_score
-        )),
+        (Some(new), Some(old)) if new.overall_score > old.overall_score => Some(format!("{} score up from {} to {}", new.club, old.overall_score, new.overall_score)),
         _ => None,
     };
     CoachReplyPayload {

@@ -21,9 +21,8 @@ use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
 use async_openai::middleware::HttpRequestFactory;
 use async_openai::types::chat::{
-    ChatCompletionRequestAssistantMessage, ChatCompletionRequestAssistantMessageContent, ChatCompletionRequestMessage,
-    ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage, CompletionUsage, CreateChatCompletionRequest,
-    FinishReason, ReasoningEffort, ResponseFormat, ResponseFormatJsonSchema,
+    ChatCompletionRequestAssistantMessage, ChatCompletionRequestAssistantMessageContent, ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
+    ChatCompletionRequestUserMessage, CompletionUsage, CreateChatCompletionRequest, FinishReason, ReasoningEffort, ResponseFormat, ResponseFormatJsonSchema,
 };
 use async_openai::Client;
 use futures::future::BoxFuture;
@@ -33,14 +32,14 @@ use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
 use super::breaker::{Breaker, Permit};
-use super::table::{InService, ModelSpec, OutputLimit};
-use crate::clock::Clock;
-use crate::models::Effort;
-use super::{parse_reply, Attempts, Coach, CoachEvent, CoachRequest, Draft, LlmError};
-use crate::limits::Billed;
-use crate::backoff::Backoff;
 use super::settings::{BreakerConfig, ModelConfig};
+use super::table::{InService, ModelSpec, OutputLimit};
+use super::{parse_reply, Attempts, Coach, CoachEvent, CoachRequest, Draft, LlmError};
+use crate::backoff::Backoff;
+use crate::clock::Clock;
 use crate::limits;
+use crate::limits::Billed;
+use crate::models::Effort;
 use crate::prompts::{PromptMessage, PromptRole};
 use crate::secrets::SecretSource;
 use crate::tokens;
@@ -73,7 +72,11 @@ pub(super) enum Attempt {
     /// The provider answered, and billed, but the golfer cannot use the answer.
     Unusable(LlmError, Billed),
     /// The provider did not answer usefully; a timeout may still have been billed.
-    Outage { error: LlmError, billed: Option<Billed>, retry_after: Option<Duration> },
+    Outage {
+        error: LlmError,
+        billed: Option<Billed>,
+        retry_after: Option<Duration>,
+    },
     /// The request was refused (a 4xx but 429): nothing was billed.
     Refused(LlmError),
     /// The provider says the model does not exist (any more): nothing was billed.
@@ -109,17 +112,7 @@ impl OpenAiCoach {
             .build()
             .map_err(|_| LlmError::Transport)?;
         let reply_schema = crate::schemas::get().map_err(|_| LlmError::Malformed)?.coach_reply_for_model.clone();
-        Ok(Self {
-            cfg,
-            service,
-            clock,
-            api: std::sync::RwLock::new(api),
-            secret,
-            refreshed: tokio::sync::Mutex::new(None),
-            http,
-            breaker: Breaker::new(breaker),
-            reply_schema,
-        })
+        Ok(Self { cfg, service, clock, api: std::sync::RwLock::new(api), secret, refreshed: tokio::sync::Mutex::new(None), http, breaker: Breaker::new(breaker), reply_schema })
     }
 
     /// Reads the key from the secret again (after a 401): `true` when it got a key.
@@ -240,12 +233,7 @@ impl OpenAiCoach {
     pub(super) fn judge(&self, said: Said<'_>, usage: Option<Billed>, worst: Billed) -> Attempt {
         let Said { content, refused, finish } = said;
         // Counted only when the provider sent no usage.
-        let billed = usage.unwrap_or_else(|| Billed {
-            prompt_tokens: worst.prompt_tokens,
-            completion_tokens: tokens::count(content) as u64,
-            estimated: true,
-            ..Billed::default()
-        });
+        let billed = usage.unwrap_or_else(|| Billed { prompt_tokens: worst.prompt_tokens, completion_tokens: tokens::count(content) as u64, estimated: true, ..Billed::default() });
         if refused || finish == Some(FinishReason::ContentFilter) {
             return Attempt::Unusable(LlmError::Refusal, billed);
         }

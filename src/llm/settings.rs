@@ -79,13 +79,6 @@ pub struct BreakerConfig {
 
 impl Default for BreakerConfig {
     fn default() -> Self {
-        Self {
-            consecutive: 5,
-            ratio: 0.5,
-            min_calls: 10,
-            window: Duration::from_secs(30),
-            open_for: Duration::from_secs(15),
-        }
+        Self { consecutive: 5, ratio: 0.5, min_calls: 10, window: Duration::from_secs(30), open_for: Duration::from_secs(15) }
     }
 }
-

@@ -148,7 +148,8 @@ fn parse(name: &str, row: &ModelRow) -> Result<ModelSpec, ModelTableError> {
     if let Some(e) = row.reasoning_effort.filter(|e| !row.efforts.contains(e)) {
         return Err(invalid(format!("reasoning_effort {e} is not one of the efforts it accepts")));
     }
-    let shutdown = row.shutdown.as_ref().map(|d| crate::clock::parse_date(d.as_str()).ok_or_else(|| invalid(format!("shutdown: {} is not a date as YYYY-MM-DD", d.as_str())))).transpose()?;
+    let shutdown =
+        row.shutdown.as_ref().map(|d| crate::clock::parse_date(d.as_str()).ok_or_else(|| invalid(format!("shutdown: {} is not a date as YYYY-MM-DD", d.as_str())))).transpose()?;
     Ok(ModelSpec {
         name: name.to_string(),
         prices: Prices {
@@ -288,7 +289,11 @@ mod tests {
 
     #[test]
     fn the_tables_rules_refuse_a_broken_table() {
-        let row = |extra: &str| format!(r#"{{"models":{{"a":{{"input_per_mtok":"1","cached_input_per_mtok":"1","output_per_mtok":"1","output_limit":"max_tokens","efforts":["low"],"temperature":"never","note":"n",{extra}}}}}}}"#);
+        let row = |extra: &str| {
+            format!(
+                r#"{{"models":{{"a":{{"input_per_mtok":"1","cached_input_per_mtok":"1","output_per_mtok":"1","output_limit":"max_tokens","efforts":["low"],"temperature":"never","note":"n",{extra}}}}}}}"#
+            )
+        };
         let err = |json: String| Models::parse(&json).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(Models::parse(&row(r#""shutdown":null,"replacement":null"#)).is_ok());
         assert!(!err(row(r#""shutdown":"2027-01-14","replacement":null"#)).is_empty(), "a shutdown needs a replacement");

@@ -67,7 +67,12 @@ mod tests {
     fn a_golfers_place_is_keyed_and_stable() {
         let user = UserId::try_from("golfer-stable".to_string()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(bucket("k", "warmer", &user), bucket("k", "warmer", &user), "the same after a restart");
-        let moved = (0..50).filter(|i| bucket("k", "warmer", &UserId::try_from(format!("g-{i}")).unwrap_or_else(|e| panic!("{e}"))) != bucket("other-key", "warmer", &UserId::try_from(format!("g-{i}")).unwrap_or_else(|e| panic!("{e}")))).count();
+        let moved = (0..50)
+            .filter(|i| {
+                bucket("k", "warmer", &UserId::try_from(format!("g-{i}")).unwrap_or_else(|e| panic!("{e}")))
+                    != bucket("other-key", "warmer", &UserId::try_from(format!("g-{i}")).unwrap_or_else(|e| panic!("{e}")))
+            })
+            .count();
         assert!(moved > 40, "another key, another split");
     }
 }

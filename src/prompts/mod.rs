@@ -182,18 +182,12 @@ impl Prompts {
     /// The templates' variables for `vars`, to build once for several templates rendered from
     /// them ([`Prompts::render_context`]); `template` names the first in an error.
     pub fn context<T: serde::Serialize>(template: &str, vars: &T) -> Result<tera::Context, PromptError> {
-        tera::Context::from_serialize(vars).map_err(|e| PromptError::Render {
-            template: template.to_string(),
-            problem: chain(&e),
-        })
+        tera::Context::from_serialize(vars).map_err(|e| PromptError::Render { template: template.to_string(), problem: chain(&e) })
     }
 
     /// Renders with a context built once for several templates ([`Prompts::context`]).
     pub fn render_context(&self, template: &str, ctx: &tera::Context) -> Result<String, PromptError> {
-        let out = self.tera.render(template, ctx).map_err(|e| PromptError::Render {
-            template: template.to_string(),
-            problem: chain(&e),
-        })?;
+        let out = self.tera.render(template, ctx).map_err(|e| PromptError::Render { template: template.to_string(), problem: chain(&e) })?;
         Ok(out.trim().to_string())
     }
 }

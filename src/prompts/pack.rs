@@ -50,10 +50,7 @@ impl Counted {
 
 /// The system and context messages for a context (they change with the detail level).
 fn frame(prompts: &Prompts, ctx: &tera::Context) -> Result<[Counted; 2], PromptError> {
-    Ok([
-        Counted::new(PromptRole::System, prompts.render_context(SYSTEM, ctx)?),
-        Counted::new(PromptRole::User, prompts.render_context(CONTEXT, ctx)?),
-    ])
+    Ok([Counted::new(PromptRole::System, prompts.render_context(SYSTEM, ctx)?), Counted::new(PromptRole::User, prompts.render_context(CONTEXT, ctx)?)])
 }
 
 /// The steps that shorten swing and profile detail when nothing else is left to drop.
@@ -206,8 +203,7 @@ pub(crate) mod tests {
     fn every_template_renders_a_sparse_context() -> Result<(), PromptError> {
         // Optional fields absent, as stored items and typify's serialization leave them.
         let mut vars = example_vars();
-        let sparse: GolferProfile = serde_json::from_value(serde_json::json!({ "user_id": "demo-x", "display_name": "X" }))
-            .map_err(|e| PromptError::Load(e.to_string()))?;
+        let sparse: GolferProfile = serde_json::from_value(serde_json::json!({ "user_id": "demo-x", "display_name": "X" })).map_err(|e| PromptError::Load(e.to_string()))?;
         vars.profile = Some(sparse);
         vars.swings = vec![serde_json::from_value(serde_json::json!({
             "analysis_id": "s-1", "user_id": "demo-x", "created_at": "2026-11-20T10:00:00.000Z", "club": "putter", "overall_score": 50
@@ -330,7 +326,13 @@ pub(crate) mod tests {
         let kinds = ["injury", "goal", "event", "equipment", "skill", "course", "preference"];
         let mut vars = example_vars();
         let facts: Vec<MemoryFact> = (0..30)
-            .map(|i| fact(&format!("f{i:07x}"), kinds[i % kinds.len()], &format!("fact {i} {}", "about the golfer's game and body, in detail ".repeat(4)).chars().take(160).collect::<String>()))
+            .map(|i| {
+                fact(
+                    &format!("f{i:07x}"),
+                    kinds[i % kinds.len()],
+                    &format!("fact {i} {}", "about the golfer's game and body, in detail ".repeat(4)).chars().take(160).collect::<String>(),
+                )
+            })
             .collect();
         vars.memory = crate::memory::ordered(&facts);
         vars.message = "Here is everything about my round today. ".repeat(23);
@@ -362,10 +364,7 @@ pub(crate) mod tests {
         use proptest::prelude::*;
 
         fn turn() -> impl Strategy<Value = HistoryTurn> {
-            (any::<bool>(), "[ -~]{0,600}").prop_map(|(user, content)| HistoryTurn {
-                role: if user { PromptRole::User } else { PromptRole::Assistant },
-                content,
-            })
+            (any::<bool>(), "[ -~]{0,600}").prop_map(|(user, content)| HistoryTurn { role: if user { PromptRole::User } else { PromptRole::Assistant }, content })
         }
 
         proptest! {

@@ -116,4 +116,3 @@ pub struct PromptMessage {
     pub role: PromptRole,
     pub content: String,
 }
-

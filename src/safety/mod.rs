@@ -28,9 +28,7 @@ fn is_invisible(c: char) -> bool {
 
 /// Removes control characters other than newline and tab, and invisible characters.
 fn strip_invisible(s: &str) -> String {
-    s.chars()
-        .filter(|c| (!c.is_control() || *c == '\n' || *c == '\t') && !is_invisible(*c))
-        .collect()
+    s.chars().filter(|c| (!c.is_control() || *c == '\n' || *c == '\t') && !is_invisible(*c)).collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,9 +104,7 @@ static PATTERNS: LazyLock<Result<Patterns, regex::Error>> = LazyLock::new(|| {
         card: Regex::new(r"\b(?:\d[ -]?){12,18}\d\b")?,
         phone: Regex::new(r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\b\d{2,4}[\s.-])\d{3,4}[\s.-]\d{3,4}\b")?,
         md_marks: Regex::new(r"(?m)^\s{0,3}#{1,6}\s+|\*\*|__|`{1,3}")?,
-        blocked: Regex::new(
-            r"(?i)\b(?:kill yourself|suicide method|steroids?|performance[- ]enhancing drugs?|beta[- ]blockers?|place a bet|betting odds|sportsbook|dosage of)\b",
-        )?,
+        blocked: Regex::new(r"(?i)\b(?:kill yourself|suicide method|steroids?|performance[- ]enhancing drugs?|beta[- ]blockers?|place a bet|betting odds|sportsbook|dosage of)\b")?,
     })
 });
 
@@ -142,7 +138,18 @@ fn luhn_valid(digits: &str) -> bool {
         .iter()
         .rev()
         .enumerate()
-        .map(|(i, d)| if i % 2 == 1 { let x = d * 2; if x > 9 { x - 9 } else { x } } else { *d })
+        .map(|(i, d)| {
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
+            } else {
+                *d
+            }
+        })
         .sum();
     sum.is_multiple_of(10)
 }
@@ -156,21 +163,38 @@ pub fn clean_output(raw: &str) -> CleanReply {
     // ASCII is its own NFKC form.
     let normalized: String = if raw.is_ascii() { raw.to_string() } else { raw.nfkc().collect() };
     let mut text = strip_invisible(&normalized);
-    text = replace_found(&p.md_link, text, |c: &regex::Captures<'_>| {
-        if host_allowed(&c[2]) { format!("{} ({})", &c[1], &c[2]) } else { c[1].to_string() }
-    });
+    text = replace_found(&p.md_link, text, |c: &regex::Captures<'_>| if host_allowed(&c[2]) { format!("{} ({})", &c[1], &c[2]) } else { c[1].to_string() });
     text = strip_tags(p, text);
     text = replace_found(&p.md_marks, text, "");
-    text = replace_found(&p.script_scheme, text, |_: &regex::Captures<'_>| { redactions += 1; "" });
+    text = replace_found(&p.script_scheme, text, |_: &regex::Captures<'_>| {
+        redactions += 1;
+        ""
+    });
     text = replace_found(&p.protocol_relative, text, |c: &regex::Captures<'_>| {
-        if host_allowed(&c[2]) { c[0].to_string() } else { redactions += 1; c[1].to_string() }
+        if host_allowed(&c[2]) {
+            c[0].to_string()
+        } else {
+            redactions += 1;
+            c[1].to_string()
+        }
     });
     text = without_foreign_links(&text, &mut redactions);
-    text = replace_found(&p.email, text, |_: &regex::Captures<'_>| { redactions += 1; "[email removed]" });
-    text = replace_found(&p.card, text, |c: &regex::Captures<'_>| {
-        if luhn_valid(&c[0]) { redactions += 1; "[number removed]".to_string() } else { c[0].to_string() }
+    text = replace_found(&p.email, text, |_: &regex::Captures<'_>| {
+        redactions += 1;
+        "[email removed]"
     });
-    text = replace_found(&p.phone, text, |_: &regex::Captures<'_>| { redactions += 1; "[phone removed]" });
+    text = replace_found(&p.card, text, |c: &regex::Captures<'_>| {
+        if luhn_valid(&c[0]) {
+            redactions += 1;
+            "[number removed]".to_string()
+        } else {
+            c[0].to_string()
+        }
+    });
+    text = replace_found(&p.phone, text, |_: &regex::Captures<'_>| {
+        redactions += 1;
+        "[phone removed]"
+    });
     // The removals above and collapsing whitespace can bring a new tag into being ("<a" and
     // ">" around 400 marks or spaces, past the tag pattern's length bound): repeat both until
     // neither changes anything. Each round shortens the text, so this ends.
@@ -319,12 +343,9 @@ mod tests {
 
     #[test]
     fn removing_markup_never_builds_new_markup() {
-        for raw in [
-            "x <scr<b>ipt>alert(1)</script> y",
-            &format!("x <a{}> y", "**".repeat(200)),
-            &format!("x <a{}> y", " ".repeat(400)),
-            "x <<b>i<b>m<b>g src=x onerror=alert(1)>> y",
-        ] {
+        for raw in
+            ["x <scr<b>ipt>alert(1)</script> y", &format!("x <a{}> y", "**".repeat(200)), &format!("x <a{}> y", " ".repeat(400)), "x <<b>i<b>m<b>g src=x onerror=alert(1)>> y"]
+        {
             let out = clean_output(raw).text;
             assert!(!holds_markup(&out), "{raw:?} -> {out:?}");
             assert!(out.starts_with("x ") && out.ends_with(" y"), "the words around stay: {out:?}");

@@ -88,9 +88,8 @@ impl StreamSafety {
     fn freeze(&mut self, cut: usize) {
         let region = &self.raw[self.frozen_at..cut];
         let bytes = region.as_bytes();
-        let end = (1..bytes.len().saturating_sub(1)).rev().find(|&i| {
-            matches!(bytes[i], b'.' | b'!' | b'?') && bytes[i - 1].is_ascii_alphabetic() && bytes[i + 1].is_ascii_whitespace()
-        });
+        let end =
+            (1..bytes.len().saturating_sub(1)).rev().find(|&i| matches!(bytes[i], b'.' | b'!' | b'?') && bytes[i - 1].is_ascii_alphabetic() && bytes[i + 1].is_ascii_whitespace());
         let Some(end) = end.map(|i| self.frozen_at + i + 2) else { return };
         let clean = clean_output(&self.raw[self.frozen_at..end]);
         let frozen = join(&self.frozen, &clean.text);
@@ -129,12 +128,7 @@ fn showable_len(text: &str, from: usize) -> usize {
     }
     // A trailing run that could become a phone or card number.
     let head = &text[..end];
-    let run_start = head
-        .char_indices()
-        .rev()
-        .take_while(|(_, c)| c.is_ascii_digit() || matches!(c, ' ' | '(' | ')' | '.' | '+' | '-'))
-        .last()
-        .map(|(i, _)| i);
+    let run_start = head.char_indices().rev().take_while(|(_, c)| c.is_ascii_digit() || matches!(c, ' ' | '(' | ')' | '.' | '+' | '-')).last().map(|(i, _)| i);
     if let Some(i) = run_start {
         if head[i..].chars().any(|c| c.is_ascii_digit()) {
             end = i.max(from.min(end));
@@ -194,9 +188,21 @@ mod tests {
     #[test]
     fn links_mail_markup_and_numbers_split_across_pieces_are_never_shown() {
         let pieces = [
-            "Great tempo! Read ", "https://ev", "il.example/dr", "ill later. Mail pro", "@go", "lf.example or call +1 (4",
-            "15) 555-01", "32 today. <", "scr", "ipt>x</scr", "ipt> Try the [dri", "ll](https://phi", "sh.example) and **sl",
-            "ow** hands. Card 4111 1111 ", "1111 1111 ok. See https://www.usga.org/rules ",
+            "Great tempo! Read ",
+            "https://ev",
+            "il.example/dr",
+            "ill later. Mail pro",
+            "@go",
+            "lf.example or call +1 (4",
+            "15) 555-01",
+            "32 today. <",
+            "scr",
+            "ipt>x</scr",
+            "ipt> Try the [dri",
+            "ll](https://phi",
+            "sh.example) and **sl",
+            "ow** hands. Card 4111 1111 ",
+            "1111 1111 ok. See https://www.usga.org/rules ",
         ];
         let (seen, s) = screens(&pieces);
         assert!(seen.len() > 4, "the reply streams: {seen:?}");
@@ -212,8 +218,19 @@ mod tests {
     #[test]
     fn bare_domains_and_script_targets_split_across_pieces_are_never_shown() {
         let pieces = [
-            "Film it, then open ev", "il.exa", "mple/phi", "sh and ", "//ev", "il.example/x or jav", "ascript:al", "ert(1) or [cl",
-            "ick](javas", "cript:alert(1)) or da", "ta:text/html;base6", "4,PHNj now. Rules at usg", "a.org/rules here. ",
+            "Film it, then open ev",
+            "il.exa",
+            "mple/phi",
+            "sh and ",
+            "//ev",
+            "il.example/x or jav",
+            "ascript:al",
+            "ert(1) or [cl",
+            "ick](javas",
+            "cript:alert(1)) or da",
+            "ta:text/html;base6",
+            "4,PHNj now. Rules at usg",
+            "a.org/rules here. ",
         ];
         let (seen, s) = screens(&pieces);
         assert!(seen.len() > 2, "the reply streams: {seen:?}");

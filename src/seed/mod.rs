@@ -9,8 +9,8 @@ use serde::Deserialize;
 use crate::clock::timestamp;
 use crate::conversation;
 use crate::models::{
-    ChatMessage, GolferProfile, GolferProfileExperience, GolferProfileHandedness, GolferProfilePlan, Role, StoredResponse, SwingAnalysis, SwingId,
-    TurnItem, TurnItemStatus, Usage, UserId,
+    ChatMessage, GolferProfile, GolferProfileExperience, GolferProfileHandedness, GolferProfilePlan, Role, StoredResponse, SwingAnalysis, SwingId, TurnItem, TurnItemStatus, Usage,
+    UserId,
 };
 use crate::store::{keys, Store, StoreError};
 
@@ -87,15 +87,9 @@ pub fn golfers(json: &str) -> Result<Vec<Golfer>, StoreError> {
 /// returns how many golfers were loaded. Their swings and turns are dated back from `now`.
 pub async fn seed(store: &Store, extra: usize, golfers: &[Golfer], now: DateTime<Utc>) -> Result<usize, StoreError> {
     let demos = demos()?;
-    let more: Vec<Golfer> = (1..=extra)
-        .map(|i| Golfer { user: format!("golfer-{i:04}"), name: format!("Golfer {i}"), ..demos[i % demos.len()].clone() })
-        .collect();
+    let more: Vec<Golfer> = (1..=extra).map(|i| Golfer { user: format!("golfer-{i:04}"), name: format!("Golfer {i}"), ..demos[i % demos.len()].clone() }).collect();
     let all: Vec<&Golfer> = demos.iter().chain(golfers).chain(&more).collect();
-    stream::iter(all.iter().copied())
-        .map(|g| async move { seed_golfer(store, g, now).await })
-        .buffer_unordered(16)
-        .try_collect::<Vec<()>>()
-        .await?;
+    stream::iter(all.iter().copied()).map(|g| async move { seed_golfer(store, g, now).await }).buffer_unordered(16).try_collect::<Vec<()>>().await?;
     Ok(all.len())
 }
 
@@ -137,9 +131,7 @@ async fn seed_swings(store: &Store, user: &UserId, g: &Golfer, now: DateTime<Utc
                 primary_fault: Some(s.fault.clone()),
                 faults: vec![s.fault.clone()],
                 strengths: vec!["balanced finish".into()],
-                metrics: [("tempo_ratio".to_string(), 2.6 + i as f64 * 0.1), ("club_speed_mph".to_string(), 88.0 + i as f64)]
-                    .into_iter()
-                    .collect(),
+                metrics: [("tempo_ratio".to_string(), 2.6 + i as f64 * 0.1), ("club_speed_mph".to_string(), 88.0 + i as f64)].into_iter().collect(),
                 recommendation: Some(s.advice.clone()),
             })
             .await?;

@@ -8,24 +8,21 @@ use crate::models::{SwingAnalysis, UserId};
 impl Store {
     /// The caller's most recent analyses, newest first.
     pub async fn recent_swings(&self, user: &UserId, limit: i32) -> Result<Vec<SwingAnalysis>, StoreError> {
-        let send = || self
-            .client
-            .query()
-            .table_name(&self.analyses_table)
-            .index_name(keys::ANALYSES_USER_INDEX)
-            .key_condition_expression("#u = :u")
-            .expression_attribute_names("#u", keys::ANALYSES_USER_INDEX_PK)
-            .expression_attribute_values(":u", s(user.as_str()))
-            .scan_index_forward(false)
-            .limit(limit)
-            .return_consumed_capacity(Rcc::Total)
-            .send();
+        let send = || {
+            self.client
+                .query()
+                .table_name(&self.analyses_table)
+                .index_name(keys::ANALYSES_USER_INDEX)
+                .key_condition_expression("#u = :u")
+                .expression_attribute_names("#u", keys::ANALYSES_USER_INDEX_PK)
+                .expression_attribute_values(":u", s(user.as_str()))
+                .scan_index_forward(false)
+                .limit(limit)
+                .return_consumed_capacity(Rcc::Total)
+                .send()
+        };
         let out = self.send("Query analyses", send).await?;
-        out.items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|item| from_item("swing analysis", item))
-            .collect()
+        out.items.unwrap_or_default().into_iter().map(|item| from_item("swing analysis", item)).collect()
     }
 
     /// Writes an analysis (demo data and tests only: production analyses come from the analysis system).

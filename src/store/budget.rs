@@ -37,22 +37,23 @@ impl Store {
                 break;
             }
             let op = "UpdateItem budget lease";
-            let send = || self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key(keys::PK, s(&key))
-                .update_expression("ADD #l :want SET #ttl = if_not_exists(#ttl, :ttl)")
-                .condition_expression("attribute_not_exists(#l) OR #l <= :room")
-                .expression_attribute_names("#l", LEASED)
-                .expression_attribute_names("#ttl", keys::TTL_ATTRIBUTE)
-                .expression_attribute_values(":want", n(want))
-                .expression_attribute_values(":room", n(limit_micro - want))
-                .expression_attribute_values(":ttl", n(expires_at))
-                .return_values(ReturnValue::UpdatedNew)
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-                .return_consumed_capacity(Rcc::Total)
-                .send();
+            let send = || {
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key(keys::PK, s(&key))
+                    .update_expression("ADD #l :want SET #ttl = if_not_exists(#ttl, :ttl)")
+                    .condition_expression("attribute_not_exists(#l) OR #l <= :room")
+                    .expression_attribute_names("#l", LEASED)
+                    .expression_attribute_names("#ttl", keys::TTL_ATTRIBUTE)
+                    .expression_attribute_values(":want", n(want))
+                    .expression_attribute_values(":room", n(limit_micro - want))
+                    .expression_attribute_values(":ttl", n(expires_at))
+                    .return_values(ReturnValue::UpdatedNew)
+                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                    .return_consumed_capacity(Rcc::Total)
+                    .send()
+            };
             match self.send_raw(op, send).await? {
                 Ok(out) => {
                     let leased = number(out.attributes.as_ref(), LEASED);

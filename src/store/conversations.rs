@@ -131,11 +131,7 @@ impl std::fmt::Display for Unwritable {
 
 impl Store {
     pub async fn load_context(&self, user: &UserId, swing_on_screen: Option<&SwingId>) -> Result<CoachingContext, StoreError> {
-        let (keyed, recent, swings) = tokio::try_join!(
-            self.keyed_context(user, swing_on_screen),
-            self.recent_for_context(user),
-            self.recent_swings(user, RECENT_SWINGS),
-        )?;
+        let (keyed, recent, swings) = tokio::try_join!(self.keyed_context(user, swing_on_screen), self.recent_for_context(user), self.recent_swings(user, RECENT_SWINGS),)?;
         let Keyed { profile, memory, swing_on_screen } = keyed;
         Ok(CoachingContext { recent, swings, swing_on_screen, profile, memory })
     }
@@ -370,10 +366,7 @@ impl Store {
         item.insert(keys::PK.into(), s(key));
         let put = Put::builder().table_name(&self.table).set_item(Some(item));
         let put = match claimed {
-            true => put
-                .condition_expression("#st = :inprog")
-                .expression_attribute_names("#st", STATUS)
-                .expression_attribute_values(":inprog", s(IN_PROGRESS)),
+            true => put.condition_expression("#st = :inprog").expression_attribute_names("#st", STATUS).expression_attribute_values(":inprog", s(IN_PROGRESS)),
             false => put.condition_expression("attribute_not_exists(#pk)").expression_attribute_names("#pk", keys::PK),
         };
         let put = put.build()?;
@@ -385,10 +378,5 @@ impl Store {
 /// so an index shared with older items still reads).
 /// `T` is a whole turn ([`TurnItem`]) or what a projection read of one ([`RecentTurn`]).
 fn turns<T: serde::de::DeserializeOwned>(items: Vec<Item>) -> Result<Vec<T>, StoreError> {
-    items
-        .into_iter()
-        .filter(|i| i.get(keys::PK).and_then(|v| v.as_s().ok()).is_some_and(|k| k.starts_with(keys::TURN_PREFIX)))
-        .map(super::turn)
-        .collect()
+    items.into_iter().filter(|i| i.get(keys::PK).and_then(|v| v.as_s().ok()).is_some_and(|k| k.starts_with(keys::TURN_PREFIX))).map(super::turn).collect()
 }
-

@@ -34,7 +34,10 @@ pub enum AdmitDecision {
     /// The claim failed: an earlier request holds this id.
     Duplicate(Previous),
     /// `current` is the refusing counter's value when it refused.
-    Refused { counter: Counter, current: i64 },
+    Refused {
+        counter: Counter,
+        current: i64,
+    },
 }
 
 /// An admission that failed; `unsure` is set when it may nevertheless have been applied.
@@ -148,10 +151,7 @@ impl Store {
     pub async fn usage(&self, k: &CounterKeys) -> Result<UsageSnapshot, StoreError> {
         let get = || self.client.get_item().table_name(&self.table).key(keys::PK, s(&k.user_quota)).consistent_read(true).return_consumed_capacity(Rcc::Total).send();
         let out = self.send("GetItem usage", get).await?;
-        Ok(UsageSnapshot {
-            user_hour_count: number(out.item.as_ref(), &k.hour_attr),
-            user_day_spend_micro: number(out.item.as_ref(), SPEND),
-        })
+        Ok(UsageSnapshot { user_hour_count: number(out.item.as_ref(), &k.hour_attr), user_day_spend_micro: number(out.item.as_ref(), SPEND) })
     }
 
     /// Items that settle a request on the golfer's day: `delta_micro` on the spend (negative
@@ -169,10 +169,7 @@ impl Store {
             .expression_attribute_values(":tok", n(tokens));
         let mut items = vec![built(golfer, &self.table)?];
         if release_slots {
-            items.push(built(
-                update(&k.ip_hour, "ADD #c :minus").expression_attribute_names("#c", COUNT).expression_attribute_values(":minus", n(-1)),
-                &self.table,
-            )?);
+            items.push(built(update(&k.ip_hour, "ADD #c :minus").expression_attribute_names("#c", COUNT).expression_attribute_values(":minus", n(-1)), &self.table)?);
         }
         Ok(items)
     }

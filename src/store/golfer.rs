@@ -116,19 +116,21 @@ impl Store {
     /// running it again deletes what is left. Counters expire on their own (they hold counts,
     /// not content); a message in flight deletes its own claim when its turn is refused.
     pub async fn erase_golfer(&self, user: &UserId, now_ms: i64) -> Result<Deleted, StoreError> {
-        let marker = || self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item(keys::PK, s(keys::erased(user)))
-            .item(ERASED_AT, super::n(now_ms))
-            .item(keys::TTL_ATTRIBUTE, super::n(now_ms / 1000 + keys::CLAIM_TTL_SECS))
-            .send();
+        let marker = || {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item(keys::PK, s(keys::erased(user)))
+                .item(ERASED_AT, super::n(now_ms))
+                .item(keys::TTL_ATTRIBUTE, super::n(now_ms / 1000 + keys::CLAIM_TTL_SECS))
+                .send()
+        };
         self.send("PutItem erase marker", marker).await?;
 
         let until = crate::clock::timestamp(chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default());
         let profile_key = keys::profile(user);
-        let profile = self.send("DeleteItem profile", || self.client.delete_item().table_name(&self.table).key(keys::PK, s(&profile_key)).return_values(ReturnValue::AllOld).send());
+        let profile =
+            self.send("DeleteItem profile", || self.client.delete_item().table_name(&self.table).key(keys::PK, s(&profile_key)).return_values(ReturnValue::AllOld).send());
         let (first, profile, facts) = tokio::join!(self.delete_turns(user, &until), profile, self.delete_memory(user));
         let deleted = first?;
         let (profile, facts) = (profile?, facts?);
@@ -143,12 +145,7 @@ impl Store {
             }
         });
         let conversations: std::collections::HashSet<&str> = deleted.iter().map(|(_, c)| c.as_str()).collect();
-        Ok(Deleted {
-            conversations: conversations.len() as u64,
-            profile: profile.attributes.is_some_and(|a| !a.is_empty()),
-            turns: deleted.len() as u64,
-            facts,
-        })
+        Ok(Deleted { conversations: conversations.len() as u64, profile: profile.attributes.is_some_and(|a| !a.is_empty()), turns: deleted.len() as u64, facts })
     }
 
     /// Deletes every turn asked at or before `until` that user-index lists now; returns them
@@ -167,10 +164,8 @@ impl Store {
     /// Deletes up to 25 items, sending again what DynamoDB left unprocessed.
     async fn delete_batch<'a>(&self, keys_: impl Iterator<Item = &'a str>) -> Result<(), StoreError> {
         let op = "BatchWriteItem delete";
-        let mut requests: Vec<WriteRequest> = keys_
-            .filter_map(|k| DeleteRequest::builder().key(keys::PK, s(k)).build().ok())
-            .map(|d| WriteRequest::builder().delete_request(d).build())
-            .collect();
+        let mut requests: Vec<WriteRequest> =
+            keys_.filter_map(|k| DeleteRequest::builder().key(keys::PK, s(k)).build().ok()).map(|d| WriteRequest::builder().delete_request(d).build()).collect();
         for attempt in 0..8 {
             let send = || self.client.batch_write_item().request_items(&self.table, requests.clone()).return_consumed_capacity(Rcc::Total).send();
             let out = self.send(op, send).await?;

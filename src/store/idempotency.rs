@@ -74,10 +74,7 @@ impl Store {
 
     /// Deletes the claim (nothing was stored for this id).
     pub(crate) fn claim_release_item(&self, key: &str) -> Result<TransactWriteItem, StoreError> {
-        let delete = Delete::builder()
-            .table_name(&self.table)
-            .key(keys::PK, s(key))
-            .build()?;
+        let delete = Delete::builder().table_name(&self.table).key(keys::PK, s(key)).build()?;
         Ok(TransactWriteItem::builder().delete(delete).build())
     }
 }

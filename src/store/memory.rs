@@ -5,9 +5,9 @@
 
 use aws_sdk_dynamodb::types::{Put, ReturnConsumedCapacity as Rcc, ReturnValue, TransactWriteItem};
 
-use aws_sdk_dynamodb::error::SdkError;
 use super::{from_item, keys, n, s, to_item, Item, Store, StoreError};
 use crate::models::{GolferMemory, UserId};
+use aws_sdk_dynamodb::error::SdkError;
 
 const VERSION: &str = "version";
 
@@ -70,7 +70,9 @@ impl Store {
 
     /// Deletes the golfer's memory; returns how many facts it held.
     pub(crate) async fn delete_memory(&self, user: &UserId) -> Result<u64, StoreError> {
-        let delete = || self.client.delete_item().table_name(&self.table).key(keys::PK, s(keys::memory(user))).return_values(ReturnValue::AllOld).return_consumed_capacity(Rcc::Total).send();
+        let delete = || {
+            self.client.delete_item().table_name(&self.table).key(keys::PK, s(keys::memory(user))).return_values(ReturnValue::AllOld).return_consumed_capacity(Rcc::Total).send()
+        };
         let old = self.send("DeleteItem memory", delete).await?.attributes.filter(|a| !a.is_empty());
         Ok(old.map(from_memory_item).transpose()?.map_or(0, |m| m.facts.len() as u64))
     }

@@ -217,9 +217,7 @@ impl Store {
         let shared = crate::aws::sdk_config(&config.aws, config.dynamodb_endpoint.as_deref()).await;
         // Every call is already bounded by its deadline (`deadline::within`); the SDK's own
         // watch on a stalled body would be a second timer on every call, polled with every read.
-        let client = aws_sdk_dynamodb::config::Builder::from(&shared)
-            .stalled_stream_protection(aws_sdk_dynamodb::config::StalledStreamProtectionConfig::disabled())
-            .build();
+        let client = aws_sdk_dynamodb::config::Builder::from(&shared).stalled_stream_protection(aws_sdk_dynamodb::config::StalledStreamProtectionConfig::disabled()).build();
         Self {
             client: Client::from_conf(client),
             table: config.table_coaching.clone(),

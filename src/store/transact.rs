@@ -20,7 +20,10 @@ const MAX_RETRIES: u32 = 12;
 pub(crate) enum Written {
     Applied,
     /// The item at `index` failed its condition; nothing was written.
-    ConditionFailed { index: usize, item: Option<Item> },
+    ConditionFailed {
+        index: usize,
+        item: Option<Item>,
+    },
 }
 
 /// A transaction that failed; `maybe_applied` when no definite answer came (a timeout, a lost
@@ -59,13 +62,8 @@ impl Store {
     /// One TransactWriteItems call. `None` when the request's deadline came first (the
     /// transaction may still apply).
     async fn send_transaction(&self, op: &'static str, items: Vec<TransactWriteItem>, token: Option<&str>) -> Option<Result<(), SdkError<TransactWriteItemsError>>> {
-        let send = || self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .set_client_request_token(token.map(str::to_string))
-            .return_consumed_capacity(Rcc::Total)
-            .send();
+        let send =
+            || self.client.transact_write_items().set_transact_items(Some(items)).set_client_request_token(token.map(str::to_string)).return_consumed_capacity(Rcc::Total).send();
         match self.send_raw(op, send).await {
             Ok(Ok(_)) => Some(Ok(())),
             Ok(Err(e)) => Some(Err(e)),
@@ -141,10 +139,5 @@ fn is_throttling(code: Option<&str>) -> bool {
 fn cancellation_reasons(e: &SdkError<TransactWriteItemsError>) -> Option<Vec<(String, Option<Item>)>> {
     let SdkError::ServiceError(se) = e else { return None };
     let TransactWriteItemsError::TransactionCanceledException(tc) = se.err() else { return None };
-    Some(
-        tc.cancellation_reasons()
-            .iter()
-            .map(|r| (r.code().unwrap_or("None").to_string(), r.item().cloned()))
-            .collect(),
-    )
+    Some(tc.cancellation_reasons().iter().map(|r| (r.code().unwrap_or("None").to_string(), r.item().cloned())).collect())
 }

@@ -89,10 +89,7 @@ fn piece_tokens(piece: &[u8]) -> usize {
         _ => NONE,
     };
     loop {
-        let lowest = parts[..parts.len() - 1]
-            .iter()
-            .enumerate()
-            .fold((NONE, usize::MAX), |best, (i, &(_, r))| if r < best.0 { (r, i) } else { best });
+        let lowest = parts[..parts.len() - 1].iter().enumerate().fold((NONE, usize::MAX), |best, (i, &(_, r))| if r < best.0 { (r, i) } else { best });
         if lowest.0 == NONE {
             break;
         }
@@ -106,8 +103,7 @@ fn piece_tokens(piece: &[u8]) -> usize {
     parts.len() - 1
 }
 
-static PATTERN: LazyLock<Result<fancy_regex::Regex, fancy_regex::Error>> =
-    LazyLock::new(|| fancy_regex::Regex::new(generated::PATTERN));
+static PATTERN: LazyLock<Result<fancy_regex::Regex, fancy_regex::Error>> = LazyLock::new(|| fancy_regex::Regex::new(generated::PATTERN));
 
 /// Compiles the pre-tokenizing pattern now (a few ms) and returns how long that took; the
 /// tables themselves need nothing. Called during start-up so no request pays for it.
@@ -197,8 +193,7 @@ impl quick_cache::Weighter<Box<str>, u32> for ByLength {
     }
 }
 
-static RECALLED: LazyLock<quick_cache::sync::Cache<Box<str>, u32, ByLength>> =
-    LazyLock::new(|| quick_cache::sync::Cache::with_weighter(4096, RECALL_BYTES, ByLength));
+static RECALLED: LazyLock<quick_cache::sync::Cache<Box<str>, u32, ByLength>> = LazyLock::new(|| quick_cache::sync::Cache::with_weighter(4096, RECALL_BYTES, ByLength));
 
 /// [`count`], remembered for recently counted texts: the same count, without counting again.
 pub fn count_recalled(text: &str) -> usize {
@@ -270,21 +265,21 @@ mod tests {
     /// Text that exercises every branch of the pattern and the merge.
     fn corpus() -> Vec<String> {
         let mut texts: Vec<String> = [
-        "How do I fix my slice? My driver keeps going right.",
-        "I'm 18.4 handicap; you're the coach, they'll see, we've tried, she'd go, it's OK, I'LL GO, DON'T",
-        "  leading spaces, trailing spaces   ",
-        "tabs\tand\t\ttabs\n\nnew lines\r\n\r\nwindows lines\n \n  \n",
-        "numbers 1 12 123 1234 12345 3.14159 1,000,000 2026-11-25T10:00:00.000Z",
-        "punctuation!!! ??? ... --- /// ((( ))) {{ message }} {% if x %} <tag attr=\"v\">",
-        "unicode: naïve café Straße ÉCOLE Ωμέγα Привет мир こんにちは世界 안녕하세요 مرحبا שלום",
-        "emoji ⛳🏌️‍♀️🏌🏽 👍🏻 ❤️ 🇺🇸 and symbols ©®™ ½ ¾ °C € £ ¥",
-        "CamelCaseWords and snake_case_words and kebab-case-words and ALLCAPS",
-        "url https://www.usga.org/rules/rules-2023.html?x=1&y=2#part e-mail golfer@example.com",
-        "zero\u{200B}width\u{200D}joiner and\u{00A0}no-break\u{2003}em space",
-        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-        "Pneumonoultramicroscopicsilicovolcanoconiosis supercalifragilisticexpialidocious antidisestablishmentarianism",
-        "                                                                                      x",
-        "\n\n\n\n\n\n\n\n\n\n\n\n\n\nend",
+            "How do I fix my slice? My driver keeps going right.",
+            "I'm 18.4 handicap; you're the coach, they'll see, we've tried, she'd go, it's OK, I'LL GO, DON'T",
+            "  leading spaces, trailing spaces   ",
+            "tabs\tand\t\ttabs\n\nnew lines\r\n\r\nwindows lines\n \n  \n",
+            "numbers 1 12 123 1234 12345 3.14159 1,000,000 2026-11-25T10:00:00.000Z",
+            "punctuation!!! ??? ... --- /// ((( ))) {{ message }} {% if x %} <tag attr=\"v\">",
+            "unicode: naïve café Straße ÉCOLE Ωμέγα Привет мир こんにちは世界 안녕하세요 مرحبا שלום",
+            "emoji ⛳🏌️‍♀️🏌🏽 👍🏻 ❤️ 🇺🇸 and symbols ©®™ ½ ¾ °C € £ ¥",
+            "CamelCaseWords and snake_case_words and kebab-case-words and ALLCAPS",
+            "url https://www.usga.org/rules/rules-2023.html?x=1&y=2#part e-mail golfer@example.com",
+            "zero\u{200B}width\u{200D}joiner and\u{00A0}no-break\u{2003}em space",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "Pneumonoultramicroscopicsilicovolcanoconiosis supercalifragilisticexpialidocious antidisestablishmentarianism",
+            "                                                                                      x",
+            "\n\n\n\n\n\n\n\n\n\n\n\n\n\nend",
         ]
         .iter()
         .map(|s| s.to_string())

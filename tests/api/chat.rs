@@ -88,11 +88,7 @@ async fn the_second_message_of_the_day_is_answered_with_the_first_exchange_in_th
     app.seed().await;
     Mock::given(method("POST"))
         .and(path(MODEL_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
-            &crate::helpers::payload("Try the split-hands drill for ten swings."),
-            600,
-            40,
-        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(&crate::helpers::payload("Try the split-hands drill for ten swings."), 600, 40)))
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&app.model)
@@ -114,12 +110,7 @@ async fn the_second_message_of_the_day_is_answered_with_the_first_exchange_in_th
     assert_eq!(messages[5]["content"], "Try the split-hands drill for ten swings.");
 
     // The stored item has both exchanges and matches the conversation schema.
-    let conv = app
-        .store
-        .conversation(&today_conversation("demo-ben"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|| panic!("no conversation stored"));
+    let conv = app.store.conversation(&today_conversation("demo-ben")).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("no conversation stored"));
     assert_eq!(conv.recent_messages.len(), 4);
     assert_eq!(conv.coaching_themes.session_count, 4, "yesterday's session 3, today is a new one");
     assert_eq!(conv.coaching_themes.primary_focus, "Solid contact", "carried from yesterday");

@@ -60,12 +60,7 @@ pub async fn spawn_full(adjust: impl FnOnce(&mut Config), breaker: BreakerConfig
     init_tracing();
     let model = MockServer::start().await;
     // The default answer; tests mount their own with a higher priority (lower number).
-    Mock::given(method("POST"))
-        .and(path(MODEL_PATH))
-        .respond_with(ok_reply("Keep your tempo smooth: count one-two on the backswing."))
-        .with_priority(10)
-        .mount(&model)
-        .await;
+    Mock::given(method("POST")).and(path(MODEL_PATH)).respond_with(ok_reply("Keep your tempo smooth: count one-two on the backswing.")).with_priority(10).mount(&model).await;
 
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let mut config = Config {
@@ -87,10 +82,7 @@ pub async fn spawn_full(adjust: impl FnOnce(&mut Config), breaker: BreakerConfig
 
     // The same constructor as `main`, with the test's metrics sink and a clock it can move.
     let emf = Arc::new(std::sync::Mutex::new(vec![]));
-    let overrides = Overrides {
-        metrics: coach_api::metrics::Sink::Memory(emf.clone()),
-        clock: coach_api::clock::Clock::Offset(Default::default()),
-    };
+    let overrides = Overrides { metrics: coach_api::metrics::Sink::Memory(emf.clone()), clock: coach_api::clock::Clock::Offset(Default::default()) };
     let state = AppState::build(config.clone(), Warm::Now, overrides).await.unwrap_or_else(|e| panic!("{e}"));
     let store = state.store.clone();
     if let Err(e) = store.create_tables().await {
@@ -135,13 +127,7 @@ impl TestApp {
         if let Some(m) = body["message"].as_str() {
             crate::logs::sensitive(m);
         }
-        self.http
-            .post(format!("{}{path}", self.url))
-            .header("x-user-id", user)
-            .json(body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("request failed: {e}"))
+        self.http.post(format!("{}{path}", self.url)).header("x-user-id", user).json(body).send().await.unwrap_or_else(|e| panic!("request failed: {e}"))
     }
 
     /// POSTs and returns (status, JSON body).
@@ -154,14 +140,7 @@ impl TestApp {
 
     /// Requests the mock model received, as JSON bodies.
     pub async fn model_requests(&self) -> Vec<Value> {
-        self.model
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .iter()
-            .filter(|r| r.url.path() == MODEL_PATH)
-            .filter_map(|r| serde_json::from_slice(&r.body).ok())
-            .collect()
+        self.model.received_requests().await.unwrap_or_default().iter().filter(|r| r.url.path() == MODEL_PATH).filter_map(|r| serde_json::from_slice(&r.body).ok()).collect()
     }
 
     /// A stored item of the coaching table, raw.
@@ -202,19 +181,13 @@ impl TestApp {
 
     /// An integer attribute of a stored item (0 when absent).
     pub async fn number(&self, key: &str, attr: &str) -> i64 {
-        self.raw_item(key)
-            .await
-            .and_then(|i| i.get(attr).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()))
-            .unwrap_or(0)
+        self.raw_item(key).await.and_then(|i| i.get(attr).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())).unwrap_or(0)
     }
 }
 
 /// Every message content the model was sent, joined.
 pub fn prompt_text(request: &Value) -> String {
-    request["messages"]
-        .as_array()
-        .map(|ms| ms.iter().filter_map(|m| m["content"].as_str()).collect::<Vec<_>>().join("\n"))
-        .unwrap_or_default()
+    request["messages"].as_array().map(|ms| ms.iter().filter_map(|m| m["content"].as_str()).collect::<Vec<_>>().join("\n")).unwrap_or_default()
 }
 
 pub fn assert_valid(validator: &jsonschema::Validator, v: &Value) {
@@ -267,13 +240,7 @@ impl TestApp {
     /// A GET or DELETE on one of the read paths as `user`; returns (status, JSON body).
     pub async fn read(&self, method: reqwest::Method, user: &str, path: &str) -> (u16, Value) {
         crate::logs::sensitive(user);
-        let r = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .header("x-user-id", user)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("request failed: {e}"));
+        let r = self.http.request(method, format!("{}{path}", self.url)).header("x-user-id", user).send().await.unwrap_or_else(|e| panic!("request failed: {e}"));
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }

@@ -93,11 +93,7 @@ fn grants(statements: &[Value], resource: impl Fn(&Value) -> Option<String>) -> 
 
 fn check(name: &str, grants: &[Permission], needed: &BTreeSet<Permission>) -> Vec<String> {
     let allows = |(ga, gr): &Permission, (na, nr): &Permission| glob(ga, na) && glob(gr, nr);
-    let mut problems: Vec<String> = needed
-        .iter()
-        .filter(|n| !grants.iter().any(|g| allows(g, n)))
-        .map(|(a, r)| format!("{name}: {a} on {r} is needed and not granted"))
-        .collect();
+    let mut problems: Vec<String> = needed.iter().filter(|n| !grants.iter().any(|g| allows(g, n))).map(|(a, r)| format!("{name}: {a} on {r} is needed and not granted")).collect();
     for g in grants {
         if !needed.iter().any(|n| allows(g, n)) {
             problems.push(format!("{name}: {} on {} is granted and no call used it", g.0, g.1));

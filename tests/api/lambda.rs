@@ -17,10 +17,7 @@ async fn invoke(state: coach_api::state::AppState, event: &str) -> Value {
     context.request_id = "lambda-invocation-1".into();
     context.deadline = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0) + 29_000;
     let adapter: Adapter<'_, _, _> = Adapter::from(coach_api::api::lambda_service(state));
-    let response = adapter
-        .oneshot(LambdaEvent::new(request, context))
-        .await
-        .unwrap_or_else(|e| panic!("adapter: {e}"));
+    let response = adapter.oneshot(LambdaEvent::new(request, context)).await.unwrap_or_else(|e| panic!("adapter: {e}"));
     serde_json::to_value(response).unwrap_or_default()
 }
 

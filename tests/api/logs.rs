@@ -28,15 +28,9 @@ fn open(name: &str) -> File {
 }
 
 pub fn install() {
-    let capture = tracing_subscriber::fmt::layer()
-        .json()
-        .with_writer(Mutex::new(open("api")))
-        .with_filter(EnvFilter::new("coach_api=trace,security=trace"));
-    let show = std::env::var_os("TEST_LOG").map(|_| {
-        tracing_subscriber::fmt::layer()
-            .with_test_writer()
-            .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-    });
+    let capture = tracing_subscriber::fmt::layer().json().with_writer(Mutex::new(open("api"))).with_filter(EnvFilter::new("coach_api=trace,security=trace"));
+    let show = std::env::var_os("TEST_LOG")
+        .map(|_| tracing_subscriber::fmt::layer().with_test_writer().with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))));
     let _ = tracing_subscriber::registry().with(capture).with(show).try_init();
     let _ = SENT.set(Mutex::new(open("sent")));
     sensitive("sk-test-not-a-real-key");

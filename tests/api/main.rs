@@ -16,8 +16,8 @@ mod helpers;
 mod iam;
 mod lambda;
 mod limits;
-mod memory;
 mod logs;
+mod memory;
 mod models;
 mod money;
 mod reads;
@@ -25,7 +25,7 @@ mod resilience;
 mod secrets;
 mod security;
 mod stream;
-mod tables;
 #[allow(dead_code, reason = "each test uses part of it")]
 mod stream_model;
+mod tables;
 mod validation;

@@ -69,7 +69,9 @@ async fn a_model_the_provider_says_does_not_exist_is_replaced_at_once_and_the_sa
 async fn every_rows_request_is_one_openais_chat_completions_schema_accepts() {
     let fixture: Value = serde_json::from_str(&std::fs::read_to_string("tests/fixtures/openai-chat-completions-request.json").unwrap()).unwrap();
     let validator = jsonschema::draft4::new(&fixture).unwrap();
-    for (row, temperature, effort, limit) in [("gpt-4o", true, None, "max_tokens"), ("gpt-6.1-sol", false, Some("low"), "max_completion_tokens"), ("gpt-6-luna", true, Some("none"), "max_completion_tokens")] {
+    for (row, temperature, effort, limit) in
+        [("gpt-4o", true, None, "max_tokens"), ("gpt-6.1-sol", false, Some("low"), "max_completion_tokens"), ("gpt-6-luna", true, Some("none"), "max_completion_tokens")]
+    {
         let app = spawn_model(row).await;
         on_day(&app, "2026-12-02");
         assert_eq!(app.chat_json("golfer-model-schema", &json!({ "message": "Driver tips?" })).await.0, 200);

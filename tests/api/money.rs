@@ -11,8 +11,8 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 use crate::helpers::{completion, on_day, payload, prompt_text, spawn_full, spawn_model, spawn_with, MODEL_PATH};
-use coach_api::llm::settings::BreakerConfig;
 use coach_api::limits::Limits;
+use coach_api::llm::settings::BreakerConfig;
 
 /// A provider that answers by a fixed rotation, and keeps what it billed each golfer (the
 /// golfer's name is in the message) at the model's prices.
@@ -145,14 +145,22 @@ async fn a_cut_answer_is_not_asked_for_again_when_the_instruction_would_leave_un
 #[tokio::test]
 async fn the_breaker_opens_on_500s_a_401_answers_its_probe_and_the_model_answers_again() {
     let breaker = BreakerConfig { consecutive: 3, ratio: 1.0, min_calls: 100, window: Duration::from_secs(30), open_for: Duration::from_millis(600) };
-    let app = spawn_full(|c| { c.model.max_attempts = 3; c.model.backoff_base = Duration::from_millis(5); }, breaker).await;
+    let app = spawn_full(
+        |c| {
+            c.model.max_attempts = 3;
+            c.model.backoff_base = Duration::from_millis(5);
+        },
+        breaker,
+    )
+    .await;
     #[derive(Clone)]
     struct Provider(Arc<Mutex<u16>>);
     impl Respond for Provider {
         fn respond(&self, _: &Request) -> ResponseTemplate {
             match *self.0.lock().unwrap() {
                 200 => ResponseTemplate::new(200).set_body_json(completion(&payload("Back to full coaching."), 700, 120)),
-                401 => ResponseTemplate::new(401).set_body_json(json!({ "error": { "message": "Incorrect API key provided", "type": "invalid_request_error", "param": null, "code": "invalid_api_key" } })),
+                401 => ResponseTemplate::new(401)
+                    .set_body_json(json!({ "error": { "message": "Incorrect API key provided", "type": "invalid_request_error", "param": null, "code": "invalid_api_key" } })),
                 s => ResponseTemplate::new(s),
             }
         }
@@ -230,8 +238,8 @@ async fn a_reservation_dropped_unsettled_gives_itself_back_unless_the_model_was_
         let check = coach_api::limits::quota_check(&app.config.limits, &golfer, &ip, now);
         assert!(matches!(app.store.admit(&check, None).await, Ok(AdmitDecision::Admitted)));
         assert_eq!((app.hour_count(user).await, app.day_spend(user).await), (1, check.cost_micro), "{user}: admitted");
-        let mut reservation = Reservation::new(&app.store, &app.state.budget, CounterKeys::of(&golfer, &ip, now), check.cost_micro)
-            .with_counters(Counters { claim_key: None, unsure: None });
+        let mut reservation =
+            Reservation::new(&app.store, &app.state.budget, CounterKeys::of(&golfer, &ip, now), check.cost_micro).with_counters(Counters { claim_key: None, unsure: None });
         if asked {
             reservation.billable();
         }

@@ -153,12 +153,8 @@ async fn delete_me_leaves_nothing_of_the_golfer_but_expiring_counters() {
 
     // Everything left in the table for Chloe is a counter or the erase marker, with a TTL.
     let scan = app.store.client().scan().table_name(app.store.table()).send().await.unwrap();
-    let mine: Vec<_> = scan
-        .items
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|i| i.get("conversation_id").and_then(|v| v.as_s().ok()).is_some_and(|k| k.contains("demo-chloe")))
-        .collect();
+    let mine: Vec<_> =
+        scan.items.unwrap_or_default().into_iter().filter(|i| i.get("conversation_id").and_then(|v| v.as_s().ok()).is_some_and(|k| k.contains("demo-chloe"))).collect();
     assert!(!mine.is_empty(), "her counters are still there");
     for item in &mine {
         let key = item["conversation_id"].as_s().unwrap();
@@ -179,7 +175,11 @@ async fn a_message_in_flight_during_delete_me_does_not_bring_the_data_back() {
     let app = spawn_with(|_| {}).await;
     Mock::given(method("POST"))
         .and(path(crate::helpers::MODEL_PATH))
-        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(crate::helpers::completion(&crate::helpers::payload("Answered during the deletion."), 700, 120)).set_delay(Duration::from_millis(1500)))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(crate::helpers::completion(&crate::helpers::payload("Answered during the deletion."), 700, 120))
+                .set_delay(Duration::from_millis(1500)),
+        )
         .with_priority(1)
         .mount(&app.model)
         .await;

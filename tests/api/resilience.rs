@@ -10,8 +10,8 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 use crate::helpers::{assert_valid, completion, ok_reply, payload, schemas, spawn_full, spawn_with, uid, TestApp, MODEL_PATH};
-use coach_api::llm::breaker::BreakerConfig;
 use coach_api::limits::IpHash;
+use coach_api::llm::breaker::BreakerConfig;
 use coach_api::store::keys;
 
 /// Answers from a script (the last entry repeats) and records when each request arrived.
@@ -46,7 +46,6 @@ async fn script(app: &TestApp, responses: Vec<ResponseTemplate>) -> Scripted {
     s
 }
 
-
 fn fast_retries(c: &mut coach_api::config::Config) {
     c.model.max_attempts = 4;
     c.model.backoff_base = Duration::from_millis(40);
@@ -66,10 +65,15 @@ async fn assert_fallback(app: &TestApp, user: &str, leak: &str) -> Value {
 #[tokio::test]
 async fn retry_after_is_honoured_and_the_reply_arrives() {
     let app = spawn_with(fast_retries).await;
-    let s = script(&app, vec![
-        ResponseTemplate::new(429).insert_header("retry-after", "1").set_body_json(json!({"error": {"message": "slow down", "type": "rate_limit_error", "param": null, "code": null}})),
-        ok_reply("Back in business: keep the grip light."),
-    ])
+    let s = script(
+        &app,
+        vec![
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "1")
+                .set_body_json(json!({"error": {"message": "slow down", "type": "rate_limit_error", "param": null, "code": null}})),
+            ok_reply("Back in business: keep the grip light."),
+        ],
+    )
     .await;
     let (status, body) = app.chat_json("golfer-retry-1", &json!({ "message": "Hello again coach" })).await;
     assert_eq!(status, 200);
@@ -82,7 +86,13 @@ async fn retry_after_is_honoured_and_the_reply_arrives() {
 #[tokio::test]
 async fn a_retry_after_beyond_the_deadline_is_not_waited_for() {
     let app = spawn_with(fast_retries).await;
-    let s = script(&app, vec![ResponseTemplate::new(429).insert_header("retry-after", "120").set_body_json(json!({"error": {"message": "quota window secret-429-text", "type": "rate_limit_error", "param": null, "code": null}}))]).await;
+    let s = script(
+        &app,
+        vec![ResponseTemplate::new(429)
+            .insert_header("retry-after", "120")
+            .set_body_json(json!({"error": {"message": "quota window secret-429-text", "type": "rate_limit_error", "param": null, "code": null}}))],
+    )
+    .await;
     let started = Instant::now();
     assert_fallback(&app, "golfer-retry-2", "secret-429-text").await;
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
@@ -176,14 +186,25 @@ async fn connection_failures_are_retried_then_fall_back() {
 #[tokio::test]
 async fn the_breaker_opens_serves_fallbacks_without_calling_then_half_opens_and_recovers() {
     let breaker = BreakerConfig { consecutive: 3, ratio: 1.0, min_calls: 100, window: Duration::from_secs(30), open_for: Duration::from_millis(800) };
-    let app = spawn_full(|c| { c.model.max_attempts = 3; c.model.backoff_base = Duration::from_millis(5); }, breaker).await;
+    let app = spawn_full(
+        |c| {
+            c.model.max_attempts = 3;
+            c.model.backoff_base = Duration::from_millis(5);
+        },
+        breaker,
+    )
+    .await;
     // A provider with a health switch. (wiremock's scoped mocks are not used: dropping one
     // after its list was re-sorted by priority switches off a different mock.)
     #[derive(Clone)]
     struct Provider(Arc<std::sync::atomic::AtomicBool>);
     impl Respond for Provider {
         fn respond(&self, _: &Request) -> ResponseTemplate {
-            if self.0.load(std::sync::atomic::Ordering::SeqCst) { ok_reply("Back to full coaching.") } else { ResponseTemplate::new(503).set_body_string("provider-outage-7781") }
+            if self.0.load(std::sync::atomic::Ordering::SeqCst) {
+                ok_reply("Back to full coaching.")
+            } else {
+                ResponseTemplate::new(503).set_body_string("provider-outage-7781")
+            }
         }
     }
     let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -488,12 +509,15 @@ async fn a_storage_outage_answers_what_the_model_answered_refuses_the_rest_early
     assert_eq!(app.model_requests().await.len(), calls, "not sent to the model");
 
     // It comes back: the deferred turn lands (once), the deferred release runs.
-    let mut ddb = tokio::task::spawn_blocking(move || { ddb.restart(); ddb }).await.unwrap();
+    let mut ddb = tokio::task::spawn_blocking(move || {
+        ddb.restart();
+        ddb
+    })
+    .await
+    .unwrap();
     let now = chrono::Utc::now();
     let waited = Instant::now();
-    while app.store.conversation(&keys::conversation(&uid(user), now)).await.ok().flatten().map(|c| c.recent_messages.len()) != Some(4)
-        || app.hour_count(user).await != 2
-    {
+    while app.store.conversation(&keys::conversation(&uid(user), now)).await.ok().flatten().map(|c| c.recent_messages.len()) != Some(4) || app.hour_count(user).await != 2 {
         assert!(waited.elapsed() < Duration::from_secs(40), "the deferred turn or release never landed");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -603,7 +627,13 @@ async fn an_admission_that_gets_no_answer_is_resolved_and_given_back() {
 #[tokio::test]
 async fn an_absurd_retry_after_is_capped_not_a_panic() {
     let app = spawn_with(fast_retries).await;
-    script(&app, vec![ResponseTemplate::new(429).insert_header("retry-after", "18446744073709551615").set_body_json(json!({"error": {"message": "slow down", "type": "rate_limit_error", "param": null, "code": null}}))]).await;
+    script(
+        &app,
+        vec![ResponseTemplate::new(429)
+            .insert_header("retry-after", "18446744073709551615")
+            .set_body_json(json!({"error": {"message": "slow down", "type": "rate_limit_error", "param": null, "code": null}}))],
+    )
+    .await;
     let started = Instant::now();
     let body = assert_fallback(&app, "golfer-retry-after-1", "slow down").await;
     assert!(started.elapsed() < Duration::from_secs(5), "not waited for: {:?}", started.elapsed());

@@ -46,18 +46,28 @@ async fn the_key_is_read_from_the_secret_at_start_and_again_after_a_401() {
     .await;
     assert_eq!(*reads.lock().unwrap(), 1, "read once at start");
     // The provider knows only the rotated key.
-    Mock::given(method("POST")).and(path(MODEL_PATH)).and(header("authorization", "Bearer sk-rotated-from-secret"))
+    Mock::given(method("POST"))
+        .and(path(MODEL_PATH))
+        .and(header("authorization", "Bearer sk-rotated-from-secret"))
         .respond_with(ResponseTemplate::new(200).set_body_json(completion(&payload("Rotated and answering."), 700, 120)))
-        .with_priority(1).mount(&app.model).await;
-    Mock::given(method("POST")).and(path(MODEL_PATH))
-        .respond_with(ResponseTemplate::new(401).set_body_json(json!({ "error": { "message": "Incorrect API key provided", "type": "invalid_request_error", "param": null, "code": "invalid_api_key" } })))
-        .with_priority(2).mount(&app.model).await;
+        .with_priority(1)
+        .mount(&app.model)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(MODEL_PATH))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(json!({ "error": { "message": "Incorrect API key provided", "type": "invalid_request_error", "param": null, "code": "invalid_api_key" } })),
+        )
+        .with_priority(2)
+        .mount(&app.model)
+        .await;
     *key.lock().unwrap() = "sk-rotated-from-secret".into(); // rotated after the function started
     let (status, body) = app.chat_json("golfer-secret-1", &json!({ "message": "Coach?" })).await;
     assert_eq!((status, body["degraded"].clone()), (200, json!(false)), "answered with the key read again: {body}");
     assert_eq!(*reads.lock().unwrap(), 2, "read again after the 401");
-    let auths: Vec<String> = app.model.received_requests().await.unwrap_or_default().iter()
-        .filter_map(|r| r.headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string)).collect();
+    let auths: Vec<String> =
+        app.model.received_requests().await.unwrap_or_default().iter().filter_map(|r| r.headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string)).collect();
     assert_eq!(auths, ["Bearer sk-first-from-secret", "Bearer sk-rotated-from-secret"]);
 }
 

@@ -226,7 +226,12 @@ async fn theme_proposals_pass_output_safety_and_a_blocked_reply_changes_no_theme
     let app = spawn_app().await;
     let evil = "Beta blockers, see http://evil.example or call +1 415 555 0132 <img src=x onerror=alert(1)>";
     let proposal = json!({ "reply": "Slow the transition down.", "primary_focus": evil, "secondary_focus": null, "improvement": evil, "swing_reference": null, "memory": [] });
-    Mock::given(method("POST")).and(path(MODEL_PATH)).respond_with(ResponseTemplate::new(200).set_body_json(completion(&proposal, 700, 120))).with_priority(1).mount(&app.model).await;
+    Mock::given(method("POST"))
+        .and(path(MODEL_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(&proposal, 700, 120)))
+        .with_priority(1)
+        .mount(&app.model)
+        .await;
     assert_eq!(app.chat_json("golfer-theme-1", &json!({ "message": "What should I focus on?" })).await.0, 200);
     let (_, themes) = app.read(reqwest::Method::GET, "golfer-theme-1", "/api/chat/coaching/themes").await;
     // Only the themes: the envelope's request id and timestamp can hold any short digit run.
@@ -239,7 +244,12 @@ async fn theme_proposals_pass_output_safety_and_a_blocked_reply_changes_no_theme
     // A reply the content filter blocks takes its theme proposal with it.
     let app = spawn_app().await;
     let blocked = json!({ "reply": "Try beta blockers for the nerves on the first tee.", "primary_focus": "First-tee nerves", "secondary_focus": null, "improvement": null, "swing_reference": null, "memory": [] });
-    Mock::given(method("POST")).and(path(MODEL_PATH)).respond_with(ResponseTemplate::new(200).set_body_json(completion(&blocked, 700, 120))).with_priority(1).mount(&app.model).await;
+    Mock::given(method("POST"))
+        .and(path(MODEL_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(&blocked, 700, 120)))
+        .with_priority(1)
+        .mount(&app.model)
+        .await;
     let (status, body) = app.chat_json("golfer-theme-2", &json!({ "message": "I get nervous on the first tee" })).await;
     assert_eq!(status, 200);
     assert!(!body.to_string().to_lowercase().contains("beta blockers"), "{body}");

@@ -101,7 +101,12 @@ async fn the_reply_shows_while_it_is_written_and_the_deltas_are_what_is_stored()
     let written = model.written();
     assert_eq!(written.len(), 12, "the model wrote 12 pieces");
     let first_delta = events.iter().find(|(_, e)| e["type"] == "delta").map(|(t, _)| *t).expect("a delta event");
-    assert!(first_delta < written[6], "the first delta arrived {:?} after the model's first piece; half the answer was written after {:?}", first_delta - written[0], written[6] - written[0]);
+    assert!(
+        first_delta < written[6],
+        "the first delta arrived {:?} after the model's first piece; half the answer was written after {:?}",
+        first_delta - written[0],
+        written[6] - written[0]
+    );
     let deltas = events.iter().filter(|(_, e)| e["type"] == "delta").count();
     assert!(deltas >= 6, "the reply arrives in many deltas, not one: {deltas}");
 

@@ -109,12 +109,8 @@ async fn unknown_routes_and_methods_answer_in_the_error_schema() {
     let r = app.http.get(format!("{}/nope", app.url)).send().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status().as_u16(), 404);
     assert_valid(&schemas().error, &r.json().await.unwrap_or_default());
-    let r = app
-        .http
-        .request(reqwest::Method::from_bytes(b"TRACE").unwrap_or(reqwest::Method::PUT), format!("{}{CHAT_PATH}", app.url))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let r =
+        app.http.request(reqwest::Method::from_bytes(b"TRACE").unwrap_or(reqwest::Method::PUT), format!("{}{CHAT_PATH}", app.url)).send().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status().as_u16(), 405);
     assert_valid(&schemas().error, &r.json().await.unwrap_or_default());
 }

@@ -60,7 +60,10 @@ async fn many_golfers_never_exceed_the_global_budget_and_use_at_least_95_percent
         }
     }
     let leased = app.number(&coach_api::store::keys::global_day_spend(chrono::Utc::now()), "leased_micro").await;
-    println!("budget: {answered} answered, {at_capacity} at capacity in {rounds} rounds; spent {spent} of {budget_micro} micro-dollars ({:.1} %), leased {leased}", spent as f64 * 100.0 / budget_micro as f64);
+    println!(
+        "budget: {answered} answered, {at_capacity} at capacity in {rounds} rounds; spent {spent} of {budget_micro} micro-dollars ({:.1} %), leased {leased}",
+        spent as f64 * 100.0 / budget_micro as f64
+    );
     assert!(spent <= budget_micro, "spent {spent} of {budget_micro}");
     assert!(leased <= budget_micro, "leased {leased} of {budget_micro}");
     assert!(spent * 100 >= budget_micro * 95, "only {spent} of {budget_micro} admitted");

@@ -8,7 +8,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::{assert_valid, prompt_text, schemas, slow_model, spawn_shipped, TestApp};
 
-
 /// One message from each of `golfers` at once (each from its own loopback address); returns
 /// (status, body, marker, latency) per request.
 async fn wave(app: &TestApp, wave: usize, golfers: usize) -> Vec<(u16, Value, String, Duration)> {

@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::dynamo_proxy::{DynamoProxy, Faults};
 use crate::at_once;
+use crate::dynamo_proxy::{DynamoProxy, Faults};
 use crate::helpers::{dynamodb_endpoint, spawn_shipped_with, uid, TestApp};
 
 /// Sends one message until it is answered, as the app does: the same clientMessageId every
@@ -130,7 +130,10 @@ async fn calls_given_up_on_still_count_against_the_bound_until_dynamodb_is_done(
     let first = at_once(&app, "golfer-held-0", 40, ask).await;
     let second = at_once(&app, "golfer-held-1", 40, ask).await;
     let most = proxy.most_in_flight();
-    let actions = proxy.calls().iter().fold(std::collections::BTreeMap::<String, usize>::new(), |mut m, c| { *m.entry(c.action.clone()).or_default() += 1; m });
+    let actions = proxy.calls().iter().fold(std::collections::BTreeMap::<String, usize>::new(), |mut m, c| {
+        *m.entry(c.action.clone()).or_default() += 1;
+        m
+    });
     println!("held: 2 × 40 golfers, DynamoDB 5 s a call: {actions:?}, at most {most} in flight (bound {bound})");
     for a in first.iter().chain(&second) {
         assert_eq!(a.status, 503, "{}", a.body);

@@ -24,7 +24,6 @@ fn count(results: &[(u16, Value)], status: u16) -> usize {
     results.iter().filter(|(s, _)| *s == status).count()
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_golfers_behind_one_ip_share_the_ip_limit_exactly() {
     let app = spawn_shipped_with(|c| c.limits.ip_requests_per_hour = 20).await;
@@ -82,4 +81,3 @@ async fn the_global_daily_cap_holds_across_golfers_with_503_at_capacity() {
     let leased = app.number(&keys::global_day_spend(chrono::Utc::now()), "leased_micro").await;
     assert!(leased <= (K * worst) as i64, "leased {leased}");
 }
-
