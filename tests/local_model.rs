@@ -9,6 +9,8 @@
 //! tokens) are printed. A 135M model shows what a real server does, not how good the coach is:
 //! the run asks that most messages, not all, be answered by the model.
 
+#![allow(clippy::print_stdout, reason = "the conformance run prints its figures")]
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -147,7 +149,11 @@ async fn streamed(response: reqwest::Response) -> Result<Value, Error> {
     }
     let done = done.ok_or("the stream has no done event")?;
     // A replay is a single `done`; an answer shows its text first.
-    assert!(pieces == 0 || shown == done["message"]["content"].as_str().unwrap_or_default(), "the text shown is the answer stored: {shown:?} against {}", done["message"]["content"]);
+    assert!(
+        pieces == 0 || shown == done["message"]["content"].as_str().unwrap_or_default(),
+        "the text shown is the answer stored: {shown:?} against {}",
+        done["message"]["content"]
+    );
     Ok(done)
 }
 
@@ -227,7 +233,10 @@ async fn a_real_model_answers_through_both_routes_settled_stored_and_within_the_
         let a = ask(&s, &http, &base, golfer, &body, *stream).await?;
         check_settled(golfer, &a);
         for r in &a.ratios {
-            assert!(*r <= f64::from(row.tokens_per_o200k_milli) / 1000.0, "{golfer}: the server counted {r:.3} of its tokens per o200k token, more than the row's tokens_per_o200k");
+            assert!(
+                *r <= f64::from(row.tokens_per_o200k_milli) / 1000.0,
+                "{golfer}: the server counted {r:.3} of its tokens per o200k token, more than the row's tokens_per_o200k"
+            );
         }
         // The same message again, on the other route: the stored answer without a second
         // call; a fallback is not kept for the app's id, so its retry is answered anew.
@@ -273,11 +282,23 @@ async fn a_real_model_answers_through_both_routes_settled_stored_and_within_the_
     println!("  answered by the model  {by_model}/{n} ({} %), streamed {streamed_by_model}/{}", 100 * by_model / n, n / 2);
     println!("  degraded (fallback)    {}/{n} ({} %)", n - by_model, 100 * (n - by_model) / n);
     println!("  latency p50 / p95      {} / {} ms", percentile(&latencies, 50), percentile(&latencies, 95));
-    println!("  tokens per call        max {} of {TOKEN_LIMIT} (prompt + reply, the server's count)", all_calls.iter().map(|c| c.prompt_tokens + c.completion_tokens).max().unwrap_or(0));
+    println!(
+        "  tokens per call        max {} of {TOKEN_LIMIT} (prompt + reply, the server's count)",
+        all_calls.iter().map(|c| c.prompt_tokens + c.completion_tokens).max().unwrap_or(0)
+    );
     println!("  tokens per message     max {}, mean {} (all its calls; at most two are reserved)", totals.iter().max().unwrap_or(&0), totals.iter().sum::<u64>() / n as u64);
-    println!("  prompt tokens          max {} (server's count) with max_tokens {}", all_calls.iter().map(|c| c.prompt_tokens).max().unwrap_or(0), all_calls.iter().map(|c| c.max_tokens).max().unwrap_or(0));
+    println!(
+        "  prompt tokens          max {} (server's count) with max_tokens {}",
+        all_calls.iter().map(|c| c.prompt_tokens).max().unwrap_or(0),
+        all_calls.iter().map(|c| c.max_tokens).max().unwrap_or(0)
+    );
     println!("  cut at max_tokens      {} of {} calls", all_calls.iter().filter(|c| c.finish_reason == "length").count(), all_calls.len());
-    println!("  server tokens per o200k token  max {:.3}, mean {:.3} (row: {})", ratios.iter().copied().fold(0.0, f64::max), ratios.iter().sum::<f64>() / ratios.len().max(1) as f64, f64::from(row.tokens_per_o200k_milli) / 1000.0);
+    println!(
+        "  server tokens per o200k token  max {:.3}, mean {:.3} (row: {})",
+        ratios.iter().copied().fold(0.0, f64::max),
+        ratios.iter().sum::<f64>() / ratios.len().max(1) as f64,
+        f64::from(row.tokens_per_o200k_milli) / 1000.0
+    );
     println!("  fallbacks asked again  {retried} (answered anew, settled and stored too)");
     println!("  facts remembered {facts}, coaching themes {themes}: all pass output safety");
     assert!(2 * by_model > n, "the model answered {by_model} of {n} messages: the service mishandles its answers");
