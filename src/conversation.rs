@@ -129,6 +129,8 @@ pub fn record(place: Placement, newest: Option<&RecentTurn>, turn: &Turn<'_>, re
         themes.progress_indicators.insert("latest_swing_score".into(), score.clamp(0, 100) as f64);
     }
     TurnItem {
+        // The key is the store's to write (it picks it: the app's id, or one of ours for a fallback).
+        conversation_id: None,
         user_id: user,
         last_updated: timestamp(now),
         conversation,

@@ -24,7 +24,7 @@ pub const MAX_OPS_PER_REPLY: usize = 5;
 
 /// A golfer with no memory item: memory on, nothing known.
 pub fn empty() -> GolferMemory {
-    GolferMemory { enabled: true, version: 0, facts: vec![], forgotten: vec![] }
+    GolferMemory { conversation_id: None, enabled: true, version: 0, facts: vec![], forgotten: vec![] }
 }
 
 /// How long a kind of fact is kept when room runs out (in the item and in the prompt):

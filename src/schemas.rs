@@ -53,6 +53,8 @@ pub struct Schemas {
     pub memory_view: Validator,
     /// The stored memory item.
     pub memory: Validator,
+    /// The stored profile item.
+    pub profile: Validator,
     /// The reply schema as sent to the model (`response_format.json_schema.schema`).
     pub coach_reply_for_model: Value,
 }
@@ -126,6 +128,7 @@ static SCHEMAS: LazyLock<Result<Schemas, SchemaError>> = LazyLock::new(|| {
         memory_settings: compile("memory-settings.json", MEMORY_SETTINGS)?,
         memory_view: compile_definition("reads.json", READS, "MemoryView")?,
         memory: compile("memory.json", MEMORY)?,
+        profile: compile("profile.json", PROFILE)?,
         coach_reply_for_model: for_model,
     })
 });

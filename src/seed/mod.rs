@@ -103,6 +103,7 @@ async fn seed_golfer(store: &Store, g: &Golfer, now: DateTime<Utc>) -> Result<()
 async fn seed_profile(store: &Store, user: &UserId, g: &Golfer) -> Result<(), StoreError> {
     store
         .put_profile(&GolferProfile {
+            conversation_id: None,
             user_id: user.clone(),
             display_name: g.name.clone(),
             handicap: Some(g.handicap),
@@ -167,6 +168,7 @@ fn seed_turn(user: &UserId, at: DateTime<Utc>, (asked, answered): (&String, &Str
         tokens_used: 0,
     };
     Ok(TurnItem {
+        conversation_id: None,
         user_id: user.clone(),
         last_updated: timestamp(at),
         conversation: id(&keys::conversation(user, at))?,

@@ -119,23 +119,38 @@ async fn the_second_message_of_the_day_is_answered_with_the_first_exchange_in_th
     assert_valid(&schemas().conversation, &raw);
 }
 
+/// The schemas describe the items as DynamoDB holds them, their key included: a turn, the
+/// golfer's memory and profile, read raw, each validate against theirs.
 #[tokio::test]
 async fn a_stored_item_read_raw_from_dynamodb_validates_against_the_schema() {
     let app = spawn_app().await;
-    let (status, _) = app.chat_json("golfer-raw-1", &json!({ "message": "First time here, hello coach!", "clientMessageId": "raw-0001-abcd" })).await;
-    assert_eq!(status, 200);
-    let user = crate::helpers::uid("golfer-raw-1");
-    let turns = app.store.day_turns(&user, chrono::Utc::now()).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(turns.len(), 1);
-    let key = keys::turn(&user, "raw-0001-abcd");
-    let item = app.raw_item(&key).await.unwrap_or_else(|| panic!("not stored"));
-    let mut value: serde_json::Value = serde_dynamo::from_item(item).unwrap_or_else(|e| panic!("{e}"));
-    // The item's key is the store's (the table's partition key), the rest is the turn.
-    assert_eq!(value.as_object_mut().and_then(|v| v.remove(keys::PK)), Some(json!(key)));
-    assert_valid(&schemas().turn, &value);
-    assert_eq!(value["user_id"], "golfer-raw-1");
-    assert_eq!(value["conversation"], today_conversation("golfer-raw-1"));
-    assert_eq!(value["coaching_themes"]["session_count"], 1);
+    app.seed().await;
+    let mut p = crate::helpers::payload("Welcome back, Alice: let's keep that tempo.");
+    p["memory"] = json!([{ "op": "remember", "id": null, "kind": "goal", "text": "Wants to break 90 this season" }]);
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path(crate::helpers::MODEL_PATH))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(crate::helpers::completion(&p, 700, 120)))
+        .with_priority(1)
+        .mount(&app.model)
+        .await;
+    let (status, body) = app.chat_json("demo-alice", &json!({ "message": "I want to break 90 this season.", "clientMessageId": "raw-0001-abcd" })).await;
+    assert_eq!(status, 200, "{body}");
+    let user = crate::helpers::uid("demo-alice");
+    let app = &app;
+    let raw = |key: String| async move {
+        let item = app.raw_item(&key).await.unwrap_or_else(|| panic!("{key} is not stored"));
+        let value: serde_json::Value = serde_dynamo::from_item(item).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(value[keys::PK], json!(key), "the item's key is part of what the schema describes");
+        value
+    };
+    let turn = raw(keys::turn(&user, "raw-0001-abcd")).await;
+    assert_valid(&schemas().turn, &turn);
+    assert_eq!(turn["user_id"], "demo-alice");
+    assert_eq!(turn["conversation"], today_conversation("demo-alice"));
+    let memory = raw(keys::memory(&user)).await;
+    assert_valid(&schemas().memory, &memory);
+    assert_eq!(memory["facts"][0]["text"], "Wants to break 90 this season");
+    assert_valid(&schemas().profile, &raw(keys::profile(&user)).await);
 }
 
 #[tokio::test]
