@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::timestamp;
 use crate::models::{
-    ChatMessage, CoachReplyPayload, CoachingThemes, ConversationId, ConversationItem, ConversationStatus, Role, StoredResponse, SwingId, TurnItem, TurnItemStatus, UserId,
+    ChatMessage, CoachReplyPayload, CoachingThemes, Conversation, ConversationId, ConversationStatus, Role, StoredResponse, SwingId, TurnItem, TurnItemStatus, UserId,
 };
 
 pub const MAX_IMPROVEMENTS: usize = 5;
@@ -114,7 +114,7 @@ pub struct Placement {
 
 /// The turn item for an exchange; `newest` is the golfer's newest turn before it (today's, or
 /// an earlier day's).
-pub fn record(place: Placement, newest: Option<&RecentTurn>, turn: &Turn<'_>, response: StoredResponse, request_hash: String) -> TurnItem {
+pub fn next_turn(place: Placement, newest: Option<&RecentTurn>, turn: &Turn<'_>, response: StoredResponse, request_hash: String) -> TurnItem {
     let Placement { user, conversation, now } = place;
     let today = newest.filter(|t| t.conversation == conversation);
     let mut themes = themes_before(newest, now);
@@ -147,10 +147,10 @@ pub fn record(place: Placement, newest: Option<&RecentTurn>, turn: &Turn<'_>, re
 
 /// A day's conversation from its turns (oldest first): the last `max_messages` messages, the
 /// older ones folded into the summary, the themes after the newest turn.
-pub fn assemble(id: ConversationId, user: UserId, turns: &[TurnItem], max_messages: usize) -> Option<ConversationItem> {
+pub fn assemble(id: ConversationId, user: UserId, turns: &[TurnItem], max_messages: usize) -> Option<Conversation> {
     let (first, newest) = (turns.first()?, turns.last()?);
     let (messages, summary) = fold(turns.iter().map(|t| (&t.user_message, &t.reply)), max_messages);
-    Some(ConversationItem {
+    Some(Conversation {
         conversation_id: id,
         user_id: user,
         last_updated: newest.last_updated.clone(),
@@ -307,7 +307,7 @@ mod tests {
     #[test]
     fn the_recent_turn_projection_names_exactly_the_fields_a_recent_turn_holds() {
         let p = payload(Some("Tempo"), None, None);
-        let turn = record(place(conv_id("20261123"), at(23, 9)), None, &turn("hi", Some(&p), &[]), response(), "h".into());
+        let turn = next_turn(place(conv_id("20261123"), at(23, 9)), None, &turn("hi", Some(&p), &[]), response(), "h".into());
         let serde_json::Value::Object(whole) = serde_json::to_value(&turn).unwrap() else { panic!("a turn is an object") };
         let projected: serde_json::Map<String, serde_json::Value> = whole.into_iter().filter(|(k, _)| RECENT_TURN_ATTRIBUTES.contains(&k.as_str())).collect();
         assert_eq!(projected.len(), RECENT_TURN_ATTRIBUTES.len(), "every projected attribute is a turn's");
@@ -318,23 +318,23 @@ mod tests {
     #[test]
     fn a_return_after_a_break_is_a_new_session_with_themes_carried() {
         let p = payload(Some("Tempo"), None, None);
-        let monday = record(place(conv_id("20261123"), at(23, 9)), None, &turn("hi", Some(&p), &[]), response(), "h".into());
+        let monday = next_turn(place(conv_id("20261123"), at(23, 9)), None, &turn("hi", Some(&p), &[]), response(), "h".into());
         assert_eq!(monday.coaching_themes.session_count, 1, "a golfer's first turn is session 1");
-        let later = record(place(conv_id("20261123"), at(23, 10)), Some(&RecentTurn::from(&monday)), &turn("again", None, &[]), response(), "h".into());
+        let later = next_turn(place(conv_id("20261123"), at(23, 10)), Some(&RecentTurn::from(&monday)), &turn("again", None, &[]), response(), "h".into());
         assert_eq!(later.coaching_themes.session_count, 1, "an hour later is the same session");
-        let tuesday = record(place(conv_id("20261124"), at(24, 8)), Some(&RecentTurn::from(&later)), &turn("next day", None, &[]), response(), "h".into());
+        let tuesday = next_turn(place(conv_id("20261124"), at(24, 8)), Some(&RecentTurn::from(&later)), &turn("next day", None, &[]), response(), "h".into());
         assert_eq!(tuesday.coaching_themes.session_count, 2);
         assert_eq!(tuesday.coaching_themes.primary_focus, "Tempo", "carried");
-        let evening = record(place(conv_id("20261124"), at(24, 23)), Some(&RecentTurn::from(&tuesday)), &turn("evening", None, &[]), response(), "h".into());
+        let evening = next_turn(place(conv_id("20261124"), at(24, 23)), Some(&RecentTurn::from(&tuesday)), &turn("evening", None, &[]), response(), "h".into());
         assert_eq!(evening.coaching_themes.session_count, 3, "back after 15 hours the same day: a new session");
     }
 
     #[test]
     fn a_midnight_crossed_inside_a_conversation_is_not_a_new_session() {
         let before = at(24, 23) + chrono::Duration::minutes(59) + chrono::Duration::seconds(59);
-        let late = record(place(conv_id("20261124"), before), None, &turn("late", None, &[]), response(), "h".into());
+        let late = next_turn(place(conv_id("20261124"), before), None, &turn("late", None, &[]), response(), "h".into());
         let after = before + chrono::Duration::seconds(6);
-        let next = record(place(conv_id("20261125"), after), Some(&RecentTurn::from(&late)), &turn("follow-up", None, &[]), response(), "h".into());
+        let next = next_turn(place(conv_id("20261125"), after), Some(&RecentTurn::from(&late)), &turn("follow-up", None, &[]), response(), "h".into());
         assert_eq!(next.coaching_themes.session_count, late.coaching_themes.session_count);
         assert_eq!(next.conversation, conv_id("20261125"), "the day's conversation view still changes at midnight");
     }
@@ -372,13 +372,13 @@ mod tests {
         let own = [SwingId::try_from("swing-mine".to_string()).unwrap_or_else(|e| panic!("{e}"))];
         let mut t = turn("hi", None, &own);
         t.reply.swing_reference = Some("swing-theirs".into());
-        let first = record(place(conv_id("20261125"), at(25, 9)), None, &t, response(), "h".into());
+        let first = next_turn(place(conv_id("20261125"), at(25, 9)), None, &t, response(), "h".into());
         assert!(first.referenced_swings.is_empty());
         t.reply.swing_reference = Some("swing-mine".into());
-        let second = record(place(conv_id("20261125"), at(25, 9)), Some(&RecentTurn::from(&first)), &t, response(), "h".into());
+        let second = next_turn(place(conv_id("20261125"), at(25, 9)), Some(&RecentTurn::from(&first)), &t, response(), "h".into());
         assert_eq!(second.referenced_swings, own.to_vec());
         t.reply.swing_reference = None;
-        let third = record(place(conv_id("20261125"), at(25, 10)), Some(&RecentTurn::from(&second)), &t, response(), "h".into());
+        let third = next_turn(place(conv_id("20261125"), at(25, 10)), Some(&RecentTurn::from(&second)), &t, response(), "h".into());
         assert_eq!(third.referenced_swings, own.to_vec(), "the day's references carry to its later turns");
     }
 
@@ -388,7 +388,7 @@ mod tests {
         for i in 0..5000 {
             let mut t = turn(&format!("question {i} {}", "x".repeat(900)), None, &[]);
             t.reply.content = format!("answer {i} {}", "y".repeat(1400));
-            turns.push(record(place(conv_id("20261125"), at(25, 9)), turns.last().map(RecentTurn::from).as_ref(), &t, response(), "h".into()));
+            turns.push(next_turn(place(conv_id("20261125"), at(25, 9)), turns.last().map(RecentTurn::from).as_ref(), &t, response(), "h".into()));
         }
         let day = assemble(conv_id("20261125"), user(), &turns, 20).unwrap_or_else(|| panic!("a day with turns"));
         assert_eq!(day.recent_messages.len(), 20);

@@ -53,7 +53,7 @@ pub fn ordered(facts: &[MemoryFact]) -> Vec<MemoryFact> {
 /// key of the hashes in `forgotten`.
 #[derive(Debug, Clone, Copy)]
 pub struct Source<'a> {
-    pub message_id: &'a str,
+    pub client_message_id: &'a str,
     pub at: DateTime<Utc>,
     pub hash_key: &'a str,
 }
@@ -148,7 +148,7 @@ fn remember(memory: &mut GolferMemory, op: &MemoryOp, source: Source<'_>) -> Opt
         id: new_id(memory)?,
         kind: kind_of(op)?,
         text: text.parse().ok()?,
-        source_message_id: source.message_id.parse().ok()?,
+        source_message_id: source.client_message_id.parse().ok()?,
         created_at: crate::clock::timestamp(source.at),
         updated_at: crate::clock::timestamp(source.at),
     };
@@ -163,7 +163,7 @@ fn replace(memory: &mut GolferMemory, op: &MemoryOp, source: Source<'_>) -> Opti
     let fact = memory.facts.iter_mut().find(|f| f.id.as_str() == id)?;
     fact.text = text.parse().ok()?;
     fact.kind = kind;
-    fact.source_message_id = source.message_id.parse().ok()?;
+    fact.source_message_id = source.client_message_id.parse().ok()?;
     fact.updated_at = crate::clock::timestamp(source.at);
     Some(())
 }
@@ -216,7 +216,7 @@ mod tests {
     }
 
     fn source(day: u32) -> Source<'static> {
-        Source { message_id: "msg-0001-abcd", at: at(day), hash_key: "k" }
+        Source { client_message_id: "msg-0001-abcd", at: at(day), hash_key: "k" }
     }
 
     fn op(op: MemoryOpOp, id: Option<&str>, kind: MemoryOpKind, text: Option<&str>) -> MemoryOp {

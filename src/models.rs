@@ -12,6 +12,6 @@ include!(concat!(env!("OUT_DIR"), "/models.rs"));
 /// The app's per-message id (`clientMessageId`).
 pub type ClientMessageId = CoachingChatRequestClientMessageId;
 /// A conversation's lifecycle state.
-pub type ConversationStatus = ConversationItemConversationStatus;
+pub type ConversationStatus = ConversationConversationStatus;
 /// Who spoke a turn.
 pub type Role = ChatMessageRole;

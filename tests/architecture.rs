@@ -251,6 +251,61 @@ fn the_http_edge_never_imports_the_store() {
     }
 }
 
+/// Field reads (`x.store`) and impls (`impl AppState`), by name.
+#[derive(Default)]
+struct Reaches {
+    fields: Vec<(String, proc_macro2::Span)>,
+    impls: Vec<(String, proc_macro2::Span)>,
+}
+
+impl<'ast> Visit<'ast> for Reaches {
+    fn visit_expr_field(&mut self, e: &'ast syn::ExprField) {
+        if let syn::Member::Named(name) = &e.member {
+            self.fields.push((name.to_string(), name.span()));
+        }
+        syn::visit::visit_expr_field(self, e);
+    }
+
+    fn visit_item_impl(&mut self, i: &'ast syn::ItemImpl) {
+        if let syn::Type::Path(p) = &*i.self_ty {
+            if let Some(last) = p.path.segments.last() {
+                self.impls.push((last.ident.to_string(), last.ident.span()));
+            }
+        }
+        syn::visit::visit_item_impl(self, i);
+    }
+
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        for stmt in macro_body(m) {
+            Visit::visit_stmt(self, &stmt);
+        }
+    }
+}
+
+/// The edge reaches the store neither by import nor through the state (`state.store`), and the
+/// state's methods live in `state.rs`: the flow is `chat`'s and `account`'s functions, not
+/// methods scattered on a service locator.
+#[test]
+fn the_edge_calls_the_flow_and_the_state_has_one_home() {
+    for s in sources() {
+        let mut r = Reaches::default();
+        r.visit_file(&s.file);
+        if s.is("api") {
+            for (field, span) in &r.fields {
+                assert!(field != "store", "{}: the edge reads the state's store", s.at(*span));
+            }
+        }
+        if s.module != "state" {
+            for (ty, span) in &r.impls {
+                assert!(ty != "AppState", "{}: AppState's methods belong in state.rs", s.at(*span));
+            }
+        }
+    }
+    let mut probe = Reaches::default();
+    probe.visit_file(&syn::parse_quote! { impl AppState { fn f(&self) { self.store.get(); } } });
+    assert_eq!((probe.fields.len(), probe.impls.len()), (1, 1), "the check finds both");
+}
+
 #[test]
 fn limits_is_pure_policy() {
     let edges = imports(&sources());

@@ -66,7 +66,7 @@ fn validated<T: serde::de::DeserializeOwned>(bytes: &[u8], validator: &jsonschem
 }
 
 pub async fn post_chat(State(state): State<AppState>, caller: Caller, input: ChatInput) -> Response {
-    match state.answer(&caller, &input).await {
+    match crate::chat::whole_answer(&state, &caller, &input).await {
         Ok(answered) => {
             let quota = answered.response.quota.clone();
             let response = (StatusCode::OK, Json(answered.response)).into_response();

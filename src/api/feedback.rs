@@ -8,6 +8,7 @@ use axum::Json;
 use super::chat::checked_body;
 use super::error::ApiError;
 use super::observe::respond;
+use crate::account;
 use crate::chat::Caller;
 use crate::metrics::{Outcome, OutcomeKind};
 use crate::models::{FeedbackReceiptRating, FeedbackRequest};
@@ -18,7 +19,7 @@ pub async fn rate(State(state): State<AppState>, request: Request) -> Response {
         Ok(checked) => checked,
         Err(e) => return e.into_response(),
     };
-    match state.rate(&caller, &body).await {
+    match account::rate(&state, &caller, &body).await {
         Ok(receipt) => {
             let outcome = Outcome {
                 rating: Some(receipt.rating == FeedbackReceiptRating::Up),

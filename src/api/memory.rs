@@ -8,6 +8,7 @@ use axum::Json;
 
 use super::chat::checked_body;
 use super::error::ApiError;
+use crate::account;
 use crate::account::AccountError;
 use crate::chat::Caller;
 use crate::models::{MemorySettings, MemoryView};
@@ -19,13 +20,13 @@ fn answered(caller: &Caller, result: Result<MemoryView, AccountError>) -> Respon
 }
 
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Response {
-    answered(&caller, state.memory_of(&caller).await)
+    answered(&caller, account::memory_of(&state, &caller).await)
 }
 
 /// A fact id that is not one of ours is no fact of the caller's (404, like an unknown one).
 pub async fn forget(State(state): State<AppState>, caller: Caller, Path(fact_id): Path<String>) -> Response {
     let result = match fact_id.parse::<crate::models::FactId>() {
-        Ok(id) => state.forget_fact(&caller, id.as_str()).await,
+        Ok(id) => account::forget_fact(&state, &caller, id.as_str()).await,
         Err(_) => Err(AccountError::NoSuchFact),
     };
     answered(&caller, result)
@@ -36,5 +37,5 @@ pub async fn settings(State(state): State<AppState>, request: Request) -> Respon
         Ok(checked) => checked,
         Err(e) => return e.into_response(),
     };
-    answered(&caller, state.set_memory(&caller, body.enabled).await)
+    answered(&caller, account::set_memory(&state, &caller, body.enabled).await)
 }

@@ -9,6 +9,7 @@ use chrono::NaiveDate;
 use super::error::ApiError;
 use super::observe::respond;
 use super::RateLimit;
+use crate::account;
 use crate::chat::Caller;
 use crate::metrics::{Outcome, OutcomeKind};
 use crate::models::{ConversationStatus, ConversationView, ConversationViewConversationStatus};
@@ -43,7 +44,7 @@ async fn conversation_view(state: &AppState, caller: &Caller, query: Option<&str
         Some(d) => d.and_hms_opt(12, 0, 0).map(|t| t.and_utc()).unwrap_or_else(|| state.clock.now()),
         None => state.clock.now(),
     };
-    let c = state.conversation_of(caller, day).await?;
+    let c = account::conversation_of(state, caller, day).await?;
     let view = ConversationView {
         request_id: caller.request_id.clone(),
         conversation_id: c.conversation_id,
@@ -62,12 +63,12 @@ async fn conversation_view(state: &AppState, caller: &Caller, query: Option<&str
 }
 
 pub async fn themes(State(state): State<AppState>, caller: Caller) -> Response {
-    let result = state.themes_of(&caller).await.map(|view| Json(view).into_response()).map_err(ApiError::from);
+    let result = account::themes_of(&state, &caller).await.map(|view| Json(view).into_response()).map_err(ApiError::from);
     answered(&caller, result)
 }
 
 pub async fn usage(State(state): State<AppState>, caller: Caller) -> Response {
-    let result = state.usage_of(&caller).await.map_err(ApiError::from).map(|view| {
+    let result = account::usage_of(&state, &caller).await.map_err(ApiError::from).map(|view| {
         let quota = view.quota.clone();
         RateLimit::attach(&quota, Json(view).into_response())
     });
@@ -75,6 +76,6 @@ pub async fn usage(State(state): State<AppState>, caller: Caller) -> Response {
 }
 
 pub async fn delete_me(State(state): State<AppState>, caller: Caller) -> Response {
-    let result = state.erase(&caller).await.map(|report| Json(report).into_response()).map_err(ApiError::from);
+    let result = account::erase(&state, &caller).await.map(|report| Json(report).into_response()).map_err(ApiError::from);
     answered(&caller, result)
 }

@@ -33,7 +33,7 @@ pub async fn post_chat_stream(State(state): State<AppState>, caller: Caller, inp
         }
         Ok(Prepared::Composed(composed)) => composed,
     };
-    let answering = chat::answer(state, caller.clone(), input, *composed, Delivery::Streamed);
+    let answering = chat::answering(state, caller.clone(), input, *composed, Delivery::Streamed);
     let request_id = caller.request_id.clone();
     let events = answering.events.map(move |event| match event {
         ChatEvent::Show(shown) => *shown,

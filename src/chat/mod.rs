@@ -149,7 +149,7 @@ pub struct Answering {
 
 /// Steps 3 and 4 for a composed message. A streamed answer is finished, billed and stored
 /// whoever stops listening ([`InPlace`]).
-pub fn answer(state: AppState, caller: Caller, input: ChatInput, composed: Composed, delivery: Delivery) -> Answering {
+pub fn answering(state: AppState, caller: Caller, input: ChatInput, composed: Composed, delivery: Delivery) -> Answering {
     let (end, ended) = tokio::sync::watch::channel(None);
     let events = match delivery {
         Delivery::Whole => futures::stream::once(async move {
@@ -227,21 +227,19 @@ fn finished(result: Result<Answered, ChatError>, io: IoStats, end: &tokio::sync:
     }
 }
 
-impl AppState {
-    /// A message answered whole: prepared, then its answer's one event.
-    pub async fn answer(&self, caller: &Caller, input: &ChatInput) -> Result<Answered, ChatError> {
-        let composed = match prepare(self, caller, input).await? {
-            Prepared::Replay(answered) => return Ok(*answered),
-            Prepared::Composed(composed) => composed,
-        };
-        let mut events = answer(self.clone(), caller.clone(), input.clone(), *composed, Delivery::Whole).events;
-        while let Some(event) = events.next().await {
-            match event {
-                ChatEvent::Show(_) => {}
-                ChatEvent::Done(answered) => return Ok(*answered),
-                ChatEvent::Failed(e) => return Err(e),
-            }
+/// A message answered whole (the JSON route): prepared, then its answer's one event.
+pub async fn whole_answer(state: &AppState, caller: &Caller, input: &ChatInput) -> Result<Answered, ChatError> {
+    let composed = match prepare(state, caller, input).await? {
+        Prepared::Replay(answered) => return Ok(*answered),
+        Prepared::Composed(composed) => composed,
+    };
+    let mut events = answering(state.clone(), caller.clone(), input.clone(), *composed, Delivery::Whole).events;
+    while let Some(event) = events.next().await {
+        match event {
+            ChatEvent::Show(_) => {}
+            ChatEvent::Done(answered) => return Ok(*answered),
+            ChatEvent::Failed(e) => return Err(e),
         }
-        Err(ChatError::Internal("an answer's stream ended without its answer"))
     }
+    Err(ChatError::Internal("an answer's stream ended without its answer"))
 }

@@ -35,14 +35,14 @@ pub async fn record(state: &AppState, caller: &Caller, input: &ChatInput, replie
     let Replied { composed, reply, first_delta_at, .. } = replied;
     // A fallback is not the answer to keep for the app's id: it is stored under one of ours,
     // and the claim is given up, so the app's retry with the same id is answered anew.
-    let key = if reply.degraded { keys::turn(&caller.user, &keys::server_message_id()) } else { composed.turn_key.clone() };
+    let key = if reply.degraded() { keys::turn(&caller.user, &keys::server_message_id()) } else { composed.turn_key.clone() };
     let settlement = Settlement { cost_micro: reply.cost_micro(), release_slots: reply.gives_slot_back() };
     let remembered = remembered(state, caller, &composed, &reply, &key);
     let settled = composed.reservation.settle(settlement).await;
     let mut write = settled.turn_write(&key, &item);
     write.memory = remembered.as_ref().map(|memory| MemoryWrite { memory, read_version: composed.memory.as_ref().map(|m| m.version) });
     let storage = match state.store.prepare_turn(write) {
-        Ok(prepared) => write_turn(&state.store, prepared, caller.deadline + state.config.deadline_margin).await,
+        Ok(prepared) => store_turn(&state.store, prepared, caller.deadline + state.config.deadline_margin).await,
         Err(e) => {
             tracing::error!(error = %e, "a turn could not be built for the store");
             Storage::Discarded
@@ -64,7 +64,7 @@ pub async fn record(state: &AppState, caller: &Caller, input: &ChatInput, replie
 /// is off, or no operation was acceptable).
 fn remembered(state: &AppState, caller: &Caller, composed: &Composed, reply: &Reply, key: &str) -> Option<GolferMemory> {
     let ops = &reply.payload.as_ref()?.memory;
-    let source = memory::Source { message_id: keys::message_id(&caller.user, key)?, at: state.clock.now(), hash_key: state.log_key() };
+    let source = memory::Source { client_message_id: keys::client_message_id(&caller.user, key)?, at: state.clock.now(), hash_key: state.log_key() };
     let (changed, applied) = memory::apply(composed.memory.as_ref(), ops, source);
     if applied.refused > 0 {
         tracing::info!(refused = applied.refused, "memory operations refused");
@@ -78,7 +78,7 @@ fn turn_item(state: &AppState, caller: &Caller, input: &ChatInput, replied: &Rep
     let turn = new_turn(input, composed, state.clock.now(), reply);
     let stored = stored_response(state, caller, replied);
     let place = conversation::Placement { user: caller.user.clone(), conversation: composed.conversation.clone(), now: composed.now };
-    conversation::record(place, composed.newest.as_ref(), &turn, stored, composed.request_hash.clone())
+    conversation::next_turn(place, composed.newest.as_ref(), &turn, stored, composed.request_hash.clone())
 }
 
 /// The response's fields that the turn does not hold already. The remaining quota comes from
@@ -102,7 +102,7 @@ fn stored_response(state: &AppState, caller: &Caller, replied: &Replied) -> Stor
         },
         quota: limits::quota(l, used, composed.now),
         source: reply.source.clone(),
-        degraded: reply.degraded,
+        degraded: reply.degraded(),
         prompt_version: Some(prompt_version(state, composed, reply)),
         variant: Some(composed.set.variant.clone()),
     }
@@ -120,7 +120,7 @@ fn prompt_version(state: &AppState, composed: &Composed, reply: &Reply) -> Strin
 /// is sent again in the background (it applies once). A turn that may never be written (the
 /// golfer deleted their data after asking) is `Discarded`: its spend is settled and its claim
 /// deleted without it.
-async fn write_turn(store: &Store, prepared: PreparedTurn, by: Instant) -> Storage {
+async fn store_turn(store: &Store, prepared: PreparedTurn, by: Instant) -> Storage {
     let started = Instant::now();
     let written = deadline::scope(by, store.write_turn(&prepared)).await;
     crate::stats::store_wave(started.elapsed());
@@ -185,7 +185,7 @@ fn new_turn<'a>(input: &'a ChatInput, composed: &'a Composed, answered_at: DateT
     let reply_swing = reply.payload.as_ref().and_then(|p| p.swing_reference.clone()).filter(|id| own.iter().any(|s| s.as_str() == id));
     let user_swing = input.request.swing_id.as_ref().map(|s| s.as_str().to_string());
     let mut assistant = new_message(Role::Assistant, reply.text.clone(), answered_at, reply_swing, reply.completion_tokens());
-    if reply.degraded {
+    if reply.degraded() {
         assistant.degraded = Some(true);
     }
     Turn {

@@ -21,16 +21,22 @@ pub struct Reply {
     pub billed: Vec<Billed>,
     /// The model's name, "offline" or "fallback".
     pub source: String,
-    /// The fallback: the coach could not answer.
-    pub degraded: bool,
-    /// Output safety replaced the reply.
-    pub filtered: bool,
-    /// The model declined to answer.
-    pub refusal: bool,
-    /// Why the coach could not answer.
-    pub model_error: Option<&'static str>,
+    pub kind: ReplyKind,
     /// The provider said the model is gone, and its replacement answered.
     pub replaced_model: bool,
+}
+
+/// What the golfer is shown, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// The coach's draft (the model's, or the offline coach's), after output safety.
+    Drafted,
+    /// Output safety blocked the draft: the filtered-reply template stands in.
+    Filtered,
+    /// The model declined to answer: the refusal template stands in.
+    Declined,
+    /// The coach could not answer (why, as a label): the fallback in the coach's voice.
+    Fallback(&'static str),
 }
 
 impl Reply {
@@ -38,17 +44,7 @@ impl Reply {
     /// service (a draft names the model that wrote it).
     pub fn from_coach(prompts: &Prompts, attempts: Attempts, vars: &PromptVars, model: &str) -> Result<Self, PromptError> {
         let billed = attempts.billed;
-        let mut reply = Self {
-            text: String::new(),
-            payload: None,
-            billed,
-            source: model.to_string(),
-            degraded: false,
-            filtered: false,
-            refusal: false,
-            model_error: None,
-            replaced_model: attempts.replaced_model,
-        };
+        let mut reply = Self { text: String::new(), payload: None, billed, source: model.to_string(), kind: ReplyKind::Drafted, replaced_model: attempts.replaced_model };
         match attempts.draft {
             Ok(r) => {
                 let clean = safety::clean_output(&r.payload.reply);
@@ -56,25 +52,37 @@ impl Reply {
                 if clean.blocked || clean.text.trim().is_empty() {
                     // A blocked reply changes no theme either.
                     reply.text = prompts.render(FILTERED, &ReplyVars::from(vars))?;
-                    reply.filtered = true;
+                    reply.kind = ReplyKind::Filtered;
                 } else {
                     reply.text = clean.text;
                     reply.payload = Some(r.payload);
                 }
             }
-            Err(LlmError::Refusal) => {
+            Err(LlmError::Declined) => {
                 reply.text = prompts.render(REFUSAL, &ReplyVars::from(vars))?;
-                reply.refusal = true;
-                reply.model_error = Some(LlmError::Refusal.label());
+                reply.kind = ReplyKind::Declined;
             }
             Err(e) => {
                 reply.text = prompts.render(FALLBACK, &ReplyVars::from(vars))?;
                 reply.source = "fallback".into();
-                reply.degraded = true;
-                reply.model_error = Some(e.label());
+                reply.kind = ReplyKind::Fallback(e.label());
             }
         }
         Ok(reply)
+    }
+
+    /// The fallback: the coach could not answer.
+    pub fn degraded(&self) -> bool {
+        matches!(self.kind, ReplyKind::Fallback(_))
+    }
+
+    /// Why the model gave no usable answer, as a label (none for a drafted or filtered reply).
+    pub fn model_error(&self) -> Option<&'static str> {
+        match self.kind {
+            ReplyKind::Declined => Some(LlmError::Declined.label()),
+            ReplyKind::Fallback(why) => Some(why),
+            ReplyKind::Drafted | ReplyKind::Filtered => None,
+        }
     }
 
     /// Some call may have been billed.
@@ -85,7 +93,7 @@ impl Reply {
     /// The request's slot of the hour is given back: the coach could not answer (the fallback)
     /// and nothing was billed. An answer, even the offline coach's, keeps its slot.
     pub fn gives_slot_back(&self) -> bool {
-        self.degraded && !self.billed_anything()
+        self.degraded() && !self.billed_anything()
     }
 
     /// The billed calls' prompt tokens, summed.
@@ -109,22 +117,22 @@ impl Reply {
 
     /// What this reply contributes to the request's metrics and security line.
     pub fn outcome(&self, new_conversation: bool, breaker_open: bool) -> Outcome {
-        let kind = match (self.degraded, self.source.as_str()) {
-            (true, _) => OutcomeKind::Fallback,
-            (false, "offline") => OutcomeKind::Offline,
-            (false, _) => OutcomeKind::Model,
+        let kind = match (self.kind, self.source.as_str()) {
+            (ReplyKind::Fallback(_), _) => OutcomeKind::Fallback,
+            (_, "offline") => OutcomeKind::Offline,
+            _ => OutcomeKind::Model,
         };
         Outcome {
             kind,
             tokens: self.tokens(),
             cost_micro: self.cost_micro(),
             new_conversation,
-            degraded: self.degraded,
-            filtered: self.filtered,
+            degraded: self.degraded(),
+            filtered: self.kind == ReplyKind::Filtered,
             limit: None,
-            model_error: self.model_error,
+            model_error: self.model_error(),
             billed_unusable: self.billed.iter().filter(|b| !b.used).count() as u32,
-            refusal: self.refusal,
+            refusal: self.kind == ReplyKind::Declined,
             breaker_open,
             first_delta_at: None,
             model_replaced: self.replaced_model,

@@ -88,8 +88,9 @@ pub enum LlmError {
     Transport,
     #[error("the model's answer was malformed")]
     Malformed,
+    /// The model declined to answer (OpenAI's `refusal`; the label keeps that word).
     #[error("the model declined to answer")]
-    Refusal,
+    Declined,
     #[error("the model's answer was cut at the token limit")]
     CutOff,
     #[error("the circuit breaker is open")]
@@ -108,7 +109,7 @@ impl LlmError {
             Self::Refused(_) => "refused",
             Self::Transport => "transport",
             Self::Malformed => "malformed",
-            Self::Refusal => "refusal",
+            Self::Declined => "refusal",
             Self::CutOff => "cut_off",
             Self::CircuitOpen => "circuit_open",
             Self::Offline(_) => "offline",

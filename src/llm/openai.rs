@@ -235,7 +235,7 @@ impl OpenAiCoach {
         // Counted only when the provider sent no usage.
         let billed = usage.unwrap_or_else(|| Billed { prompt_tokens: worst.prompt_tokens, completion_tokens: tokens::count(content) as u64, estimated: true, ..Billed::default() });
         if refused || finish == Some(FinishReason::ContentFilter) {
-            return Attempt::Unusable(LlmError::Refusal, billed);
+            return Attempt::Unusable(LlmError::Declined, billed);
         }
         if finish == Some(FinishReason::Length) {
             return Attempt::Unusable(LlmError::CutOff, billed);

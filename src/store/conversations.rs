@@ -14,7 +14,7 @@ use super::{from_item, keys, s, to_item, Item, Store, StoreError};
 use crate::backoff::Backoff;
 use crate::clock::{day_start, next_day, timestamp};
 use crate::conversation::RecentTurn;
-use crate::models::{ConversationId, ConversationItem, GolferMemory, GolferProfile, SwingAnalysis, SwingId, TurnItem, UserId};
+use crate::models::{Conversation, ConversationId, GolferMemory, GolferProfile, SwingAnalysis, SwingId, TurnItem, UserId};
 
 /// Keys a batch read left unprocessed (throttling) are asked again after this.
 const UNPROCESSED_BACKOFF: Backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(320)).with_floor(Duration::from_millis(10));
@@ -257,7 +257,7 @@ impl Store {
     }
 
     /// A day's conversation assembled from its turns; `id` is `conv_{user}_{yyyymmdd}`.
-    pub async fn conversation(&self, id: &str) -> Result<Option<ConversationItem>, StoreError> {
+    pub async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
         let rejected = || StoreError::Invalid(format!("{id} is not a conversation id"));
         let id = ConversationId::try_from(id.to_string()).map_err(|_| rejected())?;
         let (user, day) = keys::conversation_parts(&id).ok_or_else(rejected)?;

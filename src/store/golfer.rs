@@ -153,7 +153,7 @@ impl Store {
     async fn delete_turns(&self, user: &UserId, until: &str) -> Result<Vec<(String, String)>, StoreError> {
         let turns = self.turn_keys(user, until).await?;
         // Each turn and its rating, if the golfer rated it.
-        let ratings: Vec<String> = turns.iter().filter_map(|(k, _)| keys::message_id(user, k)).map(|id| keys::rating(user, id)).collect();
+        let ratings: Vec<String> = turns.iter().filter_map(|(k, _)| keys::client_message_id(user, k)).map(|id| keys::rating(user, id)).collect();
         let doomed: Vec<&str> = turns.iter().map(|(k, _)| k.as_str()).chain(ratings.iter().map(String::as_str)).collect();
         for chunk in doomed.chunks(25) {
             self.delete_batch(chunk.iter().copied()).await?;

@@ -114,7 +114,7 @@ pub fn rating(user: &UserId, id: &str) -> String {
 }
 
 /// The message id in one of `user`'s turn keys.
-pub fn message_id<'a>(user: &UserId, turn_key: &'a str) -> Option<&'a str> {
+pub fn client_message_id<'a>(user: &UserId, turn_key: &'a str) -> Option<&'a str> {
     turn_key.strip_prefix(TURN_PREFIX)?.strip_prefix(user.as_str())?.strip_prefix('_')
 }
 

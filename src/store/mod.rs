@@ -95,7 +95,7 @@ impl From<aws_sdk_dynamodb::error::BuildError> for StoreError {
 
 /// What a DynamoDB answer reports of the capacity it consumed (`ReturnConsumedCapacity::Total`).
 pub(crate) trait Consumed {
-    fn record(&self);
+    fn tally(&self);
 }
 
 fn units<'a>(caps: impl IntoIterator<Item = &'a aws_sdk_dynamodb::types::ConsumedCapacity>) -> f64 {
@@ -105,7 +105,7 @@ fn units<'a>(caps: impl IntoIterator<Item = &'a aws_sdk_dynamodb::types::Consume
 macro_rules! consumed {
     ($record:ident: $($output:ty),*) => {
         $(impl Consumed for $output {
-            fn record(&self) {
+            fn tally(&self) {
                 crate::stats::$record(units(self.consumed_capacity()));
             }
         })*
@@ -119,7 +119,7 @@ consumed!(write_units: ops::put_item::PutItemOutput, ops::delete_item::DeleteIte
 macro_rules! no_capacity {
     ($($output:ty),*) => {
         $(impl Consumed for $output {
-            fn record(&self) {}
+            fn tally(&self) {}
         })*
     };
 }
@@ -198,7 +198,7 @@ impl Store {
         };
         drop(permit);
         if let Ok(answer) = &out {
-            answer.record();
+            answer.tally();
         }
         Ok(out)
     }

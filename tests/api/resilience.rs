@@ -388,7 +388,7 @@ async fn a_long_day_of_the_largest_turns_keeps_every_item_small() {
         };
         let key = keys::turn(&user, &format!("{i:04}-{}", "c".repeat(59)));
         let place = coach_api::conversation::Placement { user: user.clone(), conversation: conversation.clone(), now };
-        let item = coach_api::conversation::record(place, newest.as_ref().map(coach_api::conversation::RecentTurn::from).as_ref(), &turn, stored.clone(), format!("hash-{i}"));
+        let item = coach_api::conversation::next_turn(place, newest.as_ref().map(coach_api::conversation::RecentTurn::from).as_ref(), &turn, stored.clone(), format!("hash-{i}"));
         assert!(app.store.create_turn(&key, &item).await.unwrap(), "DynamoDB accepts it");
         let raw = app.raw_item(&key).await.unwrap();
         largest = largest.max(raw.iter().map(|(k, v)| k.len() + size(v)).sum::<usize>());
