@@ -9,6 +9,15 @@ pub struct AwsEnv {
     /// `AWS_ACCESS_KEY_ID` is set (Lambda always sets it): use the environment's credentials.
     pub credentials_in_env: bool,
     pub region: Option<String>,
+    /// `AWS_DEFAULT_REGION`: the region when `region` is unset.
+    pub default_region: Option<String>,
+}
+
+impl AwsEnv {
+    /// `AWS_REGION`, else `AWS_DEFAULT_REGION`.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref().or(self.default_region.as_deref())
+    }
 }
 
 /// The SDK configuration for a client of `endpoint` (a local stand-in; AWS when `None`).
@@ -24,8 +33,8 @@ pub async fn sdk_config(aws: &AwsEnv, endpoint: Option<&str>) -> aws_config::Sdk
     if aws.credentials_in_env {
         loader = loader.credentials_provider(aws_config::environment::EnvironmentVariableCredentialsProvider::new());
     }
-    if let Some(region) = &aws.region {
-        loader = loader.region(aws_config::Region::new(region.clone()));
+    if let Some(region) = aws.region() {
+        loader = loader.region(aws_config::Region::new(region.to_string()));
     }
     if let Some(endpoint) = endpoint {
         loader = loader.endpoint_url(endpoint);
@@ -33,7 +42,7 @@ pub async fn sdk_config(aws: &AwsEnv, endpoint: Option<&str>) -> aws_config::Sdk
         if !aws.credentials_in_env {
             loader = loader.credentials_provider(aws_credential_types::Credentials::new("local", "local", None, None, "local"));
         }
-        if aws.region.is_none() {
+        if aws.region().is_none() {
             loader = loader.region(aws_config::Region::new("us-east-1"));
         }
     }

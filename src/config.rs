@@ -129,14 +129,35 @@ pub enum ConfigError {
     ClockOffsetInLambda,
 }
 
-/// One environment variable: its name, its default as an operator reads it (Markdown), what it means,
-/// and how it sets the configuration (a non-empty, trimmed value; empty counts as unset).
+/// One environment variable: its name, its default, what it means, and how it sets the
+/// configuration (a non-empty, trimmed value; empty counts as unset). A setter sets only its
+/// own setting; what follows from several variables is worked out once all are read
+/// (`Config::from_lookup`), so their order does not matter.
 pub struct EnvVar {
     pub name: &'static str,
-    pub default: &'static str,
+    default: Shown,
     pub meaning: &'static str,
     set: fn(&mut Config, &'static str, &str) -> Result<(), ConfigError>,
 }
+
+/// A variable's default as the README shows it: the value `Config::default()` holds (the
+/// only place a default is written down), or what stands in when it is unset.
+enum Shown {
+    Value(fn(&Config) -> String),
+    Unset(&'static str),
+}
+
+impl EnvVar {
+    /// The default as an operator reads it (Markdown).
+    pub fn default(&self) -> String {
+        match &self.default {
+            Shown::Value(show) => format!("`{}`", show(&Config::default())),
+            Shown::Unset(what) => (*what).to_string(),
+        }
+    }
+}
+
+const UNSET: Shown = Shown::Unset("unset");
 
 fn nothing(_: &mut Config, _: &'static str, _: &str) -> Result<(), ConfigError> {
     Ok(())
@@ -144,37 +165,37 @@ fn nothing(_: &mut Config, _: &'static str, _: &str) -> Result<(), ConfigError> 
 
 /// Every variable the service reads, in the README's order.
 pub static VARS: &[EnvVar] = &[
-    EnvVar { name: "OPENAI_API_KEY", default: "unset", meaning: "model API key for local runs (in AWS: `OPENAI_SECRET_ARN`, never in the environment)",
+    EnvVar { name: "OPENAI_API_KEY", default: UNSET, meaning: "model API key for local runs (in AWS: `OPENAI_SECRET_ARN`, never in the environment)",
         set: |c, _, v| { c.model.api_key = Some(SecretString::from(v)); Ok(()) } },
-    EnvVar { name: "OPENAI_SECRET_ARN", default: "unset", meaning: "Secrets Manager secret with `api_key` and `log_hash_key` (JSON), read at start and again after a 401: how the key reaches the function in AWS",
+    EnvVar { name: "OPENAI_SECRET_ARN", default: UNSET, meaning: "Secrets Manager secret with `api_key` and `log_hash_key` (JSON), read at start and again after a 401: how the key reaches the function in AWS",
         set: |c, _, v| { c.model.secret_arn = Some(v.into()); Ok(()) } },
-    EnvVar { name: "SECRETS_ENDPOINT", default: "AWS", meaning: "a local stand-in for Secrets Manager (tests)",
+    EnvVar { name: "SECRETS_ENDPOINT", default: Shown::Unset("AWS"), meaning: "a local stand-in for Secrets Manager (tests)",
         set: |c, _, v| { c.secrets_endpoint = Some(v.into()); Ok(()) } },
-    EnvVar { name: "OPENAI_BASE_URL", default: "OpenAI", meaning: "any OpenAI-compatible endpoint, e.g. `http://host/v1`",
+    EnvVar { name: "OPENAI_BASE_URL", default: Shown::Unset("OpenAI"), meaning: "any OpenAI-compatible endpoint, e.g. `http://host/v1`",
         set: |c, _, v| { c.model.base_url = Some(v.into()); Ok(()) } },
-    EnvVar { name: "OPENAI_MODEL", default: "`gpt-6-luna`", meaning: "a row of `prompts/models.json` (prices, parameters, shutdown date and replacement); reported as `source`; a model not listed refuses to start; from its shutdown date on, or once the provider says it is gone, its replacement is called",
+    EnvVar { name: "OPENAI_MODEL", default: Shown::Value(|c| c.model.model.clone()), meaning: "a row of `prompts/models.json` (prices, parameters, shutdown date and replacement); reported as `source`; a model not listed refuses to start; from its shutdown date on, or once the provider says it is gone, its replacement is called",
         set: |c, _, v| { c.model.model = v.into(); Ok(()) } },
-    EnvVar { name: "DYNAMODB_TABLE_COACHING", default: "`coaching-conversations`", meaning: "the single table",
+    EnvVar { name: "DYNAMODB_TABLE_COACHING", default: Shown::Value(|c| c.table_coaching.clone()), meaning: "the single table",
         set: |c, _, v| { c.table_coaching = v.into(); Ok(()) } },
-    EnvVar { name: "DYNAMODB_TABLE_ANALYSES", default: "`golf-coach-analyses`", meaning: "swing analyses (read-only)",
+    EnvVar { name: "DYNAMODB_TABLE_ANALYSES", default: Shown::Value(|c| c.table_analyses.clone()), meaning: "swing analyses (read-only)",
         set: |c, _, v| { c.table_analyses = v.into(); Ok(()) } },
-    EnvVar { name: "DYNAMODB_ENDPOINT", default: "AWS", meaning: "e.g. DynamoDB Local's `http://127.0.0.1:8000`",
+    EnvVar { name: "DYNAMODB_ENDPOINT", default: Shown::Unset("AWS"), meaning: "e.g. DynamoDB Local's `http://127.0.0.1:8000`",
         set: |c, _, v| { c.dynamodb_endpoint = Some(v.into()); Ok(()) } },
-    EnvVar { name: "ADMISSION_WAIT_MS", default: "`3000`", meaning: "how long a message may wait for admission and its context before a 503 (the model is not called); every other wait derives from the request's deadline",
+    EnvVar { name: "ADMISSION_WAIT_MS", default: Shown::Value(|c| c.admission_wait.as_millis().to_string()), meaning: "how long a message may wait for admission and its context before a 503 (the model is not called); every other wait derives from the request's deadline",
         set: |c, n, v| { c.admission_wait = Duration::from_millis(number(n, v)?); Ok(()) } },
-    EnvVar { name: "TOKEN_LIMIT_PER_REQUEST", default: "`1500`", meaning: "prompt + reply tokens, hard limit",
+    EnvVar { name: "TOKEN_LIMIT_PER_REQUEST", default: Shown::Value(|c| c.limits.token_limit_per_request.to_string()), meaning: "prompt + reply tokens, hard limit",
         set: |c, n, v| { c.limits.token_limit_per_request = number(n, v)?; Ok(()) } },
-    EnvVar { name: "MAX_REPLY_TOKENS", default: "`400`", meaning: "`max_tokens` sent with every model call",
+    EnvVar { name: "MAX_REPLY_TOKENS", default: Shown::Value(|c| c.limits.max_reply_tokens.to_string()), meaning: "`max_tokens` sent with every model call",
         set: |c, n, v| { c.limits.max_reply_tokens = number(n, v)?; Ok(()) } },
-    EnvVar { name: "RATE_LIMIT_PER_HOUR", default: "`15`", meaning: "messages per golfer per clock hour",
+    EnvVar { name: "RATE_LIMIT_PER_HOUR", default: Shown::Value(|c| c.limits.requests_per_hour.to_string()), meaning: "messages per golfer per clock hour",
         set: |c, n, v| { c.limits.requests_per_hour = number(n, v)?; Ok(()) } },
-    EnvVar { name: "IP_RATE_LIMIT_PER_HOUR", default: "`60`", meaning: "messages per client IP per clock hour",
+    EnvVar { name: "IP_RATE_LIMIT_PER_HOUR", default: Shown::Value(|c| c.limits.ip_requests_per_hour.to_string()), meaning: "messages per client IP per clock hour",
         set: |c, n, v| { c.limits.ip_requests_per_hour = number(n, v)?; Ok(()) } },
-    EnvVar { name: "COST_LIMIT_PER_USER", default: "`5`", meaning: "dollars per golfer per UTC day",
+    EnvVar { name: "COST_LIMIT_PER_USER", default: Shown::Value(|c| crate::limits::dollars_text(c.limits.spend_per_user_day_micro)), meaning: "dollars per golfer per UTC day",
         set: |c, n, v| { c.limits.spend_per_user_day_micro = dollars(n, v)?; Ok(()) } },
-    EnvVar { name: "COST_LIMIT_TOTAL", default: "`100`", meaning: "dollars for everyone per UTC day",
+    EnvVar { name: "COST_LIMIT_TOTAL", default: Shown::Value(|c| crate::limits::dollars_text(c.limits.spend_total_day_micro)), meaning: "dollars for everyone per UTC day",
         set: |c, n, v| { c.limits.spend_total_day_micro = dollars(n, v)?; Ok(()) } },
-    EnvVar { name: "AUTH_MODE", default: "`cognito`", meaning: "`cognito` (claims.sub) or `local` (`X-User-Id`; refused inside Lambda)",
+    EnvVar { name: "AUTH_MODE", default: Shown::Value(|c| c.auth_mode.as_str().to_string()), meaning: "`cognito` (claims.sub) or `local` (`X-User-Id`; refused inside Lambda)",
         set: |c, n, v| {
             c.auth_mode = match v {
                 "cognito" => AuthMode::Cognito,
@@ -183,9 +204,9 @@ pub static VARS: &[EnvVar] = &[
             };
             Ok(())
         } },
-    EnvVar { name: "ALLOW_LOCAL_AUTH_IN_LAMBDA", default: "unset", meaning: "`true` lets `AUTH_MODE=local` run in Lambda (a test stage only)",
+    EnvVar { name: "ALLOW_LOCAL_AUTH_IN_LAMBDA", default: UNSET, meaning: "`true` lets `AUTH_MODE=local` run in Lambda (a test stage only)",
         set: nothing },
-    EnvVar { name: "CORS_ALLOWED_ORIGINS", default: "none", meaning: "comma-separated origins; no wildcard",
+    EnvVar { name: "CORS_ALLOWED_ORIGINS", default: Shown::Unset("none"), meaning: "comma-separated origins; no wildcard",
         set: |c, n, v| {
             c.cors_origins = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
             if c.cors_origins.iter().any(|o| o == "*") {
@@ -193,31 +214,31 @@ pub static VARS: &[EnvVar] = &[
             }
             Ok(())
         } },
-    EnvVar { name: "MAX_RECENT_MESSAGES", default: "`20`", meaning: "turns kept verbatim before older ones fold into a summary",
+    EnvVar { name: "MAX_RECENT_MESSAGES", default: Shown::Value(|c| c.max_recent_messages.to_string()), meaning: "turns kept verbatim before older ones fold into a summary",
         set: |c, n, v| { c.max_recent_messages = number(n, v)?; Ok(()) } },
-    EnvVar { name: "REPLY_WORD_LIMIT", default: "`150`", meaning: "the reply length the system prompt asks for (`reply_word_limit` in templates)",
+    EnvVar { name: "REPLY_WORD_LIMIT", default: Shown::Value(|c| c.reply_word_limit.to_string()), meaning: "the reply length the system prompt asks for (`reply_word_limit` in templates)",
         set: |c, n, v| { c.reply_word_limit = number(n, v)?; Ok(()) } },
-    EnvVar { name: "PROMPTS_DIR", default: "embedded", meaning: "read templates from a folder instead of the binary",
+    EnvVar { name: "PROMPTS_DIR", default: Shown::Unset("embedded"), meaning: "read templates from a folder instead of the binary",
         set: |c, _, v| { c.prompts_dir = Some(PathBuf::from(v)); Ok(()) } },
-    EnvVar { name: "PORT", default: "`3000`", meaning: "`coach-api serve` port (127.0.0.1)",
+    EnvVar { name: "PORT", default: Shown::Value(|c| c.port.to_string()), meaning: "`coach-api serve` port (127.0.0.1)",
         set: |c, n, v| { c.port = number(n, v)?; Ok(()) } },
-    EnvVar { name: "WORKER_THREADS", default: "`1`", meaning: "threads of the async runtime: `1` runs every task on the main thread (a Lambda sandbox answers one request at a time; `coach-api serve` holds bench/'s load on one), more shares tasks between threads by work stealing",
+    EnvVar { name: "WORKER_THREADS", default: Shown::Value(|c| c.worker_threads.to_string()), meaning: "threads of the async runtime: `1` runs every task on the main thread (a Lambda sandbox answers one request at a time; `coach-api serve` holds bench/'s load on one), more shares tasks between threads by work stealing",
         set: |c, n, v| { c.worker_threads = number::<usize>(n, v)?.max(1); Ok(()) } },
-    EnvVar { name: "DYNAMODB_MAX_CALLS", default: "`32`", meaning: "DynamoDB calls in flight at once from one process; more wait for a free one within their deadline (each holds a connection and its buffers; a Lambda sandbox makes at most five at once)",
+    EnvVar { name: "DYNAMODB_MAX_CALLS", default: Shown::Value(|c| c.dynamodb_max_calls.to_string()), meaning: "DynamoDB calls in flight at once from one process; more wait for a free one within their deadline (each holds a connection and its buffers; a Lambda sandbox makes at most five at once)",
         set: |c, n, v| { c.dynamodb_max_calls = number::<usize>(n, v)?.max(1); Ok(()) } },
-    EnvVar { name: "CLOCK_OFFSET_SECONDS", default: "`0`", meaning: "`coach-api serve` runs this many seconds ahead (negative: behind), e.g. to try a conversation across UTC midnight; refused inside Lambda",
+    EnvVar { name: "CLOCK_OFFSET_SECONDS", default: Shown::Value(|c| c.clock_offset_secs.to_string()), meaning: "`coach-api serve` runs this many seconds ahead (negative: behind), e.g. to try a conversation across UTC midnight; refused inside Lambda",
         set: |c, n, v| { c.clock_offset_secs = number(n, v)?; Ok(()) } },
-    EnvVar { name: "EXPERIMENT", default: "unset", meaning: "`NAME:PERCENT`: answer that share of golfers (each always the same golfers) with the prompt variant `prompts/variants/NAME/`; `NAME:0` or unset is the kill switch",
+    EnvVar { name: "EXPERIMENT", default: UNSET, meaning: "`NAME:PERCENT`: answer that share of golfers (each always the same golfers) with the prompt variant `prompts/variants/NAME/`; `NAME:0` or unset is the kill switch",
         set: |c, n, v| { c.experiment = experiment(n, v)?; Ok(()) } },
-    EnvVar { name: "LOG_HASH_KEY", default: "`coach-api`", meaning: "key of the hashes that stand for user ids and IPs in logs; inside Lambda it must be set (here or as the secret's `log_hash_key`): with the public default the service refuses to start",
+    EnvVar { name: "LOG_HASH_KEY", default: Shown::Value(|_| DEFAULT_LOG_HASH_KEY.to_string()), meaning: "key of the hashes that stand for user ids and IPs in logs; inside Lambda it must be set (here or as the secret's `log_hash_key`): with the public default the service refuses to start",
         set: |c, _, v| { c.log_hash_key = SecretString::from(v); Ok(()) } },
-    EnvVar { name: "LOG_FORMAT", default: "`compact`", meaning: "`json` for JSON log lines (always JSON inside Lambda)",
+    EnvVar { name: "LOG_FORMAT", default: Shown::Value(|c| if c.log_json { "json" } else { "compact" }.to_string()), meaning: "`json` for JSON log lines (always JSON inside Lambda)",
         set: |c, _, v| { c.log_json = v == "json"; Ok(()) } },
-    EnvVar { name: "RUST_LOG", default: "`info`", meaning: "log filter",
+    EnvVar { name: "RUST_LOG", default: Shown::Value(|c| c.log_filter.clone()), meaning: "log filter",
         set: |c, _, v| { c.log_filter = v.into(); Ok(()) } },
-    EnvVar { name: "AWS_LAMBDA_RUNTIME_API", default: "unset", meaning: "set by Lambda: serve the Lambda runtime",
-        set: |c, _, _| { c.in_lambda = true; c.log_json = true; Ok(()) } },
-    EnvVar { name: "LAMBDA_RESPONSE_MODE", default: "`buffered`", meaning: "`streaming` for the function behind `POST /api/chat/coaching/stream` (Lambda response streaming)",
+    EnvVar { name: "AWS_LAMBDA_RUNTIME_API", default: UNSET, meaning: "set by Lambda: serve the Lambda runtime",
+        set: |c, _, _| { c.in_lambda = true; Ok(()) } },
+    EnvVar { name: "LAMBDA_RESPONSE_MODE", default: Shown::Value(|c| if c.lambda_streaming { "streaming" } else { "buffered" }.to_string()), meaning: "`streaming` for the function behind `POST /api/chat/coaching/stream` (Lambda response streaming)",
         set: |c, n, v| {
             c.lambda_streaming = match v {
                 "buffered" => false,
@@ -226,15 +247,15 @@ pub static VARS: &[EnvVar] = &[
             };
             Ok(())
         } },
-    EnvVar { name: "AWS_ACCESS_KEY_ID", default: "unset", meaning: "credentials from the environment (Lambda sets them); else the SDK's provider chain",
+    EnvVar { name: "AWS_ACCESS_KEY_ID", default: UNSET, meaning: "credentials from the environment (Lambda sets them); else the SDK's provider chain",
         set: |c, _, _| { c.aws.credentials_in_env = true; Ok(()) } },
-    EnvVar { name: "AWS_REGION", default: "unset", meaning: "the region (Lambda sets it; `us-east-1` with DynamoDB Local)",
+    EnvVar { name: "AWS_REGION", default: UNSET, meaning: "the region (Lambda sets it; `us-east-1` with DynamoDB Local)",
         set: |c, _, v| { c.aws.region = Some(v.into()); Ok(()) } },
-    EnvVar { name: "AWS_DEFAULT_REGION", default: "unset", meaning: "the region when `AWS_REGION` is unset",
-        set: |c, _, v| { c.aws.region.get_or_insert_with(|| v.into()); Ok(()) } },
-    EnvVar { name: "MIMALLOC_ARENA_EAGER_COMMIT", default: "unset", meaning: "read by the allocator at process start (bench/README.md)",
+    EnvVar { name: "AWS_DEFAULT_REGION", default: UNSET, meaning: "the region when `AWS_REGION` is unset",
+        set: |c, _, v| { c.aws.default_region = Some(v.into()); Ok(()) } },
+    EnvVar { name: "MIMALLOC_ARENA_EAGER_COMMIT", default: UNSET, meaning: "read by the allocator at process start (bench/README.md)",
         set: nothing },
-    EnvVar { name: "MIMALLOC_PURGE_DELAY", default: "unset", meaning: "read by the allocator at process start (bench/README.md)",
+    EnvVar { name: "MIMALLOC_PURGE_DELAY", default: UNSET, meaning: "read by the allocator at process start (bench/README.md)",
         set: nothing },
 ];
 
@@ -247,7 +268,7 @@ pub fn reads(name: &str) -> bool {
 pub fn markdown_table() -> String {
     let mut out = String::from("| variable | default | meaning |\n|---|---|---|\n");
     for v in VARS {
-        out.push_str(&format!("| `{}` | {} | {} |\n", v.name, v.default, v.meaning));
+        out.push_str(&format!("| `{}` | {} | {} |\n", v.name, v.default(), v.meaning));
     }
     out
 }
@@ -275,6 +296,8 @@ impl Config {
                 (var.set)(&mut c, var.name, &v)?;
             }
         }
+        // What follows from several variables, now that all are read.
+        c.log_json |= c.in_lambda; // Lambda always logs JSON
         c.model.spec = crate::llm::table::spec(&c.model.model)?;
         c.limits.prices = c.model.spec.prices;
         c.check(non_empty("ALLOW_LOCAL_AUTH_IN_LAMBDA").as_deref() == Some("true"))?;
@@ -411,10 +434,10 @@ mod tests {
         assert_eq!(c.prompts_dir, Some(PathBuf::from("/tmp/prompts")));
         assert_eq!(c.reply_word_limit, 90);
         assert!(c.aws.credentials_in_env);
-        assert_eq!(c.aws.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(c.aws.region(), Some("eu-west-1"));
         assert_eq!(c.log_filter, "debug");
         let both = cfg(&[("AWS_REGION", "us-west-2"), ("AWS_DEFAULT_REGION", "eu-west-1")])?;
-        assert_eq!(both.aws.region.as_deref(), Some("us-west-2"), "AWS_REGION wins");
+        assert_eq!(both.aws.region(), Some("us-west-2"), "AWS_REGION wins");
         Ok(())
     }
 
@@ -427,6 +450,31 @@ mod tests {
         assert_eq!((c.model.spec.output_limit, c.limits.prices.output_micro), (OutputLimit::MaxTokens, 10_000_000));
         assert!(cfg(&[("OPENAI_MODEL", "gpt-unknown")]).is_err(), "a model not in the table refuses to start");
         Ok(())
+    }
+
+    /// What follows from several variables does not depend on their order in `VARS`: Lambda
+    /// logs JSON whatever LOG_FORMAT says, and AWS_REGION beats AWS_DEFAULT_REGION.
+    #[test]
+    fn rules_between_variables_hold_in_any_order() -> Result<(), ConfigError> {
+        let lambda = ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001");
+        assert!(cfg(&[lambda, ("LOG_FORMAT", "compact")])?.log_json, "Lambda always logs JSON");
+        assert!(cfg(&[("LOG_FORMAT", "json")])?.log_json);
+        assert!(!cfg(&[("LOG_FORMAT", "compact")])?.log_json);
+        let position = |name: &str| VARS.iter().position(|v| v.name == name);
+        assert!(position("LOG_FORMAT") < position("AWS_LAMBDA_RUNTIME_API") && position("AWS_REGION") < position("AWS_DEFAULT_REGION"), "the order the checks above would catch");
+        Ok(())
+    }
+
+    /// A default is written once, in `Config::default()`: the README's column is rendered from it.
+    #[test]
+    fn the_readme_defaults_are_the_configs_own() {
+        let shown = |name: &str| VARS.iter().find(|v| v.name == name).map(EnvVar::default);
+        let d = Config::default();
+        assert_eq!(shown("RATE_LIMIT_PER_HOUR"), Some(format!("`{}`", d.limits.requests_per_hour)));
+        assert_eq!(shown("COST_LIMIT_PER_USER"), Some("`5`".to_string()));
+        assert_eq!(shown("ADMISSION_WAIT_MS"), Some(format!("`{}`", d.admission_wait.as_millis())));
+        assert_eq!(shown("OPENAI_MODEL"), Some(format!("`{}`", d.model.model)));
+        assert_eq!(shown("OPENAI_BASE_URL").as_deref(), Some("OpenAI"));
     }
 
     #[test]

@@ -151,6 +151,15 @@ pub fn parse_dollars(v: &str) -> Result<u64, String> {
     whole.checked_mul(1_000_000).and_then(|w| w.checked_add(frac_micro)).ok_or_else(bad)
 }
 
+/// Micro-dollars as an amount in dollars, the way [`parse_dollars`] reads it: `5`, `0.25`.
+pub fn dollars_text(micro: u64) -> String {
+    let (whole, frac) = (micro / 1_000_000, micro % 1_000_000);
+    match frac {
+        0 => whole.to_string(),
+        _ => format!("{whole}.{}", format!("{frac:06}").trim_end_matches('0')),
+    }
+}
+
 /// Micro-dollars for `tokens` at `per_mtok_micro` micro-dollars per million, rounded up.
 pub fn price(tokens: u64, per_mtok_micro: u64) -> i64 {
     let micro = (u128::from(tokens) * u128::from(per_mtok_micro)).div_ceil(1_000_000);
@@ -254,6 +263,14 @@ pub fn quota(l: &Limits, used: UsageSnapshot, now: DateTime<Utc>) -> Quota {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dollars_are_written_as_they_are_read() {
+        for (micro, text) in [(5_000_000, "5"), (100_000_000, "100"), (250_000, "0.25"), (1_000_001, "1.000001"), (0, "0")] {
+            assert_eq!(dollars_text(micro), text);
+            assert_eq!(parse_dollars(text), Ok(micro));
+        }
+    }
     use chrono::TimeZone;
 
     #[test]
