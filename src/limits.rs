@@ -117,7 +117,7 @@ impl Counter {
     }
 }
 
-/// What a golfer has used, read after the request's own write.
+/// What a golfer has used this hour and day, this request included.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UsageSnapshot {
     pub user_hour_count: i64,

@@ -10,10 +10,10 @@ use tokio::time::Instant;
 use super::reservation::Counters;
 use super::{Answered, Caller, ChatError, ChatInput, Reservation};
 use crate::clock;
-use crate::limits::{self, Counter, QuotaCheck, Refusal};
+use crate::limits::{self, Counter, QuotaCheck, Refusal, UsageSnapshot};
 use crate::llm::table::ModelSpec;
 use crate::metrics::{Outcome, OutcomeKind};
-use crate::models::{CoachingChatRequest, CoachingChatResponseStorage as Storage, GolferProfile, GolferProfilePlan};
+use crate::models::{CoachingChatRequest, CoachingChatResponseStorage as Storage, GolferProfile, GolferProfilePlan, SwingId};
 use crate::prompts::experiment::PromptSet;
 use crate::prompts::{PromptError, LIMIT};
 use crate::state::AppState;
@@ -27,6 +27,8 @@ use crate::store::{deadline, keys, StoreError};
 pub struct Admitted {
     pub reservation: Reservation,
     pub context: Result<CoachingContext, StoreError>,
+    /// What the golfer has used this hour and day, this message's reservation included.
+    pub usage: UsageSnapshot,
     pub turn_key: String,
     pub request_hash: String,
     /// When the golfer asked.
@@ -67,7 +69,11 @@ async fn admit_and_load_context(state: &AppState, caller: &Caller, request: &Coa
     let set = state.prompt_set(&caller.user);
     let row = state.model_row(&set, now);
     let check = limits::quota_check(&state.limits_for(&row), &caller.user, &caller.ip, now);
-    let Wave { mut decision, context, global } = run_wave(state, &check, claim.as_ref(), request).await;
+    // This admission's mark on the golfer's quota item: the context read beside it tells by it
+    // whether it already counts this message.
+    let mark = uuid::Uuid::new_v4().simple().to_string();
+    let Wave { mut decision, context, global } = run_wave(state, &check, claim.as_ref(), request.swing_id.as_ref(), &mark).await;
+    let usage = context.as_ref().map(|c| c.quota.with_admission(&mark, check.cost_micro)).unwrap_or_default();
     let mut reservation = Reservation::new(&state.store, &state.budget, CounterKeys::of(&check.user, &check.ip, now), check.cost_micro);
     if matches!(global, Ok(true)) {
         reservation = reservation.with_global(clock::day_key(now), check.cost_micro);
@@ -81,18 +87,20 @@ async fn admit_and_load_context(state: &AppState, caller: &Caller, request: &Coa
     if matches!(decision, Ok(AdmitDecision::Admitted)) || unsure.is_some() {
         reservation = reservation.with_counters(Counters { claim_key: claim.map(|c| c.key), unsure });
     }
-    let admitted = Admitted { reservation, context, turn_key, request_hash, now, set, row };
+    let admitted = Admitted { reservation, context, usage, turn_key, request_hash, now, set, row };
     decide(state, decision, global, admitted).await
 }
 
-/// The admission transaction, the context reads and the global budget, at once.
-async fn run_wave(state: &AppState, check: &QuotaCheck, claim: Option<&Claim>, request: &CoachingChatRequest) -> Wave {
+/// The admission transaction (marked `mark`), the context reads (the quota item among them)
+/// and the global budget, at once.
+async fn run_wave(state: &AppState, check: &QuotaCheck, claim: Option<&Claim>, swing: Option<&SwingId>, mark: &str) -> Wave {
     // Boxed: the SDK's futures are large, and unboxed they would size this request's
     // future for its whole life, while a request spends most of its time past this wave.
     let started = Instant::now();
+    let counters = CounterKeys::of(&check.user, &check.ip, check.at);
     let (decision, context, global) = tokio::join!(
-        Box::pin(state.store.admit(check, claim)),
-        Box::pin(state.store.load_context(&check.user, request.swing_id.as_ref())),
+        Box::pin(state.store.admit(check, claim, mark)),
+        Box::pin(state.store.load_context(&check.user, swing, &counters)),
         Box::pin(state.budget.reserve(&state.store, check.at, check.cost_micro)),
     );
     crate::stats::store_wave(started.elapsed());

@@ -1,6 +1,5 @@
 //! Step 3, the coach: the model (or the offline coach) within the request's deadline and its
-//! reservation, with the golfer's usage counters read meanwhile (they already hold this
-//! message); then output safety makes the [`Reply`]. Asked whole, or streamed: the reply's
+//! reservation; then output safety makes the [`Reply`]. Asked whole, or streamed: the reply's
 //! text goes through output safety as it is written and out as events.
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -8,19 +7,17 @@ use tokio::time::Instant;
 
 use super::stream::{self, Shown};
 use super::{Caller, ChatError, ChatEvent, Composed, Reply};
-use crate::limits::UsageSnapshot;
 use crate::llm::{Attempts, CoachRequest};
 use crate::prompts::{PromptMessage, PromptRole, SHORTER};
 use crate::safety;
 use crate::state::AppState;
 use crate::store::deadline;
 
-/// A message the coach answered: the reply after output safety, with what the golfer had
-/// used (read beside the model) and, streamed, when its first words went out.
+/// A message the coach answered: the reply after output safety and, streamed, when its first
+/// words went out.
 pub struct Replied {
     pub composed: Composed,
     pub reply: Reply,
-    pub usage: UsageSnapshot,
     pub first_delta_at: Option<Instant>,
 }
 
@@ -62,9 +59,9 @@ pub async fn ask_whole(state: &AppState, caller: &Caller, mut composed: Composed
     composed.reservation.billable();
     let started = Instant::now();
     let request = asking.request(state, caller, &composed);
-    let (attempts, usage) = deadline::scope(caller.deadline, async { tokio::join!(state.coach.reply(request), state.store.usage(composed.reservation.keys())) }).await;
+    let attempts = deadline::scope(caller.deadline, state.coach.reply(request)).await;
     crate::stats::model_wait(started.elapsed());
-    replied(composed, attempts, usage, Shown::default())
+    replied(composed, attempts, Shown::default())
 }
 
 /// Step 3, the answer as the coach writes it: `delta` and `replace` events on `events`, and
@@ -78,9 +75,9 @@ pub async fn ask_streamed(state: &AppState, caller: &Caller, mut composed: Compo
     let started = Instant::now();
     let request = asking.request(state, caller, &composed);
     let presented = stream::present(state.coach.reply_stream(request), events, &composed.set.prompts, &composed.vars);
-    let ((attempts, shown), usage) = deadline::scope(caller.deadline, async { tokio::join!(presented, state.store.usage(composed.reservation.keys())) }).await;
+    let (attempts, shown) = deadline::scope(caller.deadline, presented).await;
     crate::stats::model_wait(started.elapsed());
-    let replied = replied(composed, attempts, usage, shown.clone())?;
+    let replied = replied(composed, attempts, shown.clone())?;
     // What is stored is what the golfer is finally shown.
     stream::finish(&shown.text, &replied.reply.text, events);
     Ok(replied)
@@ -88,13 +85,9 @@ pub async fn ask_streamed(state: &AppState, caller: &Caller, mut composed: Compo
 
 /// The reply after output safety, or (a reply template that does not render) the error; the
 /// model was asked, so the reservation, dropped, keeps the worst case charged.
-fn replied(composed: Composed, attempts: Attempts, usage: Result<UsageSnapshot, crate::store::StoreError>, shown: Shown) -> Result<Replied, ChatError> {
-    let usage = usage.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "usage read failed; quota shown as before this request");
-        UsageSnapshot::default()
-    });
+fn replied(composed: Composed, attempts: Attempts, shown: Shown) -> Result<Replied, ChatError> {
     match Reply::from_coach(&composed.set.prompts, attempts, &composed.vars, &composed.row.name) {
-        Ok(reply) => Ok(Replied { composed, reply, usage, first_delta_at: shown.first_at }),
+        Ok(reply) => Ok(Replied { composed, reply, first_delta_at: shown.first_at }),
         Err(e) => Err(e.into()),
     }
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::{Admitted, Caller, ChatError, ChatInput, Reservation};
 use crate::conversation;
 use crate::conversation::RecentTurn;
-use crate::limits;
+use crate::limits::{self, UsageSnapshot};
 use crate::llm::table::ModelSpec;
 use crate::models::{AppContext, ChatMessage, ConversationId, GolferMemory, Role, SwingId};
 use crate::prompts::experiment::PromptSet;
@@ -34,6 +34,9 @@ pub struct Composed {
     pub set: PromptSet,
     /// The model row that answers it, decided at admission.
     pub row: ModelSpec,
+    /// What the golfer has used this hour and day, this message's reservation included (read
+    /// beside the admission).
+    pub usage: UsageSnapshot,
     /// What the coach remembered when the message was admitted (the reply's memory
     /// operations apply to it; its version guards the write).
     pub memory: Option<GolferMemory>,
@@ -41,7 +44,7 @@ pub struct Composed {
 
 /// Step 2. On an error the reservation is given back.
 pub async fn compose(state: &AppState, caller: &Caller, input: &ChatInput, admitted: Admitted) -> Result<Composed, ChatError> {
-    let Admitted { reservation, context, turn_key, request_hash, now, set, row } = admitted;
+    let Admitted { reservation, context, usage, turn_key, request_hash, now, set, row } = admitted;
     let parts = (|| {
         let context = context?;
         if input.request.swing_id.is_some() && context.swing_on_screen.is_none() {
@@ -70,6 +73,7 @@ pub async fn compose(state: &AppState, caller: &Caller, input: &ChatInput, admit
             now,
             set,
             row,
+            usage,
         }),
     }
 }

@@ -7,8 +7,7 @@
 //! 2. [`compose`]: the swing check, the template variables, the prompt packed into the token
 //!    limit → [`Composed`]. Steps 1 and 2 are [`prepare`]: everything that can refuse a
 //!    message, finished before any response header is sent;
-//! 3. [`ask`]: the coach, whole or streamed (the usage counters are read meanwhile), then
-//!    output safety → [`Replied`];
+//! 3. [`ask`]: the coach, whole or streamed, then output safety → [`Replied`];
 //! 4. [`record`]: one DynamoDB wave, the turn with its settlement → [`Answered`].
 //!
 //! [`answer`] runs steps 3 and 4 as a `Stream` of [`ChatEvent`]s: the JSON route collects it,

@@ -82,11 +82,11 @@ fn turn_item(state: &AppState, caller: &Caller, input: &ChatInput, replied: &Rep
 }
 
 /// The response's fields that the turn does not hold already. The remaining quota comes from
-/// the counters read beside the model, which include this message's reservation.
+/// the counters read beside the admission, with this message's reservation counted in.
 fn stored_response(state: &AppState, caller: &Caller, replied: &Replied) -> StoredResponse {
-    let Replied { composed, reply, usage, .. } = replied;
+    let Replied { composed, reply, .. } = replied;
     let l = &state.config.limits;
-    let mut used = *usage;
+    let mut used = composed.usage;
     used.user_day_spend_micro = used.user_day_spend_micro - composed.reservation.reserved_micro() + reply.cost_micro();
     if reply.gives_slot_back() {
         used.user_hour_count -= 1;

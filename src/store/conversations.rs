@@ -7,7 +7,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{KeysAndAttributes, Put, ReturnConsumedCapacity as Rcc, TransactWriteItem};
 use chrono::{DateTime, Utc};
 
-use super::counters::CounterKeys;
+use super::counters::{CounterKeys, QuotaRead};
 use super::idempotency::{IN_PROGRESS, STATUS};
 use super::transact::{Failed, Written};
 use super::{from_item, keys, s, to_item, Item, Store, StoreError};
@@ -36,6 +36,8 @@ pub struct CoachingContext {
     /// What the coach remembers about the golfer (none yet: memory on, nothing known), read
     /// strongly consistent: a turn's write is conditional on its version.
     pub memory: Option<GolferMemory>,
+    /// The golfer's quota item, read strongly consistent beside the admission.
+    pub quota: QuotaRead,
 }
 
 impl CoachingContext {
@@ -56,6 +58,7 @@ struct Keyed {
     profile: Option<GolferProfile>,
     memory: Option<GolferMemory>,
     swing_on_screen: Option<SwingAnalysis>,
+    quota: QuotaRead,
 }
 
 /// A turn to write: the turn item (it replaces the claim on its key, or is new), and its
@@ -130,18 +133,21 @@ impl std::fmt::Display for Unwritable {
 }
 
 impl Store {
-    pub async fn load_context(&self, user: &UserId, swing_on_screen: Option<&SwingId>) -> Result<CoachingContext, StoreError> {
-        let (keyed, recent, swings) = tokio::try_join!(self.keyed_context(user, swing_on_screen), self.recent_for_context(user), self.recent_swings(user, RECENT_SWINGS),)?;
-        let Keyed { profile, memory, swing_on_screen } = keyed;
-        Ok(CoachingContext { recent, swings, swing_on_screen, profile, memory })
+    /// The coaching context of `user`'s message, with the quota item at `quota` (read beside
+    /// the admission, in the same wave).
+    pub async fn load_context(&self, user: &UserId, swing_on_screen: Option<&SwingId>, quota: &CounterKeys) -> Result<CoachingContext, StoreError> {
+        let (keyed, recent, swings) = tokio::try_join!(self.keyed_context(user, swing_on_screen, quota), self.recent_for_context(user), self.recent_swings(user, RECENT_SWINGS),)?;
+        let Keyed { profile, memory, swing_on_screen, quota } = keyed;
+        Ok(CoachingContext { recent, swings, swing_on_screen, profile, memory, quota })
     }
 
-    /// The profile, the golfer's memory and, when the app names one, the swing on screen,
-    /// only if it is the caller's: one BatchGetItem across both tables.
-    async fn keyed_context(&self, user: &UserId, swing: Option<&SwingId>) -> Result<Keyed, StoreError> {
+    /// The profile, the golfer's memory, the golfer's quota item and, when the app names one,
+    /// the swing on screen, only if it is the caller's: one BatchGetItem across both tables.
+    async fn keyed_context(&self, user: &UserId, swing: Option<&SwingId>, quota: &CounterKeys) -> Result<Keyed, StoreError> {
         let (profile_key, memory_key) = (keys::profile(user), keys::memory(user));
         let key = |attr: &str, value: &str| HashMap::from([(attr.to_string(), s(value))]);
-        let mut coaching = KeysAndAttributes::builder().keys(key(keys::PK, &profile_key)).keys(key(keys::PK, &memory_key)).consistent_read(true);
+        let mut coaching =
+            KeysAndAttributes::builder().keys(key(keys::PK, &profile_key)).keys(key(keys::PK, &memory_key)).keys(key(keys::PK, &quota.user_quota)).consistent_read(true);
         let mut request = HashMap::new();
         if let Some(id) = swing {
             let swing_key = key(keys::ANALYSES_PK, id.as_str());
@@ -174,6 +180,7 @@ impl Store {
         for mut item in found {
             let pk = item.get(keys::PK).and_then(|v| v.as_s().ok()).cloned();
             match pk.as_deref() {
+                Some(k) if k == quota.user_quota => keyed.quota = QuotaRead::of(Some(&item), quota),
                 Some(k) if k == profile_key => {
                     item.remove(keys::PK);
                     keyed.profile = Some(from_item("profile", item)?);

@@ -40,6 +40,38 @@ pub enum AdmitDecision {
     },
 }
 
+/// The attribute of the golfer's quota item naming the admission that last counted on it.
+const ADMITTED_BY: &str = "admitted_by";
+
+/// The golfer's quota item as a read beside the admission found it (the context's
+/// BatchGetItem, strongly consistent): before or after this request's own admission.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuotaRead {
+    pub used: UsageSnapshot,
+    /// The mark of the admission that last counted on the item.
+    pub admitted_by: Option<String>,
+}
+
+impl QuotaRead {
+    /// The item (none: nothing used yet) at the hour `k` names.
+    pub fn of(item: Option<&super::Item>, k: &CounterKeys) -> Self {
+        let admitted_by = item.and_then(|i| i.get(ADMITTED_BY)).and_then(|v| v.as_s().ok()).cloned();
+        Self { used: UsageSnapshot { user_hour_count: number(item, &k.hour_attr), user_day_spend_micro: number(item, SPEND) }, admitted_by }
+    }
+
+    /// What the golfer has used with the admission marked `mark` counted in: as read when the
+    /// read saw it, else the read plus its request and its worst case. (When another admission
+    /// of the golfer's landed after this one and before the read, this one counts twice: the
+    /// quota shown is then one request short, never more generous. The limits themselves are
+    /// the admission's conditions, exact whatever is shown.)
+    pub fn with_admission(&self, mark: &str, reserved_micro: i64) -> UsageSnapshot {
+        if self.admitted_by.as_deref() == Some(mark) {
+            return self.used;
+        }
+        UsageSnapshot { user_hour_count: self.used.user_hour_count + 1, user_day_spend_micro: self.used.user_day_spend_micro + reserved_micro }
+    }
+}
+
 /// An admission that failed; `unsure` is set when it may nevertheless have been applied.
 #[derive(Debug, thiserror::Error)]
 #[error("{error}")]
@@ -80,8 +112,9 @@ impl Store {
     /// Admits a request against the golfer's hour and day and the IP's hour at once, or
     /// refuses it touching none. `claim` (the claim on the clientMessageId) joins the same
     /// transaction and is checked first. When no answer arrives the error carries an
-    /// [`Unsure`] to resolve.
-    pub async fn admit(&self, a: &QuotaCheck, claim: Option<&Claim>) -> Result<AdmitDecision, AdmitError> {
+    /// [`Unsure`] to resolve. The golfer's item is marked with `mark` (this request's own), so a
+    /// read beside the admission tells whether it saw it ([`QuotaRead::with_admission`]).
+    pub async fn admit(&self, a: &QuotaCheck, claim: Option<&Claim>, mark: &str) -> Result<AdmitDecision, AdmitError> {
         if a.user_day_limit_micro < a.cost_micro {
             return Ok(AdmitDecision::Refused { counter: Counter::UserDay, current: 0 });
         }
@@ -89,7 +122,7 @@ impl Store {
         let claimed = usize::from(claim.is_some());
         let keys = CounterKeys::of(&a.user, &a.ip, a.at);
         let mut items: Vec<TransactWriteItem> = claim.map(|c| self.claim_item(c)).transpose().map_err(definite)?.into_iter().collect();
-        items.extend(self.admission_items(a, &keys).map_err(definite)?);
+        items.extend(self.admission_items(a, &keys, mark).map_err(definite)?);
 
         let written = self.transact_resolvable("TransactWriteItems admit", items).await;
         match written.map_err(|(error, unsure)| AdmitError { error, unsure })? {
@@ -107,11 +140,11 @@ impl Store {
         }
     }
 
-    fn admission_items(&self, a: &QuotaCheck, k: &CounterKeys) -> Result<Vec<TransactWriteItem>, StoreError> {
+    fn admission_items(&self, a: &QuotaCheck, k: &CounterKeys, mark: &str) -> Result<Vec<TransactWriteItem>, StoreError> {
         let day_expires_at = a.at.timestamp() + keys::DAY_TTL_SECS;
         let ip_expires_at = a.at.timestamp() + keys::IP_QUOTA_TTL_SECS;
         let golfer = built(
-            update(&k.user_quota, "ADD #h :one, #s :cost SET #ttl = if_not_exists(#ttl, :ttl)")
+            update(&k.user_quota, "ADD #h :one, #s :cost SET #ttl = if_not_exists(#ttl, :ttl), #m = :mark")
                 .condition_expression("(attribute_not_exists(#h) OR #h < :hl) AND (attribute_not_exists(#s) OR #s <= :room)")
                 .expression_attribute_names("#h", &k.hour_attr)
                 .expression_attribute_names("#s", SPEND)
@@ -121,6 +154,8 @@ impl Store {
                 .expression_attribute_values(":cost", n(a.cost_micro))
                 .expression_attribute_values(":room", n(a.user_day_limit_micro - a.cost_micro))
                 .expression_attribute_values(":ttl", n(day_expires_at))
+                .expression_attribute_names("#m", ADMITTED_BY)
+                .expression_attribute_values(":mark", s(mark))
                 .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld),
             &self.table,
         )?;
@@ -147,11 +182,11 @@ impl Store {
         self.transact("TransactWriteItems release", &items, Some(&g.token)).await.map(|_| ()).map_err(|f| f.error)
     }
 
-    /// Read after the request's own write: what the golfer has used this hour and day.
+    /// What the golfer has used this hour and day (the usage route).
     pub async fn usage(&self, k: &CounterKeys) -> Result<UsageSnapshot, StoreError> {
         let get = || self.client.get_item().table_name(&self.table).key(keys::PK, s(&k.user_quota)).consistent_read(true).return_consumed_capacity(Rcc::Total).send();
         let out = self.send("GetItem usage", get).await?;
-        Ok(UsageSnapshot { user_hour_count: number(out.item.as_ref(), &k.hour_attr), user_day_spend_micro: number(out.item.as_ref(), SPEND) })
+        Ok(QuotaRead::of(out.item.as_ref(), k).used)
     }
 
     /// Items that settle a request on the golfer's day: `delta_micro` on the spend (negative
@@ -172,5 +207,20 @@ impl Store {
             items.push(built(update(&k.ip_hour, "ADD #c :minus").expression_attribute_names("#c", COUNT).expression_attribute_values(":minus", n(-1)), &self.table)?);
         }
         Ok(items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_beside_the_admission_counts_the_message_once() {
+        let read = |mark: Option<&str>| QuotaRead { used: UsageSnapshot { user_hour_count: 3, user_day_spend_micro: 40_000 }, admitted_by: mark.map(str::to_string) };
+        // The read saw this admission: as read.
+        assert_eq!(read(Some("mine")).with_admission("mine", 9_000), UsageSnapshot { user_hour_count: 3, user_day_spend_micro: 40_000 });
+        // It came before it (another admission's mark, or none yet): the message is added.
+        assert_eq!(read(Some("other")).with_admission("mine", 9_000), UsageSnapshot { user_hour_count: 4, user_day_spend_micro: 49_000 });
+        assert_eq!(QuotaRead::default().with_admission("mine", 9_000), UsageSnapshot { user_hour_count: 1, user_day_spend_micro: 9_000 });
     }
 }

@@ -48,12 +48,12 @@ async fn a_demo_golfer_gets_a_reply_built_on_the_latest_swing_and_theme() {
     assert_eq!(emf["TokensUsed"], 820);
     assert_eq!(emf["UserActiveConversations"], 1, "the day's first message starts a conversation");
     assert_eq!(emf["Outcome"], "model");
-    // Two sequential DynamoDB waves: the admission beside 3 context reads (the profile in a
-    // BatchGetItem, the newest turns, the swings), then the turn; the usage read runs beside
-    // the model call. Six calls a message, and on a process's first message of the day a
-    // seventh in the first wave: the lease of its first slice of the global budget.
+    // Two sequential DynamoDB waves: the admission beside 3 context reads (the profile, the
+    // memory and the quota item in a BatchGetItem, the newest turns, the swings), then the
+    // turn. Five calls a message, and on a process's first message of the day a sixth in the
+    // first wave: the lease of its first slice of the global budget.
     assert_eq!(emf["DynamoWaves"], 2, "{emf}");
-    assert_eq!(emf["DynamoCalls"], 7, "{emf}");
+    assert_eq!(emf["DynamoCalls"], 6, "{emf}");
     assert!(emf["DynamoWriteUnits"].as_f64().unwrap_or(0.0) > 0.0, "consumed capacity is reported: {emf}");
     assert!(emf["InProcessMs"].as_f64().is_some());
     assert!(!lines[0].contains("demo-alice"), "no user id in metrics");

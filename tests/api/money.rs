@@ -236,7 +236,7 @@ async fn a_reservation_dropped_unsettled_gives_itself_back_unless_the_model_was_
         let now = app.state.clock.now();
         let golfer = crate::helpers::uid(user);
         let check = coach_api::limits::quota_check(&app.config.limits, &golfer, &ip, now);
-        assert!(matches!(app.store.admit(&check, None).await, Ok(AdmitDecision::Admitted)));
+        assert!(matches!(app.store.admit(&check, None, "guard-test").await, Ok(AdmitDecision::Admitted)));
         assert_eq!((app.hour_count(user).await, app.day_spend(user).await), (1, check.cost_micro), "{user}: admitted");
         let mut reservation =
             Reservation::new(&app.store, &app.state.budget, CounterKeys::of(&golfer, &ip, now), check.cost_micro).with_counters(Counters { claim_key: None, unsure: None });
