@@ -99,6 +99,13 @@ fn macro_body(mac: &syn::Macro) -> Vec<syn::Stmt> {
     exprs.map(|list| list.into_iter().map(|e| syn::Stmt::Expr(e, None)).collect()).unwrap_or_default()
 }
 
+/// Visits a macro's body ([`macro_body`]) as `v` visits code.
+fn visit_macro_body<V: for<'a> Visit<'a>>(v: &mut V, m: &syn::Macro) {
+    for stmt in macro_body(m) {
+        v.visit_stmt(&stmt);
+    }
+}
+
 /// Every path a file names, with `use` trees spread into whole paths (`use crate::{a::X, b}`
 /// names `crate::a::X` and `crate::b`), as segments.
 #[derive(Default)]
@@ -147,9 +154,7 @@ impl<'ast> Visit<'ast> for Paths {
     }
 
     fn visit_macro(&mut self, m: &'ast syn::Macro) {
-        for stmt in macro_body(m) {
-            Visit::visit_stmt(self, &stmt);
-        }
+        visit_macro_body(self, m);
         syn::visit::visit_macro(self, m);
     }
 }
@@ -276,9 +281,7 @@ impl<'ast> Visit<'ast> for Reaches {
     }
 
     fn visit_macro(&mut self, m: &'ast syn::Macro) {
-        for stmt in macro_body(m) {
-            Visit::visit_stmt(self, &stmt);
-        }
+        visit_macro_body(self, m);
     }
 }
 
@@ -344,9 +347,7 @@ impl<'ast> Visit<'ast> for AwaitedSends {
     }
 
     fn visit_macro(&mut self, m: &'ast syn::Macro) {
-        for stmt in macro_body(m) {
-            Visit::visit_stmt(self, &stmt);
-        }
+        visit_macro_body(self, m);
     }
 }
 
@@ -390,9 +391,7 @@ impl<'ast> Visit<'ast> for TimeFormats {
     }
 
     fn visit_macro(&mut self, m: &'ast syn::Macro) {
-        for stmt in macro_body(m) {
-            Visit::visit_stmt(self, &stmt);
-        }
+        visit_macro_body(self, m);
         syn::visit::visit_macro(self, m);
     }
 }
@@ -525,9 +524,7 @@ impl<'ast> Visit<'ast> for Names {
     }
 
     fn visit_macro(&mut self, m: &'ast syn::Macro) {
-        for stmt in macro_body(m) {
-            Visit::visit_stmt(self, &stmt);
-        }
+        visit_macro_body(self, m);
         syn::visit::visit_macro(self, m);
     }
 }

@@ -81,7 +81,8 @@ pub(crate) fn to_item<T: Serialize>(value: &T) -> Result<Item, StoreError> {
 }
 
 /// A turn item as its type, whole ([`crate::models::TurnItem`]) or as a projection read it
-/// ([`crate::conversation::RecentTurn`]): its key is the store's, not part of the turn.
+/// ([`crate::conversation::RecentTurn`]). The key is left out: the store sets it when it writes
+/// an item (the schema names it, as stored), so a value read back carries none.
 pub(crate) fn turn<T: DeserializeOwned>(mut item: Item) -> Result<T, StoreError> {
     item.remove(keys::PK);
     from_item("turn", item)

@@ -56,6 +56,17 @@ pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     spawn_full(adjust, BreakerConfig::default()).await
 }
 
+/// An app whose breaker opens after three failures in a row and stays open `open_for`, with
+/// three quick attempts a message: the breaker tests' setting.
+pub async fn spawn_with_quick_breaker(open_for: std::time::Duration) -> TestApp {
+    let breaker = BreakerConfig { consecutive: 3, ratio: 1.0, min_calls: 100, window: std::time::Duration::from_secs(30), open_for };
+    let quick = |c: &mut Config| {
+        c.model.max_attempts = 3;
+        c.model.backoff_base = std::time::Duration::from_millis(5);
+    };
+    spawn_full(quick, breaker).await
+}
+
 pub async fn spawn_full(adjust: impl FnOnce(&mut Config), breaker: BreakerConfig) -> TestApp {
     init_tracing();
     let model = MockServer::start().await;

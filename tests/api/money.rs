@@ -10,9 +10,8 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
-use crate::helpers::{completion, on_day, payload, prompt_text, spawn_full, spawn_model, spawn_with, MODEL_PATH};
+use crate::helpers::{completion, on_day, payload, prompt_text, spawn_model, spawn_with, MODEL_PATH};
 use coach_api::limits::Limits;
-use coach_api::llm::settings::BreakerConfig;
 
 /// A provider that answers by a fixed rotation, and keeps what it billed each golfer (the
 /// golfer's name is in the message) at the model's prices.
@@ -144,15 +143,7 @@ async fn a_cut_answer_is_not_asked_for_again_when_the_instruction_would_leave_un
 
 #[tokio::test]
 async fn the_breaker_opens_on_500s_a_401_answers_its_probe_and_the_model_answers_again() {
-    let breaker = BreakerConfig { consecutive: 3, ratio: 1.0, min_calls: 100, window: Duration::from_secs(30), open_for: Duration::from_millis(600) };
-    let app = spawn_full(
-        |c| {
-            c.model.max_attempts = 3;
-            c.model.backoff_base = Duration::from_millis(5);
-        },
-        breaker,
-    )
-    .await;
+    let app = crate::helpers::spawn_with_quick_breaker(Duration::from_millis(600)).await;
     #[derive(Clone)]
     struct Provider(Arc<Mutex<u16>>);
     impl Respond for Provider {

@@ -185,15 +185,7 @@ async fn connection_failures_are_retried_then_fall_back() {
 
 #[tokio::test]
 async fn the_breaker_opens_serves_fallbacks_without_calling_then_half_opens_and_recovers() {
-    let breaker = BreakerConfig { consecutive: 3, ratio: 1.0, min_calls: 100, window: Duration::from_secs(30), open_for: Duration::from_millis(800) };
-    let app = spawn_full(
-        |c| {
-            c.model.max_attempts = 3;
-            c.model.backoff_base = Duration::from_millis(5);
-        },
-        breaker,
-    )
-    .await;
+    let app = crate::helpers::spawn_with_quick_breaker(Duration::from_millis(800)).await;
     // A provider with a health switch. (wiremock's scoped mocks are not used: dropping one
     // after its list was re-sorted by priority switches off a different mock.)
     #[derive(Clone)]
