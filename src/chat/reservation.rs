@@ -108,10 +108,6 @@ impl Reservation {
         self
     }
 
-    pub fn keys(&self) -> &CounterKeys {
-        &self.keys
-    }
-
     /// The worst-case spend held on the golfer's day (micro-dollars).
     pub fn reserved_micro(&self) -> i64 {
         self.reserved_micro
