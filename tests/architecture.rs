@@ -529,6 +529,21 @@ impl<'ast> Visit<'ast> for Names {
     }
 }
 
+/// The model row that answers a message is decided in one place, at admission
+/// (`AppState::model_row`); every later step reads the row the message carries.
+#[test]
+fn the_model_row_is_decided_once() {
+    let mut deciding = vec![];
+    for s in sources() {
+        let mut names = Names(BTreeSet::new());
+        names.visit_file(&s.file);
+        if names.0.contains(".row()") {
+            deciding.push(s.module.clone());
+        }
+    }
+    assert_eq!(deciding, ["state"], "modules that pick a model row themselves");
+}
+
 /// A streamed answer reads the provider's events in the request's own task: the model client
 /// neither spawns a reader nor takes async-openai's streaming call, which does.
 #[test]
