@@ -141,7 +141,7 @@ impl Reservation {
     /// so an outage leaves no reservation behind.
     pub async fn release(mut self) {
         let held = std::mem::take(&mut self.held);
-        let Some(release) = self.give_back(held).await else { return };
+        let Some(release) = give_back(&self.budget, &self.keys, self.reserved_micro, held).await else { return };
         let started = Instant::now();
         let applied = deadline::scope(Instant::now() + RELEASE_INLINE_WAIT, release.apply(&self.store)).await;
         crate::stats::store_wave(started.elapsed());
@@ -150,15 +150,15 @@ impl Reservation {
             release.in_background(&self.store);
         }
     }
+}
 
-    /// Gives the global share back at once; the counters' part as a [`Release`] to apply.
-    async fn give_back(&self, held: Held) -> Option<Arc<Release>> {
-        if let Some((day, amount)) = &held.global {
-            self.budget.refund(day, *amount).await;
-        }
-        let counters = held.counters?;
-        Some(Arc::new(Release { unsure: counters.unsure, give_back: GiveBack::new(self.keys.clone(), self.reserved_micro, counters.claim_key) }))
+/// Gives `held`'s global share back at once; the counters' part as a [`Release`] to apply.
+async fn give_back(budget: &GlobalBudget, keys: &CounterKeys, reserved_micro: i64, held: Held) -> Option<Arc<Release>> {
+    if let Some((day, amount)) = &held.global {
+        budget.refund(day, *amount).await;
     }
+    let counters = held.counters?;
+    Some(Arc::new(Release { unsure: counters.unsure, give_back: GiveBack::new(keys.clone(), reserved_micro, counters.claim_key) }))
 }
 
 impl Drop for Reservation {
@@ -173,11 +173,10 @@ impl Drop for Reservation {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         tracing::warn!("a reservation was dropped unsettled: giving it back in the background");
         let held = std::mem::take(&mut self.held);
-        let reservation =
-            Self { keys: self.keys.clone(), reserved_micro: self.reserved_micro, held: Held::default(), billable: false, store: self.store.clone(), budget: self.budget.clone() };
+        let (keys, reserved_micro, store, budget) = (self.keys.clone(), self.reserved_micro, self.store.clone(), self.budget.clone());
         runtime.spawn(async move {
-            if let Some(release) = reservation.give_back(held).await {
-                release.in_background(&reservation.store);
+            if let Some(release) = give_back(&budget, &keys, reserved_micro, held).await {
+                release.in_background(&store);
             }
         });
     }
