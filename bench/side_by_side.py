@@ -14,6 +14,13 @@ limits while they do it:
 The figure is the process's own CPU (utime + stime from /proc) over the measured requests,
 after a warm-up; DynamoDB Local's CPU is not the service's and is not counted (LiteLLM keeps
 no database here). It prints both, and the ratio.
+
+SIDE_BASELINE_BIN names another `coach-api` binary (say, the release build of an older commit):
+it is then measured in the same run, on the same DynamoDB Local and mock model, each binary on
+tables of its own, in the order this, baseline, baseline, this (so a drift of the machine
+during the run weighs on both alike) after a round that warms DynamoDB Local and is not
+counted, and the change in CPU per request is printed.
+SIDE_LITELLM=0 leaves LiteLLM out.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ CONCURRENCY = bench.env_int("SIDE_CONCURRENCY", 20)
 GOLFERS = bench.env_int("SIDE_GOLFERS", 100)
 WARMUP = 40
 LITELLM = ROOT / ".tools" / "venv-litellm" / "bin" / "litellm"
+BASELINE = pathlib.Path(os.environ["SIDE_BASELINE_BIN"]) if os.environ.get("SIDE_BASELINE_BIN") else None
+WITH_LITELLM = os.environ.get("SIDE_LITELLM", "1") != "0"
 
 CUSTOM_AUTH = '''
 from fastapi import Request
@@ -106,8 +115,34 @@ def measure(name: str, pid: int, send) -> dict:
             "requests_per_second": REQUESTS / (t1 - t0), "peak_rss_mb": status_kb(pid, "VmHWM") / 1024}
 
 
+def prepare(bin_: pathlib.Path, label: str, base: dict) -> dict:
+    """Tables of the binary's own, migrated and seeded by it: the environment to serve with."""
+    env = dict(base, DYNAMODB_TABLE_COACHING=f"side-{label}-coaching", DYNAMODB_TABLE_ANALYSES=f"side-{label}-analyses")
+    for cmd in (["migrate"], ["seed", "--golfers", str(GOLFERS)]):
+        r = subprocess.run([str(bin_), *cmd], env=env, cwd=ROOT, capture_output=True, text=True)
+        if r.returncode != 0:
+            die(f"{bin_} {' '.join(cmd)} failed: {r.stderr}")
+    return env
+
+
+def serve_and_measure(bin_: pathlib.Path, label: str, env: dict, work: pathlib.Path, stamp: str, round_: int) -> dict:
+    port = free_port()
+    service = spawn([str(bin_), "serve"], dict(env, PORT=str(port)), work / f"serve-{label}-{round_}.out", work / f"serve-{label}-{round_}.err")
+    wait_http(port, "/openapi.json")
+    print(f"side by side: {label} ({bin_}), {REQUESTS} requests from {CONCURRENCY} threads", file=sys.stderr)
+    tag = f"{label}{round_}"
+    result = measure(label, service.pid, lambda i, phase: post_chat(port, f"golfer-{(i % GOLFERS) + 1:04d}", f"How do I stop slicing my driver? ({phase} {i})", f"side-{tag}-{phase}-{i:05d}-{stamp[-7:-1]}")[0])
+    stop(service)
+    return result
+
+
+def mean(runs: list[dict]) -> dict:
+    out = {k: sum(r[k] for r in runs) / len(runs) for k in ("cpu_ms_per_request", "requests_per_second", "peak_rss_mb")}
+    return dict(out, requests=sum(r["requests"] for r in runs), runs=runs)
+
+
 def main() -> None:
-    for need in (BIN, MOCK, LITELLM):
+    for need in (BIN, MOCK, *((LITELLM,) if WITH_LITELLM else ()), *((BASELINE,) if BASELINE else ())):
         if not need.exists():
             die(f"{need} is missing: run bench/side-by-side, which installs and builds it")
     jar_dir = os.environ.get("DYNAMODB_LOCAL_DIR") or die("DYNAMODB_LOCAL_DIR is not set: run bench/side-by-side")
@@ -128,36 +163,51 @@ def main() -> None:
         RATE_LIMIT_PER_HOUR="1000000", IP_RATE_LIMIT_PER_HOUR="1000000", LOG_FORMAT="json", RUST_LOG="info",
         MIMALLOC_ARENA_EAGER_COMMIT="0", MIMALLOC_PURGE_DELAY="0",
     )
-    for cmd in (["migrate"], ["seed", "--golfers", str(GOLFERS)]):
-        r = subprocess.run([str(BIN), *cmd], env=base, cwd=ROOT, capture_output=True, text=True)
-        if r.returncode != 0:
-            die(f"coach-api {' '.join(cmd)} failed: {r.stderr}")
-    port = free_port()
-    service = spawn([str(BIN), "serve"], dict(base, PORT=str(port)), work / "serve.out", work / "serve.err")
-    wait_http(port, "/openapi.json")
-    print(f"side by side: coach-api serve, {REQUESTS} requests from {CONCURRENCY} threads", file=sys.stderr)
-    ours = measure("coach-api", service.pid, lambda i, phase: post_chat(port, f"golfer-{(i % GOLFERS) + 1:04d}", f"How do I stop slicing my driver? ({phase} {i})", f"side-{phase}-{i:05d}-{stamp[-7:-1]}")[0])
-    stop(service)
+    binaries = {"coach-api": BIN, **({"baseline": BASELINE} if BASELINE else {})}
+    envs = {label: prepare(bin_, label, base) for label, bin_ in binaries.items()}
+    order = ["coach-api", "baseline", "baseline", "coach-api"] if BASELINE else ["coach-api"]
+    runs: dict[str, list[dict]] = {label: [] for label in binaries}
+    if BASELINE:
+        # DynamoDB Local (a JVM) answers the first few thousand calls slower: the first run
+        # measured twice the store wait of the last. A round of the baseline, not counted, warms it.
+        serve_and_measure(BASELINE, "baseline", envs["baseline"], work, stamp, -1)
+    for round_, label in enumerate(order):
+        runs[label].append(serve_and_measure(binaries[label], label, envs[label], work, stamp, round_))
+    ours = mean(runs["coach-api"])
+    baseline = mean(runs["baseline"]) if BASELINE else None
 
-    (work / "custom_auth.py").write_text(CUSTOM_AUTH)
-    (work / "config.yaml").write_text(litellm_config(model_port))
-    lport = free_port()
-    proxy = spawn([str(LITELLM), "--config", str(work / "config.yaml"), "--port", str(lport), "--num_workers", "1"],
-                  dict(os.environ, PYTHONPATH=str(work), LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False"), work / "litellm.out", work / "litellm.err")
-    wait_http(lport, "/health/liveliness", seconds=180)
-    print(f"side by side: LiteLLM proxy, {REQUESTS} requests from {CONCURRENCY} threads", file=sys.stderr)
-    theirs = measure("litellm", proxy.pid, lambda i, _phase: post_litellm(lport, f"golfer-{(i % GOLFERS) + 1:04d}"))
-    stop(proxy)
+    theirs = None
+    if WITH_LITELLM:
+        (work / "custom_auth.py").write_text(CUSTOM_AUTH)
+        (work / "config.yaml").write_text(litellm_config(model_port))
+        lport = free_port()
+        proxy = spawn([str(LITELLM), "--config", str(work / "config.yaml"), "--port", str(lport), "--num_workers", "1"],
+                      dict(os.environ, PYTHONPATH=str(work), LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False"), work / "litellm.out", work / "litellm.err")
+        wait_http(lport, "/health/liveliness", seconds=180)
+        print(f"side by side: LiteLLM proxy, {REQUESTS} requests from {CONCURRENCY} threads", file=sys.stderr)
+        theirs = measure("litellm", proxy.pid, lambda i, _phase: post_litellm(lport, f"golfer-{(i % GOLFERS) + 1:04d}"))
+        stop(proxy)
 
-    ratio = theirs["cpu_ms_per_request"] / ours["cpu_ms_per_request"]
-    result = {"stamp": stamp, "model_delay_ms": bench.MODEL_DELAY_MS, "coach_api": ours, "litellm": theirs, "ratio": ratio,
-              "litellm_version": subprocess.run([str(LITELLM.parent / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
-                                                capture_output=True, text=True).stdout.strip()}
+    result = {"stamp": stamp, "model_delay_ms": bench.MODEL_DELAY_MS, "coach_api": ours, "binary": str(BIN)}
+    if baseline:
+        result.update(baseline=baseline, baseline_binary=str(BASELINE), change=ours["cpu_ms_per_request"] / baseline["cpu_ms_per_request"] - 1)
+    if theirs:
+        result.update(litellm=theirs, ratio=theirs["cpu_ms_per_request"] / ours["cpu_ms_per_request"],
+                      litellm_version=subprocess.run([str(LITELLM.parent / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+                                                     capture_output=True, text=True).stdout.strip())
     (bench.RESULTS / f"{stamp}-side-by-side.json").write_text(json.dumps(result, indent=2))
-    print(f"| | CPU per request | requests/s | peak RSS |\n|---|---|---|---|")
+    print("| | CPU per request | requests/s | peak RSS |\n|---|---|---|---|")
     print(f"| coach-api serve | {ours['cpu_ms_per_request']:.2f} ms | {ours['requests_per_second']:.1f} | {ours['peak_rss_mb']:.1f} MB |")
-    print(f"| LiteLLM {result['litellm_version']} proxy (1 worker, custom auth, rpm and budget limits) | {theirs['cpu_ms_per_request']:.2f} ms | {theirs['requests_per_second']:.1f} | {theirs['peak_rss_mb']:.1f} MB |")
-    print(f"\nLiteLLM spends {ratio:.1f}× the CPU per request of this service ({REQUESTS} requests, {CONCURRENCY} at a time, mock model at {bench.MODEL_DELAY_MS} ms).")
+    if baseline:
+        print(f"| baseline: {BASELINE} | {baseline['cpu_ms_per_request']:.2f} ms | {baseline['requests_per_second']:.1f} | {baseline['peak_rss_mb']:.1f} MB |")
+    if theirs:
+        print(f"| LiteLLM {result['litellm_version']} proxy (1 worker, custom auth, rpm and budget limits) | {theirs['cpu_ms_per_request']:.2f} ms | {theirs['requests_per_second']:.1f} | {theirs['peak_rss_mb']:.1f} MB |")
+    if baseline:
+        each = ", ".join(f"{r['cpu_ms_per_request']:.2f}" for r in runs["coach-api"])
+        each_base = ", ".join(f"{r['cpu_ms_per_request']:.2f}" for r in runs["baseline"])
+        print(f"\nCPU per request against the baseline: {result['change'] * 100:+.1f} % (this: {each} ms; baseline: {each_base} ms; {len(order)} runs of {REQUESTS} requests, in the order {', '.join(order)}).")
+    if theirs:
+        print(f"\nLiteLLM spends {result['ratio']:.1f}× the CPU per request of this service ({REQUESTS} requests, {CONCURRENCY} at a time, mock model at {bench.MODEL_DELAY_MS} ms).")
 
 
 if __name__ == "__main__":
