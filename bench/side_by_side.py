@@ -169,7 +169,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {label: [] for label in binaries}
     if BASELINE:
         # DynamoDB Local (a JVM) answers the first few thousand calls slower: the first run
-        # measured twice the store wait of the last. A round of the baseline, not counted, warms it.
+        # waited up to twice as long on the store as the last. A round of the baseline, not counted, warms it.
         serve_and_measure(BASELINE, "baseline", envs["baseline"], work, stamp, -1)
     for round_, label in enumerate(order):
         runs[label].append(serve_and_measure(binaries[label], label, envs[label], work, stamp, round_))
