@@ -263,6 +263,7 @@ pub fn quota(l: &Limits, used: UsageSnapshot, now: DateTime<Utc>) -> Quota {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
 
     #[test]
     fn dollars_are_written_as_they_are_read() {
@@ -271,7 +272,6 @@ mod tests {
             assert_eq!(parse_dollars(text), Ok(micro));
         }
     }
-    use chrono::TimeZone;
 
     #[test]
     fn gpt4o_prices_in_micro_dollars() {

@@ -50,6 +50,8 @@ struct Wave {
     decision: Result<AdmitDecision, AdmitError>,
     context: Result<CoachingContext, StoreError>,
     global: Result<bool, StoreError>,
+    /// The golfer's and the IP's counters the admission wrote and the context read.
+    counters: CounterKeys,
 }
 
 /// Step 1, bounded by the admission wait.
@@ -72,9 +74,9 @@ async fn admit_and_load_context(state: &AppState, caller: &Caller, request: &Coa
     // This admission's mark on the golfer's quota item: the context read beside it tells by it
     // whether it already counts this message.
     let mark = uuid::Uuid::new_v4().simple().to_string();
-    let Wave { mut decision, context, global } = run_wave(state, &check, claim.as_ref(), request.swing_id.as_ref(), &mark).await;
+    let Wave { mut decision, context, global, counters } = run_wave(state, &check, claim.as_ref(), request.swing_id.as_ref(), &mark).await;
     let usage = context.as_ref().map(|c| c.quota.with_admission(&mark, check.cost_micro)).unwrap_or_default();
-    let mut reservation = Reservation::new(&state.store, &state.budget, CounterKeys::of(&check.user, &check.ip, now), check.cost_micro);
+    let mut reservation = Reservation::new(&state.store, &state.budget, counters, check.cost_micro);
     if matches!(global, Ok(true)) {
         reservation = reservation.with_global(clock::day_key(now), check.cost_micro);
     }
@@ -104,7 +106,7 @@ async fn run_wave(state: &AppState, check: &QuotaCheck, claim: Option<&Claim>, s
         Box::pin(state.budget.reserve(&state.store, check.at, check.cost_micro)),
     );
     crate::stats::store_wave(started.elapsed());
-    Wave { decision, context, global }
+    Wave { decision, context, global, counters }
 }
 
 /// Admitted, refused or a replay, from what the wave answered; whatever a message that is not
